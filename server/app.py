@@ -1,0 +1,134 @@
+"""create_app(settings) -> Starlette: the services a request needs, routes, middleware, errors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from server import api
+from server.context import ContextBuilder
+from server.errors import ApiError
+from server.geo import GeoLocator, bundled_database_path
+from server.identity import TokenSigner
+from server.settings import Settings
+from server.shops import ShopConfig, ShopConfigError, ShopRegistry
+from server.store import Store, open_store
+from widgets.base import Templates
+
+log = logging.getLogger("vitrine")
+
+
+@dataclass
+class Services:
+    """Everything built once per process and shared by all requests."""
+
+    settings: Settings
+    store: Store
+    shops: ShopRegistry
+    templates: Templates
+    geo: GeoLocator
+    signer: TokenSigner
+    contexts: ContextBuilder
+
+    def shop(self, shop_id: str | None) -> ShopConfig:
+        if not shop_id:
+            raise ApiError(400, "missing shop: pass ?shop=SHOP")
+        try:
+            config = self.shops.get(shop_id)
+        except ShopConfigError as exc:
+            log.error("shop %s: %s", shop_id, exc)
+            raise ApiError(503, f"shop {shop_id!r} has a broken config file; see the server log") from None
+        if config is None:
+            raise ApiError(404, f"unknown shop {shop_id!r}")
+        return config
+
+    def close(self) -> None:
+        self.geo.close()
+        self.store.close()
+
+
+def build_services(settings: Settings, migrate: bool = True) -> Services:
+    store = open_store(settings.resolved_database_url)
+    if migrate:
+        store.migrate()
+    geo = GeoLocator(settings.geoip_database or bundled_database_path())
+    shops_dir = settings.resolved_shops_dir
+    return Services(
+        settings=settings,
+        store=store,
+        shops=ShopRegistry(shops_dir),
+        templates=Templates([settings.resolved_data_dir / "templates"]),
+        geo=geo,
+        signer=TokenSigner(settings.signing_keys(), settings.token_max_age_days * 86400),
+        contexts=ContextBuilder(store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60),
+    )
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Starlette:
+    from server.cors import ShopCORSMiddleware
+    from server.demo.site import demo_routes
+
+    settings = settings or Settings.load()
+    services = services or build_services(settings)
+
+    def origins_for(shop_id: str) -> list[str] | None:
+        try:
+            config = services.shops.get(shop_id)
+        except ShopConfigError:
+            return None
+        return config.origins if config else None
+
+    routes = [
+        Route("/", lambda request: RedirectResponse("/demo/")),
+        Route("/v1/vitrine.js", api.script),
+        Route("/v1/health", api.health),
+        Route("/v1/page", api.page, methods=["POST"]),
+        Route("/v1/events", api.events, methods=["POST"]),
+        Route("/v1/fragments/{kind}", api.fragment, methods=["GET"]),
+        Mount("/demo", routes=demo_routes()),
+    ]
+    app = Starlette(
+        debug=False,
+        routes=routes,
+        middleware=[Middleware(ShopCORSMiddleware, origins_for=origins_for)],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.services = services
+    return app
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/v1/"):
+        message = "no such endpoint" if exc.status_code == 404 else exc.detail
+        if exc.status_code == 405:
+            message = f"method {request.method} not allowed here"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
+def app_from_env() -> Starlette:
+    """The app for a uvicorn worker process: settings from VITRINE_* variables."""
+    return create_app(Settings.load())

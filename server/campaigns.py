@@ -1,0 +1,118 @@
+"""Campaigns from a shop's config: who they target, when they trigger, and the decision for a visitor.
+
+Every decision carries its reasons, so QA can see why a campaign did or did not show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from server.context import VisitorContext
+
+VisitorKind = Literal["new", "returning", "customer"]
+DeviceClass = Literal["mobile", "tablet", "desktop", "bot", "other"]
+Medium = Literal["direct", "organic", "paid", "social", "email", "referral", "internal"]
+
+
+class Audience(BaseModel):
+    """Who sees a campaign. Every listed condition must hold; an empty list means anyone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    visitor: list[VisitorKind] = Field(default_factory=list)
+    device: list[DeviceClass] = Field(default_factory=list)
+    country: list[str] = Field(default_factory=list, description="ISO 3166 alpha-2 codes")
+    not_country: list[str] = Field(default_factory=list)
+    page_type: list[str] = Field(default_factory=list)
+    source: list[Medium] = Field(default_factory=list)
+    min_page_views: int = 0
+
+    @field_validator("country", "not_country")
+    @classmethod
+    def _upper(cls, codes: list[str]) -> list[str]:
+        for code in codes:
+            if len(code) != 2 or not code.isalpha():
+                raise ValueError(f"{code!r} is not a two-letter country code")
+        return [c.upper() for c in codes]
+
+
+class Trigger(BaseModel):
+    """When a popup opens on the page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on: Literal["load", "delay", "scroll", "exit"] = "load"
+    seconds: float = Field(default=0, ge=0, le=600)
+    percent: int = Field(default=50, ge=0, le=100)
+
+
+class Campaign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    widget: Literal["popup", "banner"]
+    enabled: bool = True
+    priority: int = 0
+    placement: str = Field(default="", description="Banner slots this fills (slot id or data-placement)")
+    audience: Audience = Field(default_factory=Audience)
+    trigger: Trigger = Field(default_factory=Trigger)
+    once_closed: bool = Field(default=True, description="Never show again after the visitor closes it")
+    title: str = ""
+    body: str = ""
+    cta: str = ""
+    link: str = ""
+    code: str = Field(default="", description="A code revealed in a second step (two-step offer)")
+    reveal_text: str = ""
+    theme: str = "default"
+
+
+@dataclass
+class Decision:
+    campaign: Campaign
+    show: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozenset()) -> Decision:
+    reasons: list[str] = []
+    aud = campaign.audience
+
+    def check(ok: bool, why: str) -> None:
+        reasons.append(("ok: " if ok else "no: ") + why)
+
+    check(campaign.enabled, "campaign enabled")
+    if aud.visitor:
+        check(ctx.visitor_kind in aud.visitor, f"visitor is {ctx.visitor_kind}, wanted {'/'.join(aud.visitor)}")
+    if aud.device:
+        check(ctx.device.device_class in aud.device, f"device is {ctx.device.device_class}, wanted {'/'.join(aud.device)}")
+    country = ctx.geo.country or "unknown"
+    if aud.country:
+        check(ctx.geo.country in aud.country, f"country is {country}, wanted {'/'.join(aud.country)}")
+    if aud.not_country:
+        check(ctx.geo.country not in aud.not_country, f"country is {country}, excluded {'/'.join(aud.not_country)}")
+    if aud.page_type:
+        check(ctx.page.type in aud.page_type, f"page type is {ctx.page.type or 'unknown'}, wanted {'/'.join(aud.page_type)}")
+    if aud.source:
+        check(ctx.source.medium in aud.source, f"traffic source is {ctx.source.medium}, wanted {'/'.join(aud.source)}")
+    if aud.min_page_views:
+        check(ctx.profile.page_views >= aud.min_page_views, f"{ctx.profile.page_views} page views, wanted {aud.min_page_views}")
+    if campaign.once_closed:
+        check(campaign.id not in closed, "not closed by this visitor before")
+    return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)
+
+
+def decisions(
+    campaigns: list[Campaign], ctx: "VisitorContext", widget: str, placement: str | None = None,
+    closed: set[str] = frozenset(),
+) -> list[Decision]:
+    """Decisions for every campaign of a widget kind (and placement), highest priority first."""
+    chosen = [
+        c for c in campaigns
+        if c.widget == widget and (placement is None or not c.placement or c.placement == placement)
+    ]
+    chosen.sort(key=lambda c: -c.priority)
+    return [decide(c, ctx, closed) for c in chosen]

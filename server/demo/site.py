@@ -1,0 +1,126 @@
+"""The demo shop under /demo/: a small but real shop page set, with the script tag pasted as a shop would.
+
+It reads the demo catalog from the store like any shop's back end would read its own
+database; Vitrine itself only reaches it through the script tag and slots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import jinja2
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from server.taxonomy import CATEGORIES, slugify
+
+DEMO_DIR = Path(__file__).parent
+SHOP = "demo"
+PAGE_SIZE = 24
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(DEMO_DIR / "templates")), autoescape=True, trim_blocks=True, lstrip_blocks=True
+)
+CATEGORY_BY_SLUG = {slugify(c): c for c in CATEGORIES}
+
+
+def demo_routes() -> list[BaseRoute]:
+    return [
+        Route("/", home),
+        Route("/category/{slug}", category),
+        Route("/product/{item_id}", product),
+        Route("/cart", cart),
+        Route("/search", search),
+        Route("/img/{item_id}.svg", image),
+        Mount("/static", StaticFiles(directory=str(DEMO_DIR / "static")), name="demo-static"),
+    ]
+
+
+def _store(request: Request):
+    return request.app.state.services.store
+
+
+def _render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+    settings = request.app.state.services.settings
+    base = settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+    html = _env.get_template(template).render(
+        base_url=base, shop=SHOP, categories=[(slugify(c), c) for c in CATEGORIES], **context
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+async def home(request: Request) -> Response:
+    store = _store(request)
+    bestsellers = await run_in_threadpool(store.bestsellers, SHOP, 8)
+    return _render(request, "home.html", page_type="home", items=bestsellers)
+
+
+async def category(request: Request) -> Response:
+    name = CATEGORY_BY_SLUG.get(request.path_params["slug"])
+    if name is None:
+        return _render(request, "notfound.html", status=404, page_type="other", what="category")
+    page = max(1, _int(request.query_params.get("page"), 1))
+    store = _store(request)
+    items = await run_in_threadpool(
+        lambda: store.list_items(SHOP, category=name, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    )
+    return _render(
+        request, "category.html", page_type="category", category=name, slug=slugify(name),
+        items=items[:PAGE_SIZE], page=page, has_next=len(items) > PAGE_SIZE,
+    )
+
+
+async def product(request: Request) -> Response:
+    item = await run_in_threadpool(_store(request).get_item, SHOP, request.path_params["item_id"])
+    if item is None:
+        return _render(request, "notfound.html", status=404, page_type="other", what="product")
+    return _render(request, "product.html", page_type="product", item=item, slug=slugify(item.category))
+
+
+async def cart(request: Request) -> Response:
+    return _render(request, "cart.html", page_type="cart")
+
+
+async def search(request: Request) -> Response:
+    query = request.query_params.get("q", "").strip()[:100]
+    items = await run_in_threadpool(lambda: _store(request).list_items(SHOP, text=query, limit=48)) if query else []
+    return _render(request, "search.html", page_type="search", query=query, items=items)
+
+
+PALETTE = ["#b4233c", "#1f3a5f", "#1e6b45", "#8a5a00", "#5b3f8c", "#0f6e7a", "#9c3d6b", "#4d5b23", "#7a3b1d"]
+
+
+async def image(request: Request) -> Response:
+    """A generated product tile (the data set has no photos): a colour per category, the title's words."""
+    item = await run_in_threadpool(_store(request).get_item, SHOP, request.path_params["item_id"])
+    title = item.title if item else "Item"
+    key = item.category if item else ""
+    colour = PALETTE[int(hashlib.md5(key.encode()).hexdigest(), 16) % len(PALETTE)]
+    words, lines = title.split(), [""]
+    for word in words:
+        if len(lines[-1]) + len(word) > 14 and lines[-1]:
+            lines.append("")
+        lines[-1] = (lines[-1] + " " + word).strip()
+    text = "".join(
+        f'<text x="200" y="{200 - 22 * (len(lines[:5]) - 1) + 44 * i}" text-anchor="middle">{escape(line)}</text>'
+        for i, line in enumerate(lines[:5])
+    )
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 400 400" width="400" height="400">'
+        f'<rect width="400" height="400" fill="{colour}"/>'
+        '<circle cx="330" cy="70" r="120" fill="#fff" opacity=".08"/>'
+        '<g font-family="Georgia, serif" font-size="32" fill="#fff">'
+        f"{text}</g></svg>"
+    )
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default

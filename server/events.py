@@ -1,0 +1,134 @@
+"""Event ingestion: the shape of an event batch, its validation, and conversion to stored events.
+
+Names follow GA4's ecommerce vocabulary where one exists (page_view, view_item,
+add_to_cart, purchase, search, view_promotion, select_promotion ...); `close_promotion`
+(a visitor closed a popup or banner) has no GA4 twin.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from server.models import Event, utcnow
+
+EventType = Literal[
+    "page_view", "view_item", "view_item_list", "select_item", "add_to_cart", "remove_from_cart",
+    "begin_checkout", "purchase", "search", "view_promotion", "select_promotion", "close_promotion",
+]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+# How far a client clock may run ahead before its timestamp is replaced by the server's.
+MAX_CLOCK_SKEW = timedelta(hours=24)
+
+
+class LineItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    item_id: Id
+    quantity: float = Field(default=1, gt=0, le=100000)
+    price: float | None = Field(default=None, ge=0)
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    event_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    type: EventType
+    ts: float | datetime | None = Field(default=None, description="Unix milliseconds or ISO 8601")
+    item_id: Id | None = None
+    items: list[LineItem] = Field(default_factory=list, max_length=100)
+    value: float | None = Field(default=None, ge=0, le=1e9)
+    currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
+    transaction_id: Id | None = None
+    promotion_id: Id | None = None
+    creative_slot: str | None = Field(default=None, max_length=128)
+    search_term: str | None = Field(default=None, max_length=200)
+    page_view_id: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _required_per_type(self) -> "EventIn":
+        needs = {
+            "view_item": ("item",), "add_to_cart": ("item",), "remove_from_cart": ("item",),
+            "select_item": ("item",), "purchase": ("transaction_id", "value"),
+            "search": ("search_term",), "view_promotion": ("promotion_id",),
+            "select_promotion": ("promotion_id",), "close_promotion": ("promotion_id",),
+        }.get(self.type, ())
+        for need in needs:
+            if need == "item" and not (self.item_id or self.items):
+                raise ValueError(f"{self.type} needs item_id or items")
+            if need != "item" and getattr(self, need) in (None, ""):
+                raise ValueError(f"{self.type} needs {need}")
+        return self
+
+    def to_event(self, received: datetime) -> Event:
+        props: dict = {}
+        if self.items:
+            props["items"] = [i.model_dump(exclude_none=True) for i in self.items]
+        for name in ("creative_slot", "search_term", "page_view_id"):
+            if getattr(self, name):
+                props[name] = getattr(self, name)
+        return Event(
+            event_id=self.event_id,
+            type=self.type,
+            ts=_event_time(self.ts, received),
+            item_id=self.item_id or (self.items[0].item_id if len(self.items) == 1 else None),
+            value=self.value,
+            currency=self.currency.upper() if self.currency else None,
+            order_id=self.transaction_id,
+            campaign=self.promotion_id,
+            props=props or None,
+        )
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shop: str = Field(min_length=1, max_length=64)
+    token: str | None = Field(default=None, max_length=512)
+    events: list[EventIn] = Field(min_length=1)
+
+
+class BatchError(ValueError):
+    """A batch that cannot be accepted; the message says what to fix."""
+
+
+def parse_batch(raw: bytes, max_events: int) -> EventBatch:
+    try:
+        batch = EventBatch.model_validate_json(raw)
+    except ValidationError as exc:
+        raise BatchError(describe_validation_error(exc)) from None
+    if len(batch.events) > max_events:
+        raise BatchError(f"too many events in one batch: {len(batch.events)} (at most {max_events})")
+    return batch
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
+    """One readable line per problem, e.g. `events.2.type: Input should be 'page_view', ...`."""
+    problems = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if err["type"] != "json_invalid" else f"invalid JSON: {err['ctx'].get('error', message)}")
+    more = len(exc.errors()) - limit
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
+def to_events(batch: EventBatch) -> list[Event]:
+    received = utcnow()
+    return [e.to_event(received) for e in batch.events]
+
+
+def _event_time(ts: float | datetime | None, received: datetime) -> datetime:
+    if ts is None:
+        return received
+    if isinstance(ts, datetime):
+        moment = ts if ts.tzinfo is None else ts.astimezone(timezone.utc).replace(tzinfo=None)
+    else:
+        try:
+            moment = datetime.fromtimestamp(ts / 1000, tz=timezone.utc).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError):
+            return received
+    # A client clock far in the future would reorder history: trust the server then.
+    return received if moment - received > MAX_CLOCK_SKEW else moment

@@ -1,0 +1,90 @@
+"""Signed visitor tokens: a random visitor id bound to one shop, as cookie and header."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+
+VISITOR_SALT = "vitrine.visitor"
+TOKEN_HEADER = "X-Visitor-Token"
+
+
+@dataclass(frozen=True)
+class Identity:
+    visitor_id: str
+    is_new: bool  # no valid token came with the request: a visitor we have not seen
+
+
+def new_visitor_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class TokenSigner:
+    """Signs and checks visitor tokens with a list of keys (newest last) for rotation."""
+
+    def __init__(self, keys: list[str], max_age_seconds: int) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is needed")
+        # itsdangerous signs with the last key and accepts any of them.
+        self._serializer = URLSafeTimedSerializer(keys, salt=VISITOR_SALT)
+        self.max_age_seconds = max_age_seconds
+
+    def sign(self, shop: str, visitor_id: str) -> str:
+        return self._serializer.dumps({"s": shop, "v": visitor_id})
+
+    def visitor_id(self, shop: str, token: str | None) -> str | None:
+        """The visitor id in a valid token for this shop; None when tampered, expired or foreign."""
+        if not token or len(token) > 512:
+            return None
+        try:
+            data = self._serializer.loads(token, max_age=self.max_age_seconds)
+        except BadData:
+            return None
+        if not isinstance(data, dict) or data.get("s") != shop:
+            return None
+        vid = data.get("v")
+        return vid if isinstance(vid, str) and 0 < len(vid) <= 64 else None
+
+
+def cookie_name(prefix: str, shop: str) -> str:
+    return f"{prefix}_{shop}"
+
+
+def identify(
+    signer: TokenSigner, request: Request, shop: str, cookie_prefix: str, body_token: str | None = None
+) -> Identity:
+    """Who is this? Header first (it survives third-party cookie blocking), then body, then cookie."""
+    candidates = (
+        request.headers.get(TOKEN_HEADER),
+        body_token,
+        request.cookies.get(cookie_name(cookie_prefix, shop)),
+    )
+    for token in candidates:
+        vid = signer.visitor_id(shop, token)
+        if vid:
+            return Identity(visitor_id=vid, is_new=False)
+    return Identity(visitor_id=new_visitor_id(), is_new=True)
+
+
+def attach_token(
+    response: Response, token: str, shop: str, cookie_prefix: str, max_age: int, https: bool
+) -> None:
+    """Send the token as a first-party cookie and mirror it in the response header.
+
+    Browsers drop `SameSite=None` cookies that are not `Secure`, so over plain HTTP (a local
+    demo) the cookie is `SameSite=Lax` and cross-site pages rely on the header mirror.
+    """
+    response.set_cookie(
+        cookie_name(cookie_prefix, shop),
+        token,
+        max_age=max_age,
+        httponly=True,
+        secure=https,
+        samesite="none" if https else "lax",
+        partitioned=https,
+    )
+    response.headers[TOKEN_HEADER] = token

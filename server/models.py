@@ -1,0 +1,81 @@
+"""Plain records shared by the importers, the store and the widgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+INTERACTION_KINDS = ("view", "cart", "purchase", "rating")
+
+
+def utcnow() -> datetime:
+    """Now in UTC, naive: the store keeps every time as naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def to_naive_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    item_id: str
+    title: str
+    description: str = ""
+    category: str = ""  # a path, levels separated by " > " (Google's product_type style)
+    brand: str = ""
+    price: float | None = None
+    currency: str = ""
+    url: str = ""
+    image_url: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    in_stock: bool = True
+
+
+@dataclass(frozen=True)
+class Interaction:
+    user_id: str
+    item_id: str
+    event: str  # one of INTERACTION_KINDS
+    timestamp: datetime  # timezone-aware, UTC
+    value: float | None = None
+    country: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a visitor did, as stored (GA4 ecommerce names where one exists)."""
+
+    event_id: str
+    type: str
+    ts: datetime  # naive UTC
+    item_id: str | None = None
+    value: float | None = None
+    currency: str | None = None
+    order_id: str | None = None
+    campaign: str | None = None
+    props: dict | None = None
+
+
+@dataclass(frozen=True)
+class VisitorProfile:
+    visitor_id: str
+    first_seen: datetime
+    last_seen: datetime
+    visits: int = 1
+    page_views: int = 0
+    orders: int = 0
+    revenue: float = 0.0
+    last_order_at: datetime | None = None
+    country: str = ""
+    device_class: str = ""
+    source: str = ""  # traffic medium the current visit started with
+    new_visit: bool = False  # this request started a visit
+
+    @property
+    def is_customer(self) -> bool:
+        return self.orders > 0
+
+    @property
+    def is_returning(self) -> bool:
+        return self.visits > 1

@@ -1,0 +1,190 @@
+"""Every setting Vitrine has: its name, default and help, read once into one object.
+
+Values come from, in order of precedence: keyword overrides (the CLI's flags), `VITRINE_*`
+environment variables, an optional TOML file (`VITRINE_CONFIG` or `--config`), then the
+default below. `docs/settings.md` lists them all; a test checks it stays in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "VITRINE_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _setting(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return field(default_factory=lambda: value, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = _setting(
+        Path("var"),
+        "Directory for all state: the SQLite database, the secret key, shop configs, "
+        "models. Relative paths are taken from the current directory.",
+    )
+    database_url: str = _setting(
+        "",
+        "SQLAlchemy database URL. Empty means an SQLite file `vitrine.db` in the data "
+        "directory; `postgresql+psycopg://user@host/db` for PostgreSQL.",
+    )
+    shops_dir: Path | None = _setting(
+        None, "Directory of per-shop config files (`<shop>.toml`). Empty means `<data_dir>/shops`."
+    )
+    secret_keys: tuple[str, ...] = _setting(
+        (),
+        "Keys that sign visitor tokens, comma separated, newest last. Tokens are signed "
+        "with the newest and accepted with any, so keys rotate without logging visitors "
+        "out. Empty means a random key kept in `<data_dir>/secret_key`.",
+        secret=True,
+    )
+    geoip_database: Path | None = _setting(
+        None,
+        "Path of a GeoIP2/GeoLite2 City database (.mmdb). Empty means the bundled "
+        "GeoLite2 City database (2019).",
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        ("127.0.0.1", "::1"),
+        "Addresses or networks (comma separated) of proxies whose X-Forwarded-For header "
+        "is believed. Requests from anyone else are located by their own address.",
+    )
+    host: str = _setting("127.0.0.1", "Address `vitrine serve` and `vitrine demo` listen on.")
+    port: int = _setting(8000, "Port `vitrine serve` and `vitrine demo` listen on.")
+    workers: int = _setting(1, "Number of web worker processes for `vitrine serve`.")
+    public_url: str = _setting(
+        "",
+        "Public base URL of this server as shops reach it (e.g. https://vitrine.example.com). "
+        "Empty means taken from each request.",
+    )
+    cookie_name: str = _setting(
+        "vitrine", "Prefix of the visitor cookie; the shop id is appended (`vitrine_demo`)."
+    )
+    token_max_age_days: int = _setting(
+        400, "Days a visitor token stays valid after it was last renewed (browsers cap cookies at 400)."
+    )
+    visit_timeout_minutes: int = _setting(
+        30, "Minutes of inactivity after which the next page view starts a new visit."
+    )
+    max_body_bytes: int = _setting(
+        65536, "Largest request body accepted by the API, in bytes; larger ones get 413."
+    )
+    max_events_per_batch: int = _setting(100, "Most events accepted in one `POST /v1/events` batch.")
+    max_slots_per_page: int = _setting(30, "Most slots accepted in one `POST /v1/page` call.")
+    script_timeout_ms: int = _setting(
+        1500,
+        "Time budget of the embed script for the page call, in milliseconds: slots keep "
+        "their default content when it runs out.",
+    )
+    debug: bool = _setting(
+        False, "Show debug output (templates considered, context) in fragments and errors."
+    )
+
+    # -- derived paths ---------------------------------------------------------------
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_shops_dir(self) -> Path:
+        return (self.shops_dir or self.resolved_data_dir / "shops").expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'vitrine.db'}"
+
+    def signing_keys(self) -> list[str]:
+        """Keys for visitor tokens, oldest first; creates the data dir's key on first use."""
+        if self.secret_keys:
+            return list(self.secret_keys)
+        key_file = self.resolved_data_dir / "secret_key"
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            # Write, then hard-link into place: link() fails if another process won the
+            # race, so every process ends up reading the same key.
+            tmp = key_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, key_file)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return [key_file.read_text().strip()]
+
+    # -- loading ---------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            values.update(_read_toml(Path(config_file)))
+        for f in dataclasses.fields(cls):
+            env_name = ENV_PREFIX + f.name.upper()
+            if env_name in environ:
+                values[f.name] = environ[env_name]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**{name: _cast(name, value) for name, value in values.items()})
+
+
+def setting_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(Settings))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    # Allow the settings either at top level or under [vitrine].
+    return dict(data.get("vitrine", data))
+
+
+def _cast(name: str, value: Any) -> Any:
+    f = {f.name: f for f in dataclasses.fields(Settings)}[name]
+    kind = f.type if isinstance(f.type, str) else str(f.type)
+    try:
+        if kind.startswith("tuple"):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if kind == "int":
+            return int(value)
+        if kind.startswith("Path"):
+            return Path(value) if str(value) else None if "None" in kind else Path(".")
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"setting {name} ({ENV_PREFIX}{name.upper()}): bad value {value!r}") from None

@@ -1,0 +1,357 @@
+"""The SQL store: SQLite (WAL, durable commits) by default, PostgreSQL with the same code."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection, Engine
+
+from server.models import CatalogItem, Event, Interaction, VisitorProfile, to_naive_utc, utcnow
+from server.store.schema import events, items, visitors
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Imported interactions become events with these types (GA4 names).
+INTERACTION_EVENT_TYPES = {"view": "view_item", "cart": "add_to_cart", "purchase": "purchase", "rating": "rating"}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit survives power loss, so a 202 for an event means it is on disk.
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class SqlStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ----------------------------------------------------------------------
+    def migrate(self) -> str:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        return self.schema_version() or ""
+
+    def schema_version(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    # -- catalog ---------------------------------------------------------------------
+    def upsert_items(self, shop: str, new_items: Sequence[CatalogItem]) -> int:
+        now = utcnow()
+        rows = [_item_row(shop, item, now) for item in new_items]
+        if not rows:
+            return 0
+        stmt = self._insert(items)
+        update = {c: stmt.excluded[c] for c in rows[0] if c not in ("shop", "item_id")}
+        stmt = stmt.on_conflict_do_update(index_elements=["shop", "item_id"], set_=update)
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 500):
+                conn.execute(stmt, rows[start : start + 500])
+        return len(rows)
+
+    def get_item(self, shop: str, item_id: str) -> CatalogItem | None:
+        found = self.get_items(shop, [item_id])
+        return found[0] if found else None
+
+    def get_items(self, shop: str, item_ids: Sequence[str]) -> list[CatalogItem]:
+        if not item_ids:
+            return []
+        query = sa.select(items).where(items.c.shop == shop, items.c.item_id.in_(list(item_ids)))
+        with self.engine.connect() as conn:
+            by_id = {r.item_id: _row_item(r) for r in conn.execute(query)}
+        return [by_id[i] for i in item_ids if i in by_id]
+
+    def list_items(
+        self, shop: str, *, category: str | None = None, text: str | None = None,
+        limit: int = 20, offset: int = 0,
+    ) -> list[CatalogItem]:
+        query = sa.select(items).where(items.c.shop == shop)
+        if category:
+            query = query.where(items.c.category == category)
+        for word in (text or "").split():
+            pattern = f"%{word.lower()}%"
+            query = query.where(sa.func.lower(items.c.title + " " + items.c.description).like(pattern))
+        query = query.order_by(items.c.title).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [_row_item(r) for r in conn.execute(query)]
+
+    def bestsellers(self, shop: str, limit: int = 10, category: str | None = None) -> list[CatalogItem]:
+        """Items by number of purchases, most bought first (all time)."""
+        sold = (
+            sa.select(events.c.item_id, sa.func.count().label("n"))
+            .where(events.c.shop == shop, events.c.type == "purchase", events.c.item_id.is_not(None))
+            .group_by(events.c.item_id)
+            .subquery()
+        )
+        query = (
+            sa.select(items)
+            .join(sold, sold.c.item_id == items.c.item_id)
+            .where(items.c.shop == shop, items.c.in_stock.is_(True))
+            .order_by(sold.c.n.desc(), items.c.item_id)
+            .limit(limit)
+        )
+        if category:
+            query = query.where(items.c.category == category)
+        with self.engine.connect() as conn:
+            return [_row_item(r) for r in conn.execute(query)]
+
+    def count_items(self, shop: str) -> int:
+        query = sa.select(sa.func.count()).select_from(items).where(items.c.shop == shop)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def categories(self, shop: str) -> list[tuple[str, int]]:
+        query = (
+            sa.select(items.c.category, sa.func.count())
+            .where(items.c.shop == shop, items.c.category != "")
+            .group_by(items.c.category)
+            .order_by(sa.func.count().desc(), items.c.category)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(query)]
+
+    # -- visitors --------------------------------------------------------------------
+    def touch_visitor(
+        self, shop: str, visitor_id: str, now: datetime, visit_timeout_s: int,
+        country: str = "", device_class: str = "", page_view: bool = True, source: str = "",
+    ) -> VisitorProfile:
+        """Count a page view; a gap longer than the visit timeout starts a new visit.
+
+        `source` is this page's traffic medium: it becomes the visit's source when the
+        visit starts, and internal navigation keeps the source the visit began with.
+        """
+        key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
+        views = 1 if page_view else 0
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(visitors).where(key)).first()
+            if row is None:
+                values = dict(
+                    shop=shop, visitor_id=visitor_id, first_seen=now, last_seen=now, visits=1,
+                    page_views=views, orders=0, revenue=0.0, country=country, device_class=device_class,
+                    source=source,
+                )
+                conn.execute(self._insert(visitors).values(**values).on_conflict_do_nothing())
+                return _row_profile(values, new_visit=True)
+            new_visit = now - row.last_seen > timedelta(seconds=visit_timeout_s)
+            values = dict(
+                last_seen=max(now, row.last_seen),
+                visits=row.visits + (1 if new_visit else 0),
+                page_views=row.page_views + views,
+                country=country or row.country,
+                device_class=device_class or row.device_class,
+                source=source if (new_visit or not row.source) and source != "internal" else row.source,
+            )
+            conn.execute(sa.update(visitors).where(key).values(**values))
+            return _row_profile({**row._mapping, **values}, new_visit=new_visit)
+
+    def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
+        query = sa.select(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id == visitor_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _row_profile(row._mapping) if row else None
+
+    # -- events ----------------------------------------------------------------------
+    def record_events(self, shop: str, visitor_id: str, batch: Sequence[Event]) -> tuple[int, int]:
+        """Store a batch in one durable transaction; returns (stored, duplicates)."""
+        now = utcnow()
+        stored = 0
+        insert = self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"])
+        with self.engine.begin() as conn:
+            for event in batch:
+                result = conn.execute(insert.values(**_event_row(shop, visitor_id, event, now)))
+                if result.rowcount != 1:
+                    continue
+                stored += 1
+                if event.type == "purchase":
+                    self._count_order(conn, shop, visitor_id, event, now)
+        return stored, len(batch) - stored
+
+    def _count_order(self, conn: Connection, shop: str, visitor_id: str, event: Event, now: datetime) -> None:
+        key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
+        if conn.execute(sa.select(visitors.c.visitor_id).where(key)).first() is None:
+            conn.execute(
+                self._insert(visitors)
+                .values(shop=shop, visitor_id=visitor_id, first_seen=now, last_seen=now)
+                .on_conflict_do_nothing()
+            )
+        conn.execute(
+            sa.update(visitors)
+            .where(key)
+            .values(
+                orders=visitors.c.orders + 1,
+                revenue=visitors.c.revenue + (event.value or 0.0),
+                last_order_at=event.ts,
+            )
+        )
+
+    def import_interactions(self, shop: str, interactions: Iterable[Interaction]) -> int:
+        """Add imported history as events, all or nothing; importing a file twice adds nothing."""
+        now = utcnow()
+        rows, users, seen = [], {}, {}
+        for it in interactions:
+            vid = imported_visitor_id(it.user_id)
+            ts = to_naive_utc(it.timestamp)
+            # Identical rows are real (two lines of one order): the n-th copy gets its own
+            # id, so re-importing a file adds nothing and no genuine line is dropped.
+            base_id = _interaction_event_id(it)
+            seen[base_id] = seen.get(base_id, 0) + 1
+            event = Event(
+                event_id=base_id if seen[base_id] == 1 else f"{base_id[:60]}.{seen[base_id]}", type=INTERACTION_EVENT_TYPES[it.event], ts=ts,
+                item_id=it.item_id, value=it.value, props={"source": "import", "user_id": it.user_id},
+            )
+            rows.append(_event_row(shop, vid, event, now))
+            if it.country:
+                users[vid] = it.country
+            else:
+                users.setdefault(vid, "")
+        insert = self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"])
+        stored = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 1000):
+                stored += max(conn.execute(insert, rows[start : start + 1000]).rowcount, 0)
+            self._rebuild_imported_visitors(conn, shop, users)
+        return stored
+
+    def _rebuild_imported_visitors(self, conn: Connection, shop: str, users: dict[str, str]) -> None:
+        """Visitor counters of imported customers, recomputed from their events."""
+        ids = list(users)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            purchase = events.c.type == "purchase"
+            query = (
+                sa.select(
+                    events.c.visitor_id,
+                    sa.func.min(events.c.ts),
+                    sa.func.max(events.c.ts),
+                    sa.func.count(sa.distinct(sa.case((purchase, events.c.ts)))),
+                    sa.func.coalesce(sa.func.sum(sa.case((purchase, events.c.value), else_=0.0)), 0.0),
+                    sa.func.max(sa.case((purchase, events.c.ts))),
+                )
+                .where(events.c.shop == shop, events.c.visitor_id.in_(chunk))
+                .group_by(events.c.visitor_id)
+            )
+            for vid, first, last, orders, revenue, last_order in conn.execute(query).all():
+                values = dict(
+                    first_seen=first, last_seen=last, visits=max(orders, 1), page_views=0,
+                    orders=orders, revenue=float(revenue), last_order_at=last_order, country=users[vid],
+                )
+                stmt = self._insert(visitors).values(shop=shop, visitor_id=vid, **values)
+                conn.execute(stmt.on_conflict_do_update(index_elements=["shop", "visitor_id"], set_=values))
+
+    def count_events(self, shop: str, type: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(events).where(events.c.shop == shop)
+        if type:
+            query = query.where(events.c.type == type)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def visitor_events(self, shop: str, visitor_id: str, limit: int = 100) -> list[Event]:
+        query = (
+            sa.select(events)
+            .where(events.c.shop == shop, events.c.visitor_id == visitor_id)
+            .order_by(events.c.ts.desc(), events.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_row_event(r) for r in conn.execute(query)]
+
+    def closed_campaigns(self, shop: str, visitor_id: str) -> set[str]:
+        query = sa.select(sa.distinct(events.c.campaign)).where(
+            events.c.shop == shop,
+            events.c.visitor_id == visitor_id,
+            events.c.type == "close_promotion",
+            events.c.campaign.is_not(None),
+        )
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(query)}
+
+    # -- helpers ---------------------------------------------------------------------
+    def _insert(self, table: sa.Table) -> Any:
+        # Both dialects spell upserts the same way; only the import differs.
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+
+def imported_visitor_id(user_id: str) -> str:
+    """Imported customers live beside web visitors under a prefix that random ids never have."""
+    vid = f"u:{user_id}"
+    return vid if len(vid) <= 64 else "u:" + hashlib.sha256(user_id.encode()).hexdigest()[:40]
+
+
+def _interaction_event_id(it: Interaction) -> str:
+    key = f"{it.user_id}\x1f{it.item_id}\x1f{it.event}\x1f{it.timestamp.isoformat()}\x1f{it.value}"
+    return "imp:" + hashlib.sha256(key.encode()).hexdigest()[:48]
+
+
+def _item_row(shop: str, item: CatalogItem, now: datetime) -> dict[str, Any]:
+    return dict(
+        shop=shop, item_id=item.item_id, title=item.title, description=item.description,
+        category=item.category, brand=item.brand, price=item.price, currency=item.currency,
+        url=item.url, image_url=item.image_url, tags="|".join(item.tags), in_stock=item.in_stock,
+        updated_at=now,
+    )
+
+
+def _row_item(row: Any) -> CatalogItem:
+    return CatalogItem(
+        item_id=row.item_id, title=row.title, description=row.description, category=row.category,
+        brand=row.brand, price=row.price, currency=row.currency, url=row.url, image_url=row.image_url,
+        tags=tuple(t for t in row.tags.split("|") if t), in_stock=bool(row.in_stock),
+    )
+
+
+def _event_row(shop: str, visitor_id: str, event: Event, now: datetime) -> dict[str, Any]:
+    return dict(
+        shop=shop, event_id=event.event_id, visitor_id=visitor_id, type=event.type, ts=event.ts,
+        item_id=event.item_id, value=event.value, currency=event.currency, order_id=event.order_id,
+        campaign=event.campaign, props=event.props, received_at=now,
+    )
+
+
+def _row_event(row: Any) -> Event:
+    return Event(
+        event_id=row.event_id, type=row.type, ts=row.ts, item_id=row.item_id, value=row.value,
+        currency=row.currency, order_id=row.order_id, campaign=row.campaign, props=row.props,
+    )
+
+
+def _row_profile(row: Any, new_visit: bool = False) -> VisitorProfile:
+    return VisitorProfile(
+        visitor_id=row["visitor_id"], first_seen=row["first_seen"], last_seen=row["last_seen"],
+        visits=row["visits"], page_views=row["page_views"], orders=row.get("orders", 0),
+        revenue=row.get("revenue", 0.0), last_order_at=row.get("last_order_at"),
+        country=row.get("country", ""), device_class=row.get("device_class", ""),
+        source=row.get("source", ""), new_visit=new_visit,
+    )

@@ -1,0 +1,211 @@
+/*! Vitrine embed script. Paste: <script async src="https://HOST/v1/vitrine.js" data-shop="SHOP"></script>
+ * One global (`vitrine`), one page call per page view, events by sendBeacon, GA4 dataLayer
+ * pick-up. Every entry point is wrapped: nothing here may throw into the host page. */
+(function (w, d) {
+  "use strict";
+  var me = d.currentScript;
+  var prior = w.vitrine;
+  if (!me || (prior && prior.loaded)) return;
+  var opt = me.dataset, shop = opt.shop;
+  var api = (opt.api || me.src.replace(/\/v1\/vitrine\.js.*$/, "")).replace(/\/$/, "");
+  var budget = +opt.timeout || 1500;
+  var KEY = "vitrine:" + shop + ":";
+  var queue = [], timer, pageViewId, token, popupOpen;
+
+  function noop() {}
+  function safe(fn) {
+    return function () {
+      try { return fn.apply(this, arguments); } catch (e) { try { console.debug("vitrine:", e); } catch (_) {} }
+    };
+  }
+  function get(k) { try { return localStorage.getItem(KEY + k); } catch (e) { return null; } }
+  function set(k, v) { try { localStorage.setItem(KEY + k, v); } catch (e) {} }
+  function url(path) { return api + path + "?shop=" + encodeURIComponent(shop); }
+  function uid() {
+    return w.crypto && crypto.randomUUID ? crypto.randomUUID() : Date.now().toString(36) + Math.random().toString(36).slice(2);
+  }
+  token = get("token");
+
+  // -- events ------------------------------------------------------------------------
+  function track(type, ev) {
+    ev = ev || {};
+    ev.event_id = uid();
+    ev.type = type;
+    ev.ts = Date.now();
+    if (pageViewId) ev.page_view_id = pageViewId;
+    queue.push(ev);
+    clearTimeout(timer);
+    timer = setTimeout(flush, queue.length >= 20 ? 0 : 800);
+  }
+  function flush() {
+    while (queue.length) {
+      var body = JSON.stringify({ shop: shop, token: token, events: queue.splice(0, 50) });
+      var sent = false;
+      try { sent = navigator.sendBeacon(url("/v1/events"), new Blob([body], { type: "text/plain" })); } catch (e) {}
+      if (!sent && w.fetch) {
+        fetch(url("/v1/events"), { method: "POST", body: body, keepalive: true, credentials: "include",
+          headers: { "Content-Type": "text/plain" } }).catch(noop);
+      }
+    }
+  }
+  w.addEventListener("pagehide", safe(flush));
+  d.addEventListener("visibilitychange", safe(function () { if (d.visibilityState === "hidden") flush(); }));
+
+  // GA4 ecommerce events the shop already pushes (gtag() or GTM style) become ours.
+  var GA4 = { view_item: 1, add_to_cart: 1, remove_from_cart: 1, begin_checkout: 1, purchase: 1, search: 1 };
+  function fromDataLayer(entry) {
+    var name, p;
+    if (!entry) return;
+    if (entry[0] === "event") { name = entry[1]; p = entry[2] || {}; }
+    else if (entry.event) { name = entry.event; p = entry.ecommerce || entry; }
+    if (!GA4[name]) return;
+    var items = [], ev = {};
+    (p.items || []).slice(0, 100).forEach(function (i) {
+      var id = i && (i.item_id || i.id);
+      if (id) items.push({ item_id: String(id), quantity: +i.quantity || 1, price: i.price == null ? null : +i.price });
+    });
+    ev.items = items;
+    if (items.length === 1) ev.item_id = items[0].item_id;
+    if (p.value != null) ev.value = +p.value;
+    if (p.currency) ev.currency = String(p.currency);
+    if (p.transaction_id) ev.transaction_id = String(p.transaction_id);
+    if (name == "search") ev.search_term = String(p.search_term || "").slice(0, 200);
+    if (name == "purchase" ? ev.transaction_id && ev.value >= 0 : name == "search" ? ev.search_term : items.length) track(name, ev);
+  }
+  function watchDataLayer() {
+    var dl = (w.dataLayer = w.dataLayer || []), push = dl.push;
+    dl.forEach(safe(fromDataLayer));
+    dl.push = function () {
+      var r = push.apply(dl, arguments);
+      for (var i = 0; i < arguments.length; i++) safe(fromDataLayer)(arguments[i]);
+      return r;
+    };
+  }
+
+  // -- fragments and popups ----------------------------------------------------------
+  function campaignOf(el) {
+    var c = el && el.closest && el.closest("[data-vitrine-campaign]");
+    return c ? c.getAttribute("data-vitrine-campaign") : null;
+  }
+  function wire(root, slot, onClose) {
+    root.querySelectorAll("[data-vitrine-campaign]").forEach(function (c) {
+      track("view_promotion", { promotion_id: c.getAttribute("data-vitrine-campaign"), creative_slot: slot });
+    });
+    root.addEventListener("click", safe(function (e) {
+      var t = e.target, hit;
+      if ((hit = t.closest("[data-vitrine-reveal]"))) {
+        root.querySelectorAll("[data-vitrine-step]").forEach(function (s) { s.hidden = s.getAttribute("data-vitrine-step") != "2"; });
+        var next = root.querySelector('[data-vitrine-step="2"] button, [data-vitrine-step="2"] a');
+        if (next) next.focus();
+        track("select_promotion", { promotion_id: campaignOf(hit), creative_slot: slot });
+      } else if ((hit = t.closest("[data-vitrine-close]"))) {
+        if (onClose) onClose();
+      } else if ((hit = t.closest("a[href], [data-item-id]"))) {
+        var item = t.closest("[data-item-id]");
+        var ev = { promotion_id: campaignOf(hit) || slot, creative_slot: slot };
+        if (item) ev.item_id = item.getAttribute("data-item-id");
+        track("select_promotion", ev);
+        flush();
+      }
+    }));
+  }
+  function fill(el, frag) {
+    var root = el;
+    if (frag.shadow && el.attachShadow) root = el.shadowRoot || el.attachShadow({ mode: "open" });
+    root.innerHTML = frag.html;
+    el.setAttribute("data-vitrine-filled", "");
+    wire(root, el.getAttribute("data-vitrine-slot"));
+  }
+  function arm(p) {
+    if (get("closed:" + p.campaign)) return;
+    var t = p.trigger || {}, done;
+    function show() { if (!done) { done = 1; openPopup(p); } }
+    if (t.on == "delay") setTimeout(safe(show), (t.seconds || 0) * 1000);
+    else if (t.on == "scroll") {
+      w.addEventListener("scroll", safe(function () {
+        var h = d.documentElement.scrollHeight - w.innerHeight;
+        if (h <= 0 || (w.scrollY / h) * 100 >= t.percent) show();
+      }), { passive: true });
+    } else if (t.on == "exit") {
+      d.addEventListener("mouseout", safe(function (e) { if (!e.relatedTarget && e.clientY <= 0) show(); }));
+    } else show();
+  }
+  function openPopup(p) {
+    if (popupOpen) return;
+    var host = d.createElement("div");
+    host.setAttribute("data-vitrine-popup", p.campaign);
+    var root = host.attachShadow({ mode: "open" });
+    root.innerHTML = p.html;
+    var dialog = root.querySelector("dialog");
+    if (!dialog || !dialog.showModal) return;
+    var before = d.activeElement;
+    d.body.appendChild(host);
+    popupOpen = 1;
+    // <dialog> gives the semantics: modal, Escape closes it, focus moves in and is kept in.
+    dialog.addEventListener("close", safe(function () {
+      popupOpen = 0;
+      set("closed:" + p.campaign, "1");
+      track("close_promotion", { promotion_id: p.campaign, creative_slot: "popup" });
+      flush();
+      host.remove();
+      if (before && before.focus) before.focus();
+    }));
+    wire(root, "popup", function () { dialog.close(); });
+    dialog.showModal();
+  }
+
+  // -- the page call -----------------------------------------------------------------
+  function pageContext() {
+    var el = d.querySelector("[data-vitrine-page]"), ds = (el && el.dataset) || {};
+    return { url: location.href, referrer: d.referrer, title: d.title.slice(0, 500),
+      type: opt.pageType || ds.vitrinePage || "", item_id: opt.itemId || ds.vitrineItem || "",
+      category: opt.category || ds.vitrineCategory || "" };
+  }
+  function slots() {
+    var found = [];
+    d.querySelectorAll("[data-vitrine-slot]").forEach(function (el) {
+      var attrs = {}, ds = el.dataset;
+      for (var k in ds) if (k != "vitrineSlot" && k != "widget" && k != "vitrineFilled") attrs[k] = String(ds[k]).slice(0, 200);
+      found.push({ id: ds.vitrineSlot, widget: ds.widget || "banner", attrs: attrs });
+    });
+    return found;
+  }
+  function apply(res) {
+    if (res.token) set("token", (token = res.token));
+    pageViewId = res.page_view_id;
+    var frags = res.fragments || {};
+    d.querySelectorAll("[data-vitrine-slot]").forEach(safe(function (el) {
+      var f = frags[el.getAttribute("data-vitrine-slot")];
+      if (f) fill(el, f);
+    }));
+    (res.popups || []).forEach(safe(arm));
+  }
+  function page() {
+    if (!shop || !w.fetch) return;
+    var ctrl = w.AbortController ? new AbortController() : null;
+    var stop = setTimeout(function () { if (ctrl) ctrl.abort(); }, budget);
+    var headers = { "Content-Type": "application/json" };
+    if (token) headers["X-Visitor-Token"] = token;
+    fetch(url("/v1/page"), { method: "POST", credentials: "include", headers: headers, signal: ctrl && ctrl.signal,
+      body: JSON.stringify({ shop: shop, token: token, page: pageContext(), slots: slots() }) })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(safe(function (res) { clearTimeout(stop); if (res) apply(res); }))
+      .catch(noop);
+  }
+
+  // -- the global ----------------------------------------------------------------------
+  function vitrine(cmd, a, b) {
+    if (cmd == "event") track(a, b);
+    else if (cmd == "page") page();
+    else if (cmd == "flush") flush();
+  }
+  var api_ = safe(vitrine);
+  api_.loaded = 1;
+  w.vitrine = api_;
+  safe(function () {
+    watchDataLayer();
+    ((prior && prior.q) || []).forEach(function (args) { api_.apply(null, args); });
+    if (d.readyState == "loading") d.addEventListener("DOMContentLoaded", safe(page));
+    else page();
+  })();
+})(window, document);

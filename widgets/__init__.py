@@ -1,0 +1,11 @@
+"""Widget kinds: one package each, all reachable through `WIDGETS` (the one registry)."""
+
+from __future__ import annotations
+
+from widgets.base import Fragment, RenderContext, Slot, Widget
+from widgets.banner import BannerWidget
+from widgets.popup import PopupWidget
+
+WIDGETS: dict[str, Widget] = {w.kind: w for w in (PopupWidget(), BannerWidget())}
+
+__all__ = ["WIDGETS", "Fragment", "RenderContext", "Slot", "Widget"]

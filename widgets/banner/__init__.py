@@ -1,0 +1,20 @@
+"""Banner widget: a message bar in a slot, chosen by targeting (geo, visitor kind, source ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.campaigns import decisions
+from widgets.base import Fragment, RenderContext, Slot, render_campaign
+
+
+@dataclass
+class BannerWidget:
+    kind: str = "banner"
+    shadow: bool = True
+
+    def render(self, rc: RenderContext, slot: Slot) -> Fragment:
+        """The highest-priority banner for this slot's placement that targets this visitor."""
+        placement = slot.attrs.get("placement") or slot.id
+        found = decisions(rc.shop.campaigns, rc.ctx, "banner", placement=placement, closed=rc.closed)
+        return render_campaign(rc, self.kind, found, self.shadow, limit=1, slot=slot)

@@ -1,0 +1,128 @@
+"""What every widget kind shares: slots, render context, fragments and template lookup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import jinja2
+
+from server.campaigns import Campaign, Decision
+from server.context import VisitorContext
+from server.shops import ShopConfig
+
+WIDGETS_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A marked element on the shop's page: `<div data-vitrine-slot=ID data-widget=KIND ...>`."""
+
+    id: str
+    widget: str
+    attrs: dict[str, str] = field(default_factory=dict)  # the slot's other data-* attributes
+
+
+@dataclass
+class Fragment:
+    html: str
+    shadow: bool  # render inside a shadow root so the host page's CSS cannot reach it
+    templates: list[str] = field(default_factory=list)  # considered, most specific first
+    template: str = ""  # the one used
+    decisions: list[Decision] = field(default_factory=list)
+    campaigns: list[str] = field(default_factory=list)
+    strategy: str = ""
+
+    def debug(self) -> dict[str, Any]:
+        return {
+            "template": self.template,
+            "templates_considered": self.templates,
+            "campaigns": self.campaigns,
+            "decisions": [{"campaign": d.campaign.id, "show": d.show, "reasons": d.reasons} for d in self.decisions],
+        }
+
+
+@dataclass
+class RenderContext:
+    ctx: VisitorContext
+    shop: ShopConfig
+    templates: "Templates"
+    closed: set[str] = field(default_factory=set)  # campaigns this visitor closed
+    standalone: bool = False  # rendered for a fragment URL, not injected by the embed script
+
+
+class Widget(Protocol):
+    kind: str
+    shadow: bool
+
+    def render(self, rc: RenderContext, slot: Slot) -> Fragment: ...
+
+
+class Templates:
+    """Jinja templates: overrides first, then the built-in ones (also reachable as `default:NAME`).
+
+    Lookup goes from the most specific name to the least: `banner-<shop>-<campaign>.html`,
+    `banner-<shop>.html`, `banner.html`.
+    """
+
+    def __init__(self, override_dirs: list[Path]) -> None:
+        builtin = jinja2.FileSystemLoader([str(p) for p in sorted(WIDGETS_DIR.glob("*/templates"))])
+        loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader([str(d) for d in override_dirs])]
+        loaders += [jinja2.PrefixLoader({"default": builtin}, delimiter=":"), builtin]
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=True,
+            auto_reload=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    @staticmethod
+    def names(kind: str, shop: str, campaign: str | None = None) -> list[str]:
+        names = [f"{kind}-{shop}-{campaign}.html"] if campaign else []
+        return names + [f"{kind}-{shop}.html", f"{kind}.html"]
+
+    def render(self, names: list[str], **context: Any) -> tuple[str, str]:
+        template = self.env.select_template(names)
+        return template.render(**context), template.name or names[-1]
+
+
+class SafeDict(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
+    """The campaign's texts with `{country_name}`-style placeholders filled for this visitor.
+
+    Only coarse facts are offered (country, region, visit count): never a city, so copy
+    cannot feel like it knows where someone lives.
+    """
+    values = SafeDict(
+        country=ctx.geo.country, country_name=ctx.geo.country_name or "your country",
+        region=ctx.geo.region, visits=str(ctx.profile.visits),
+    )
+    fields = ("title", "body", "cta", "link", "code", "reveal_text")
+    return {f: getattr(campaign, f).format_map(values) if "{" in getattr(campaign, f) else getattr(campaign, f) for f in fields}
+
+
+def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision], shadow: bool, limit: int | None, slot: Slot | None) -> Fragment:
+    """Render the shown campaigns of a decision list (at most `limit`) with their templates."""
+    shown = [d for d in decision_list if d.show][:limit]
+    fragment = Fragment(html="", shadow=shadow, decisions=decision_list)
+    parts = []
+    for decision in shown:
+        campaign = decision.campaign
+        names = Templates.names(kind, rc.shop.id, campaign.id)
+        html, used = rc.templates.render(
+            names, campaign=campaign, copy=campaign_copy(campaign, rc.ctx), visitor=rc.ctx.as_dict(),
+            shop=rc.shop, slot=slot, standalone=rc.standalone,
+        )
+        parts.append(html)
+        fragment.templates, fragment.template = names, used
+        fragment.campaigns.append(campaign.id)
+    if not shown:
+        fragment.templates = Templates.names(kind, rc.shop.id)
+    fragment.html = "".join(parts)
+    return fragment
