@@ -285,7 +285,7 @@ class SqlStore:
             return [_row_event(r) for r in conn.execute(query)]
 
     def closed_campaigns(self, shop: str, visitor_id: str) -> set[str]:
-        query = sa.select(sa.distinct(events.c.campaign)).where(
+        query = sa.select(events.c.campaign).distinct().where(
             events.c.shop == shop,
             events.c.visitor_id == visitor_id,
             events.c.type == "close_promotion",

@@ -1,0 +1,52 @@
+"""Shared fixtures: a real app on a temporary data directory, with the demo shop's config."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.app import Services, build_services, create_app
+from server.models import CatalogItem
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = ROOT / "server" / "demo" / "demo.toml"
+UK_IP = "81.2.69.160"  # GB in the bundled GeoLite2 City database
+US_IP = "8.8.8.8"  # US
+
+SMALL_CATALOG = [
+    CatalogItem("85123A", "White Hanging Heart T-Light Holder", category="Candles and lights", price=2.55, currency="GBP"),
+    CatalogItem("71053", "White Metal Lantern", category="Candles and lights", price=3.39, currency="GBP"),
+    CatalogItem("22632", "Hand Warmer Red Polka Dot", category="Gifts", price=1.85, currency="GBP", tags=("red",)),
+    CatalogItem("22112", "Chocolate Hot Water Bottle", category="Home decor", price=4.95, currency="GBP"),
+]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    shops = tmp_path / "shops"
+    shops.mkdir()
+    shutil.copyfile(DEMO_CONFIG, shops / "demo.toml")
+    return Settings.load(environ={}, data_dir=tmp_path, secret_keys="test-key-1")
+
+
+@pytest.fixture
+def services(settings: Settings) -> Services:
+    svc = build_services(settings)
+    svc.store.upsert_items("demo", SMALL_CATALOG)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def app(settings: Settings, services: Services):
+    return create_app(settings, services)
+
+
+@pytest.fixture
+def client(app) -> TestClient:
+    # The peer is 127.0.0.1, a trusted proxy by default, so tests can set X-Forwarded-For.
+    return TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 40000))
