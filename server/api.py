@@ -16,7 +16,6 @@ from server.context import OVERRIDES, PageContext, VisitorContext
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.identity import attach_token, identify
-from server.models import Event, utcnow
 from server.shops import ShopConfig
 from widgets import WIDGETS, RenderContext, Slot
 
@@ -115,7 +114,7 @@ async def page(request: Request) -> Response:
     try:
         body = PageRequest.model_validate_json(raw)
     except ValidationError as exc:
-        raise ApiError(400 if _is_jsonApiError(exc) else 422, describe_validationApiError(exc)) from None
+        raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
     if len(body.slots) > svc.settings.max_slots_per_page:
         raise ApiError(422, f"too many slots: {len(body.slots)} (at most {svc.settings.max_slots_per_page})")
     shop = svc.shop(_shop_from(request, body.shop))
@@ -123,13 +122,8 @@ async def page(request: Request) -> Response:
     page_ctx = PageContext(**body.page.model_dump())
 
     def render() -> dict[str, Any]:
-        ctx = svc.contexts.build(request, shop.id, identity, page_ctx, record_page_view=True)
         page_view_id = secrets.token_urlsafe(12)
-        view = Event(
-            event_id=f"pv:{page_view_id}", type="page_view", ts=utcnow(), item_id=page_ctx.item_id or None,
-            props={"page_type": page_ctx.type, "path": _path_of(page_ctx.url), "medium": ctx.source.medium},
-        )
-        svc.store.record_events(shop.id, identity.visitor_id, [view])
+        ctx = svc.contexts.build(request, shop.id, identity, page_ctx, page_view_id=page_view_id)
         rc = _render_context(svc, ctx, shop)
         fragments, errors = {}, {}
         for slot_in in body.slots:
@@ -192,7 +186,7 @@ async def fragment(request: Request) -> Response:
     attrs = {k: v for k, v in params.items() if k in ("placement", "strategy", "count")}
 
     def render():
-        ctx = svc.contexts.build(request, shop.id, identity, page_ctx, record_page_view=False, overrides=overrides)
+        ctx = svc.contexts.build(request, shop.id, identity, page_ctx, overrides=overrides)
         rc = _render_context(svc, ctx, shop, standalone=True)
         return ctx, widget.render(rc, Slot(slot_id, kind, attrs))
 
@@ -216,14 +210,5 @@ def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool
     return RenderContext(ctx=ctx, shop=shop, templates=svc.templates, closed=closed, standalone=standalone)
 
 
-def _path_of(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).path[:512]
-    except ValueError:
-        return ""
-
-
-def _is_jsonApiError(exc: ValidationError) -> bool:
+def _is_json_error(exc: ValidationError) -> bool:
     return any(err["type"] == "json_invalid" for err in exc.errors())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -17,7 +18,7 @@ from server.client_ip import client_ip, is_trusted_peer, parse_networks
 from server.device import Device, parse_device
 from server.geo import Geo, GeoLocator
 from server.identity import Identity
-from server.models import VisitorProfile, utcnow
+from server.models import Event, VisitorProfile, utcnow
 from server.store import Store
 from server.traffic import TrafficSource, classify_source
 
@@ -101,17 +102,22 @@ class ContextBuilder:
         identity: Identity,
         page: PageContext,
         *,
-        record_page_view: bool,
+        page_view_id: str | None = None,
         overrides: Mapping[str, str] | None = None,
     ) -> VisitorContext:
+        """The visitor's context; with a `page_view_id` this request is a page view and is recorded."""
         device = parse_device(request.headers.get("user-agent"))
         geo = self.locate(request)
         source = classify_source(page.url or None, page.referrer or None)
         now = utcnow()
-        if record_page_view:
+        if page_view_id:
+            view = Event(
+                event_id=f"pv:{page_view_id}", type="page_view", ts=now, item_id=page.item_id or None,
+                props={"page_type": page.type, "path": _path_of(page.url), "medium": source.medium},
+            )
             profile = self.store.touch_visitor(
                 shop, identity.visitor_id, now, self.visit_timeout_s,
-                country=geo.country, device_class=device.device_class, source=source.medium,
+                country=geo.country, device_class=device.device_class, source=source.medium, event=view,
             )
         else:
             profile = self.store.get_visitor(shop, identity.visitor_id) or VisitorProfile(
@@ -148,3 +154,11 @@ def apply_overrides(ctx: VisitorContext, overrides: Mapping[str, str]) -> Visito
     if overrides.get("source"):
         changes["source"] = TrafficSource(medium=overrides["source"], source="", campaign="", utm={})
     return dataclasses.replace(ctx, **changes) if changes else ctx
+
+
+def _path_of(url: str) -> str:
+    """The path of a page URL: the query string may carry personal data, so it is not kept."""
+    try:
+        return urlsplit(url).path[:512]
+    except ValueError:
+        return ""

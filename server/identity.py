@@ -85,6 +85,10 @@ def attach_token(
         httponly=True,
         secure=https,
         samesite="none" if https else "lax",
-        partitioned=https,
     )
+    if https:
+        # Starlette only writes `Partitioned` on Python 3.14+ (and raises before), so the
+        # attribute is appended to the header just written: CHIPS needs it on every Python.
+        name, value = response.raw_headers[-1]
+        response.raw_headers[-1] = (name, value + b"; Partitioned")
     response.headers[TOKEN_HEADER] = token

@@ -29,6 +29,7 @@ class Store(Protocol):
     def touch_visitor(
         self, shop: str, visitor_id: str, now: datetime, visit_timeout_s: int,
         country: str = "", device_class: str = "", page_view: bool = True, source: str = "",
+        event: Event | None = None,
     ) -> VisitorProfile: ...
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None: ...
 

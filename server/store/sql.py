@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from alembic import command
@@ -47,6 +49,27 @@ class SqlStore:
         self.url = url
         self.engine = create_engine(url)
         self.dialect = self.engine.dialect.name
+        # SQLite has one writer at a time. Threads queueing on a lock wake as soon as the
+        # writer commits; left to SQLite's busy handler they sleep in steps of up to
+        # 100 ms, which is what made the tail latency of concurrent page calls.
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+
+    @contextmanager
+    def _writing(self, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends.
+
+        durable=False is for what the server records on its own (page views): on SQLite
+        the commit then skips the fsync (WAL, synchronous=NORMAL), which is three quarters
+        of a page call's time; a power cut may lose the last moments of them. Everything
+        acknowledged to a client (event batches, imports) is durable.
+        """
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            yield conn
 
     def close(self) -> None:
         self.engine.dispose()
@@ -55,7 +78,7 @@ class SqlStore:
     def migrate(self) -> str:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
+        with self.engine.begin() as conn:  # not _writing(): alembic manages it
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
         return self.schema_version() or ""
@@ -73,7 +96,7 @@ class SqlStore:
         stmt = self._insert(items)
         update = {c: stmt.excluded[c] for c in rows[0] if c not in ("shop", "item_id")}
         stmt = stmt.on_conflict_do_update(index_elements=["shop", "item_id"], set_=update)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             for start in range(0, len(rows), 500):
                 conn.execute(stmt, rows[start : start + 500])
         return len(rows)
@@ -143,35 +166,45 @@ class SqlStore:
     def touch_visitor(
         self, shop: str, visitor_id: str, now: datetime, visit_timeout_s: int,
         country: str = "", device_class: str = "", page_view: bool = True, source: str = "",
+        event: Event | None = None,
     ) -> VisitorProfile:
         """Count a page view; a gap longer than the visit timeout starts a new visit.
 
         `source` is this page's traffic medium: it becomes the visit's source when the
         visit starts, and internal navigation keeps the source the visit began with.
+        `event` (the page view itself) is stored in the same transaction: one commit.
         """
+        with self._writing(durable=False) as conn:
+            if event is not None:
+                self._store_events(conn, shop, visitor_id, [event])
+            return self._touch(conn, shop, visitor_id, now, visit_timeout_s, country, device_class, page_view, source)
+
+    def _touch(
+        self, conn: Connection, shop: str, visitor_id: str, now: datetime, visit_timeout_s: int,
+        country: str, device_class: str, page_view: bool, source: str,
+    ) -> VisitorProfile:
         key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
         views = 1 if page_view else 0
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(visitors).where(key)).first()
-            if row is None:
-                values = dict(
-                    shop=shop, visitor_id=visitor_id, first_seen=now, last_seen=now, visits=1,
-                    page_views=views, orders=0, revenue=0.0, country=country, device_class=device_class,
-                    source=source,
-                )
-                conn.execute(self._insert(visitors).values(**values).on_conflict_do_nothing())
-                return _row_profile(values, new_visit=True)
-            new_visit = now - row.last_seen > timedelta(seconds=visit_timeout_s)
+        row = conn.execute(sa.select(visitors).where(key)).first()
+        if row is None:
             values = dict(
-                last_seen=max(now, row.last_seen),
-                visits=row.visits + (1 if new_visit else 0),
-                page_views=row.page_views + views,
-                country=country or row.country,
-                device_class=device_class or row.device_class,
-                source=source if (new_visit or not row.source) and source != "internal" else row.source,
+                shop=shop, visitor_id=visitor_id, first_seen=now, last_seen=now, visits=1,
+                page_views=views, orders=0, revenue=0.0, country=country, device_class=device_class,
+                source=source,
             )
-            conn.execute(sa.update(visitors).where(key).values(**values))
-            return _row_profile({**row._mapping, **values}, new_visit=new_visit)
+            conn.execute(self._insert(visitors).values(**values).on_conflict_do_nothing())
+            return _row_profile(values, new_visit=True)
+        new_visit = now - row.last_seen > timedelta(seconds=visit_timeout_s)
+        values = dict(
+            last_seen=max(now, row.last_seen),
+            visits=row.visits + (1 if new_visit else 0),
+            page_views=row.page_views + views,
+            country=country or row.country,
+            device_class=device_class or row.device_class,
+            source=source if (new_visit or not row.source) and source != "internal" else row.source,
+        )
+        conn.execute(sa.update(visitors).where(key).values(**values))
+        return _row_profile({**row._mapping, **values}, new_visit=new_visit)
 
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
         query = sa.select(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id == visitor_id)
@@ -182,18 +215,33 @@ class SqlStore:
     # -- events ----------------------------------------------------------------------
     def record_events(self, shop: str, visitor_id: str, batch: Sequence[Event]) -> tuple[int, int]:
         """Store a batch in one durable transaction; returns (stored, duplicates)."""
+        with self._writing() as conn:
+            stored = self._store_events(conn, shop, visitor_id, batch)
+        return stored, len(batch) - stored
+
+    def _store_events(self, conn: Connection, shop: str, visitor_id: str, batch: Sequence[Event]) -> int:
         now = utcnow()
         stored = 0
-        insert = self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"])
-        with self.engine.begin() as conn:
-            for event in batch:
-                result = conn.execute(insert.values(**_event_row(shop, visitor_id, event, now)))
-                if result.rowcount != 1:
-                    continue
-                stored += 1
-                if event.type == "purchase":
-                    self._count_order(conn, shop, visitor_id, event, now)
-        return stored, len(batch) - stored
+        # Count the RETURNING rows, not rowcount: psycopg reports -1 for these inserts.
+        insert = (
+            self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"]).returning(events.c.id)
+        )
+        for event in batch:
+            if event.type == "purchase" and event.order_id and self._order_recorded(conn, shop, event.order_id):
+                continue  # a reloaded thank-you page sends the order again under a new event_id
+            result = conn.execute(insert.values(**_event_row(shop, visitor_id, event, now)))
+            if result.first() is None:
+                continue
+            stored += 1
+            if event.type == "purchase":
+                self._count_order(conn, shop, visitor_id, event, now)
+        return stored
+
+    def _order_recorded(self, conn: Connection, shop: str, order_id: str) -> bool:
+        query = sa.select(events.c.id).where(
+            events.c.shop == shop, events.c.type == "purchase", events.c.order_id == order_id
+        ).limit(1)
+        return conn.execute(query).first() is not None
 
     def _count_order(self, conn: Connection, shop: str, visitor_id: str, event: Event, now: datetime) -> None:
         key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
@@ -233,11 +281,14 @@ class SqlStore:
                 users[vid] = it.country
             else:
                 users.setdefault(vid, "")
-        insert = self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"])
+        # RETURNING gives one row per inserted event on every backend (rowcount does not).
+        insert = (
+            self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"]).returning(events.c.id)
+        )
         stored = 0
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             for start in range(0, len(rows), 1000):
-                stored += max(conn.execute(insert, rows[start : start + 1000]).rowcount, 0)
+                stored += len(conn.execute(insert, rows[start : start + 1000]).all())
             self._rebuild_imported_visitors(conn, shop, users)
         return stored
 

@@ -1,0 +1,41 @@
+"""The documentation matches the code: template context keys and the README's commands."""
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+from server.context import PageContext, VisitorContext
+from server.device import UNKNOWN_DEVICE
+from server.geo import Geo
+from server.models import VisitorProfile
+from server.traffic import TrafficSource
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _documented_visitor_keys() -> set[str]:
+    text = (ROOT / "docs" / "templates.md").read_text()
+    section = text.split("### `visitor`", 1)[1]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
+
+
+def test_template_visitor_context_is_documented():
+    now = datetime(2024, 1, 1)
+    ctx = VisitorContext(
+        shop="demo", visitor_id="v", is_new_token=True,
+        profile=VisitorProfile(visitor_id="v", first_seen=now, last_seen=now),
+        device=UNKNOWN_DEVICE, geo=Geo(), source=TrafficSource(medium="direct", source=""), page=PageContext(),
+    )
+    assert set(ctx.as_dict()) == _documented_visitor_keys()
+
+
+def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    assert "./run demo" in readme and "./run test" in readme
+    assert "./run test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_doc_linked_from_the_readme_exists():
+    readme = (ROOT / "README.md").read_text()
+    for link in re.findall(r"\]\(((?:docs|server)/[^)]+)\)", readme):
+        assert (ROOT / link).exists(), link
