@@ -83,11 +83,6 @@ class Settings:
     )
     max_events_per_batch: int = _setting(100, "Most events accepted in one `POST /v1/events` batch.")
     max_slots_per_page: int = _setting(30, "Most slots accepted in one `POST /v1/page` call.")
-    script_timeout_ms: int = _setting(
-        1500,
-        "Time budget of the embed script for the page call, in milliseconds: slots keep "
-        "their default content when it runs out.",
-    )
     debug: bool = _setting(
         False, "Show debug output (templates considered, context) in fragments and errors."
     )

@@ -51,8 +51,9 @@ def parse_shop_config(shop: str, path: Path) -> ShopConfig:
         )
         raise ShopConfigError(f"{path}: {problems}") from None
     ids = [c.id for c in config.campaigns]
-    if len(ids) != len(set(ids)):
-        raise ShopConfigError(f"{path}: campaign ids must be unique")
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ShopConfigError(f"{path}: campaigns.id: campaign ids must be unique; repeated: {', '.join(repeated)}")
     return config.model_copy(update={"id": shop, "name": config.name or shop})
 
 

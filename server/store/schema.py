@@ -66,4 +66,5 @@ events = sa.Table(
     sa.Index("ix_events_visitor", "shop", "visitor_id", "ts"),
     sa.Index("ix_events_type", "shop", "type", "ts"),
     sa.Index("ix_events_item", "shop", "item_id"),
+    sa.Index("ix_events_order", "shop", "order_id"),
 )

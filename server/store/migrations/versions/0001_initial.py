@@ -66,6 +66,7 @@ def upgrade() -> None:
     op.create_index("ix_events_visitor", "events", ["shop", "visitor_id", "ts"])
     op.create_index("ix_events_type", "events", ["shop", "type", "ts"])
     op.create_index("ix_events_item", "events", ["shop", "item_id"])
+    op.create_index("ix_events_order", "events", ["shop", "order_id"])
 
 
 def downgrade() -> None:

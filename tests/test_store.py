@@ -1,0 +1,471 @@
+"""The SQL store, run against both backends: SQLite (a temporary file) and PostgreSQL.
+
+PostgreSQL is part of every test environment (127.0.0.1:5432, database `test`, or
+VITRINE_TEST_POSTGRES_URL): when it cannot be reached these tests fail rather than skip.
+Each PostgreSQL test gets a fresh schema of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+from server.models import CatalogItem, Event, Interaction
+from server.store import Store, open_store
+from server.store.sql import imported_visitor_id
+
+POSTGRES_URL = os.environ.get(
+    "VITRINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+T0 = datetime(2024, 3, 1, 12, 0, 0)
+TIMEOUT_S = 30 * 60
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A URL whose connections see only a new, empty schema; the schema goes at teardown."""
+    schema = "vitrine_test_" + secrets.token_hex(6)
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    base = sa.engine.make_url(POSTGRES_URL)
+    yield base.render_as_string(hide_password=False) + ("&" if base.query else "?") + "options=" + quote(
+        f"-csearch_path={schema}"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """An empty database, not migrated yet."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = open_store(url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def store(fresh_store: Store) -> Store:
+    fresh_store.migrate()
+    return fresh_store
+
+
+def item(item_id: str, title: str, **kw) -> CatalogItem:
+    return CatalogItem(item_id, title, **kw)
+
+
+def purchase(event_id: str, item_id: str | None = None, value: float | None = None, ts: datetime = T0) -> Event:
+    return Event(event_id, "purchase", ts, item_id=item_id, value=value, currency="GBP")
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+def test_postgres_fixture_isolates_each_test_in_its_own_schema(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    try:
+        assert store.schema_version() is None
+        store.migrate()
+        with store.engine.connect() as conn:
+            schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+            tables = sa.inspect(conn).get_table_names()
+        assert schema.startswith("vitrine_test_")
+        assert {"items", "visitors", "events", "alembic_version"} <= set(tables)
+    finally:
+        store.close()
+
+
+def test_migrate_gives_version_0001_and_is_idempotent(fresh_store: Store) -> None:
+    assert fresh_store.schema_version() is None
+    assert fresh_store.migrate() == "0001"
+    fresh_store.upsert_items("shop", [item("a", "Kept across migrations")])
+    assert fresh_store.migrate() == "0001"
+    assert fresh_store.schema_version() == "0001"
+    assert fresh_store.count_items("shop") == 1
+
+
+def test_no_column_can_hold_an_ip_address(store: Store) -> None:
+    inspector = sa.inspect(store.engine)
+    tables = [t for t in inspector.get_table_names() if t != "alembic_version"]
+    assert {"items", "visitors", "events"} <= set(tables)
+    for table in tables:
+        for column in inspector.get_columns(table):
+            name = column["name"].lower()
+            # Whole words only: "description" contains the letters but is not an address.
+            words = set(re.split(r"[^a-z0-9]+", name))
+            assert not words & {"ip", "ips", "ipv4", "ipv6", "ipaddr", "ipaddress", "addr", "address"}, (
+                f"{table}.{name} looks like an IP address column"
+            )
+            assert not re.search(r"(^|_)ip", name), f"{table}.{name} looks like an IP address column"
+            assert type(column["type"]).__name__.upper() not in ("INET", "CIDR"), f"{table}.{name}"
+
+
+# -- catalog --------------------------------------------------------------------------
+
+
+def test_upsert_items_inserts_then_updates(store: Store) -> None:
+    assert store.upsert_items("shop", []) == 0
+    first = [
+        item("a", "Lantern", price=3.5, currency="GBP", tags=("white", "metal")),
+        item("b", "Mug", in_stock=False),
+    ]
+    assert store.upsert_items("shop", first) == 2
+    assert store.count_items("shop") == 2
+    assert store.get_item("shop", "a") == first[0]
+    assert store.get_item("shop", "b").in_stock is False
+
+    assert store.upsert_items("shop", [item("a", "Lantern, white", price=4.0, currency="GBP")]) == 1
+    assert store.count_items("shop") == 2
+    updated = store.get_item("shop", "a")
+    assert updated.title == "Lantern, white"
+    assert updated.price == 4.0
+    assert updated.tags == ()  # every field is replaced, not merged
+    assert store.get_item("shop", "b").title == "Mug"
+
+
+def test_upsert_items_in_more_than_one_chunk(store: Store) -> None:
+    many = [item(f"sku-{n:04d}", f"Item {n}") for n in range(1203)]
+    assert store.upsert_items("shop", many) == 1203
+    assert store.count_items("shop") == 1203
+    assert store.get_item("shop", "sku-1202").title == "Item 1202"
+
+
+def test_items_belong_to_their_shop(store: Store) -> None:
+    store.upsert_items("one", [item("a", "One's lantern")])
+    store.upsert_items("two", [item("a", "Two's lantern")])
+    assert store.get_item("one", "a").title == "One's lantern"
+    assert store.get_item("two", "a").title == "Two's lantern"
+    assert store.get_item("three", "a") is None
+    assert store.count_items("one") == 1
+
+
+def test_get_items_keeps_the_requested_order(store: Store) -> None:
+    store.upsert_items("shop", [item(i, f"Item {i}") for i in "abcde"])
+    found = store.get_items("shop", ["d", "missing", "a", "c"])
+    assert [i.item_id for i in found] == ["d", "a", "c"]
+    assert store.get_items("shop", []) == []
+    assert store.get_item("shop", "missing") is None
+    assert store.get_item("shop", "e").title == "Item e"
+
+
+def test_list_items_filters_by_category_and_text_and_paginates(store: Store) -> None:
+    store.upsert_items(
+        "shop",
+        [
+            item("1", "White Metal Lantern", category="Lights"),
+            item("2", "Red Lantern", category="Lights", description="Glass and METAL"),
+            item("3", "Candle Holder", category="Lights"),
+            item("4", "Metal Sign", category="Decor"),
+            item("5", "Tea Towel", category="Kitchen"),
+        ],
+    )
+    store.upsert_items("other", [item("9", "Metal Lantern", category="Lights")])
+
+    assert [i.item_id for i in store.list_items("shop")] == ["3", "4", "2", "5", "1"]  # by title
+    assert [i.item_id for i in store.list_items("shop", category="Lights")] == ["3", "2", "1"]
+    # Every word must match, in the title or the description, whatever the case.
+    assert [i.item_id for i in store.list_items("shop", text="metal")] == ["4", "2", "1"]
+    assert [i.item_id for i in store.list_items("shop", text="LANTERN metal")] == ["2", "1"]
+    assert [i.item_id for i in store.list_items("shop", text="metal", category="Decor")] == ["4"]
+    assert store.list_items("shop", text="nothing-like-this") == []
+
+    pages = [store.list_items("shop", limit=2, offset=n) for n in (0, 2, 4, 6)]
+    assert [[i.item_id for i in page] for page in pages] == [["3", "4"], ["2", "5"], ["1"], []]
+
+
+def test_categories_counts_most_items_first(store: Store) -> None:
+    store.upsert_items(
+        "shop",
+        [
+            item("1", "A", category="Lights"),
+            item("2", "B", category="Lights"),
+            item("3", "C", category="Kitchen"),
+            item("4", "D", category="Decor"),
+            item("5", "E", category="Decor"),
+            item("6", "F", category="Lights"),
+            item("7", "G"),  # no category: not listed
+        ],
+    )
+    store.upsert_items("other", [item("1", "A", category="Kitchen")])
+    assert store.categories("shop") == [("Lights", 3), ("Decor", 2), ("Kitchen", 1)]
+    assert store.categories("nobody") == []
+
+
+def test_bestsellers_orders_by_purchases_and_leaves_out_what_is_out_of_stock(store: Store) -> None:
+    store.upsert_items(
+        "shop",
+        [
+            item("once", "Bought once", category="Gifts"),
+            item("thrice", "Bought three times", category="Gifts"),
+            item("twice", "Bought twice", category="Decor"),
+            item("gone", "Bought most, sold out", in_stock=False),
+            item("viewed", "Only viewed"),
+        ],
+    )
+    events = [purchase("p1", "once")]
+    events += [purchase(f"t{n}", "thrice") for n in range(3)]
+    events += [purchase(f"w{n}", "twice") for n in range(2)]
+    events += [purchase(f"g{n}", "gone") for n in range(5)]
+    events += [Event(f"v{n}", "view_item", T0, item_id="viewed") for n in range(9)]
+    store.record_events("shop", "v1", events)
+    # Purchases in another shop do not count here.
+    store.record_events("other", "v1", [purchase(f"o{n}", "once") for n in range(7)])
+
+    assert [i.item_id for i in store.bestsellers("shop")] == ["thrice", "twice", "once"]
+    assert [i.item_id for i in store.bestsellers("shop", limit=2)] == ["thrice", "twice"]
+    assert [i.item_id for i in store.bestsellers("shop", category="Gifts")] == ["thrice", "once"]
+    assert store.bestsellers("other") == []  # "once" is not in that shop's catalog
+
+
+# -- visitors -------------------------------------------------------------------------
+
+
+def test_touch_visitor_creates_counts_and_starts_new_visits(store: Store) -> None:
+    assert store.get_visitor("shop", "v1") is None
+    first = store.touch_visitor("shop", "v1", T0, TIMEOUT_S, country="GB", device_class="mobile")
+    assert (first.visits, first.page_views, first.new_visit) == (1, 1, True)
+    assert (first.first_seen, first.last_seen) == (T0, T0)
+    assert (first.country, first.device_class) == ("GB", "mobile")
+
+    later = T0 + timedelta(minutes=29)
+    second = store.touch_visitor("shop", "v1", later, TIMEOUT_S)
+    assert (second.visits, second.page_views, second.new_visit) == (1, 2, False)
+    assert second.country == "GB"  # not lost when this request had no country
+
+    not_a_view = store.touch_visitor("shop", "v1", later, TIMEOUT_S, page_view=False)
+    assert not_a_view.page_views == 2
+
+    next_visit = later + timedelta(minutes=31)
+    third = store.touch_visitor("shop", "v1", next_visit, TIMEOUT_S, country="FR")
+    assert (third.visits, third.page_views, third.new_visit) == (2, 3, True)
+    assert third.is_returning and not third.is_customer
+
+    stored = store.get_visitor("shop", "v1")
+    assert (stored.visits, stored.page_views, stored.country) == (2, 3, "FR")
+    assert stored.first_seen == T0 and stored.last_seen == next_visit
+    assert store.get_visitor("other", "v1") is None
+
+
+def test_touch_visitor_keeps_the_visit_source_for_internal_navigation(store: Store) -> None:
+    start = store.touch_visitor("shop", "v1", T0, TIMEOUT_S, source="social")
+    assert start.source == "social"
+    inside = store.touch_visitor("shop", "v1", T0 + timedelta(minutes=5), TIMEOUT_S, source="internal")
+    assert inside.source == "social"
+    # Within a visit a new referrer does not replace the source the visit started with.
+    again = store.touch_visitor("shop", "v1", T0 + timedelta(minutes=6), TIMEOUT_S, source="email")
+    assert again.source == "social"
+    new_visit = store.touch_visitor("shop", "v1", T0 + timedelta(hours=2), TIMEOUT_S, source="email")
+    assert new_visit.new_visit and new_visit.source == "email"
+    assert store.get_visitor("shop", "v1").source == "email"
+
+
+def test_touch_visitor_stores_the_page_view_event_with_it(store: Store) -> None:
+    view = Event("pv-1", "page_view", T0, props={"url": "https://shop.example/"})
+    profile = store.touch_visitor("shop", "v1", T0, TIMEOUT_S, event=view)
+    assert profile.page_views == 1
+    assert store.visitor_events("shop", "v1") == [view]
+    # The same page view again is not stored twice.
+    store.touch_visitor("shop", "v1", T0 + timedelta(seconds=5), TIMEOUT_S, event=view)
+    assert store.count_events("shop", type="page_view") == 1
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+def test_record_events_is_idempotent_by_event_id(store: Store) -> None:
+    batch = [
+        Event("e1", "page_view", T0),
+        Event("e2", "view_item", T0 + timedelta(seconds=1), item_id="a", props={"slot": "home", "n": 2}),
+        Event("e3", "add_to_cart", T0 + timedelta(seconds=2), item_id="a", value=3.5, currency="GBP"),
+    ]
+    assert store.record_events("shop", "v1", batch) == (3, 0)
+    assert store.record_events("shop", "v1", batch) == (0, 3)
+    resent = [batch[0], Event("e4", "view_item", T0 + timedelta(seconds=3), item_id="b")]
+    assert store.record_events("shop", "v1", resent) == (1, 1)
+    # The same id twice in one batch is stored once.
+    twice = [Event("e5", "page_view", T0), Event("e5", "page_view", T0)]
+    assert store.record_events("shop", "v1", twice) == (1, 1)
+    assert store.record_events("shop", "v1", []) == (0, 0)
+    assert store.count_events("shop") == 5
+    assert store.count_events("shop", type="view_item") == 2
+
+
+def test_a_purchase_counts_as_an_order_once(store: Store) -> None:
+    store.touch_visitor("shop", "v1", T0, TIMEOUT_S)
+    order_time = T0 + timedelta(minutes=3)
+    order = purchase("order-1", "a", value=25.5, ts=order_time)
+    assert store.record_events("shop", "v1", [order]) == (1, 0)
+    assert store.record_events("shop", "v1", [order]) == (0, 1)
+    visitor = store.get_visitor("shop", "v1")
+    assert (visitor.orders, visitor.revenue, visitor.last_order_at) == (1, 25.5, order_time)
+    assert visitor.is_customer
+
+    store.record_events("shop", "v1", [purchase("order-2", "b", value=4.5), purchase("order-3", "c")])
+    visitor = store.get_visitor("shop", "v1")
+    assert (visitor.orders, visitor.revenue) == (3, 30.0)
+
+
+def test_an_order_sent_again_under_a_new_event_id_counts_once(store: Store) -> None:
+    # A reloaded thank-you page sends the same transaction with a fresh event id.
+    first = Event("p1", "purchase", T0, value=12.0, currency="GBP", order_id="T-1001")
+    reload = Event("p2", "purchase", T0 + timedelta(minutes=1), value=12.0, currency="GBP", order_id="T-1001")
+    assert store.record_events("shop", "v1", [first]) == (1, 0)
+    assert store.record_events("shop", "v1", [reload]) == (0, 1)
+    assert store.count_events("shop", type="purchase") == 1
+    assert (store.get_visitor("shop", "v1").orders, store.get_visitor("shop", "v1").revenue) == (1, 12.0)
+    # Another shop's order with the same number is its own.
+    assert store.record_events("other", "v1", [reload]) == (1, 0)
+
+
+def test_a_purchase_from_an_unseen_visitor_creates_the_visitor(store: Store) -> None:
+    store.record_events("shop", "ghost", [purchase("p1", "a", value=10.0)])
+    visitor = store.get_visitor("shop", "ghost")
+    assert visitor is not None
+    assert (visitor.orders, visitor.revenue) == (1, 10.0)
+
+
+def test_the_same_event_id_in_two_shops_is_stored_twice(store: Store) -> None:
+    assert store.record_events("one", "v1", [purchase("shared-id", "a", value=1.0)]) == (1, 0)
+    assert store.record_events("two", "v1", [purchase("shared-id", "a", value=2.0)]) == (1, 0)
+    assert store.count_events("one") == 1 and store.count_events("two") == 1
+    assert store.get_visitor("one", "v1").revenue == 1.0
+    assert store.get_visitor("two", "v1").revenue == 2.0
+
+
+def test_visitor_events_come_newest_first_and_round_trip(store: Store) -> None:
+    when = T0.replace(microsecond=123456)
+    store.record_events(
+        "shop",
+        "v1",
+        [
+            Event("old", "page_view", when - timedelta(hours=1)),
+            Event("new", "view_item", when, item_id="a", value=2.5, currency="GBP", campaign="c1",
+                  order_id=None, props={"slot": "home", "rank": 1, "tags": ["x"]}),
+            Event("middle", "add_to_cart", when - timedelta(minutes=1), item_id="a"),
+        ],
+    )
+    # Same timestamp as "new", sent later: ties go to the one stored last.
+    store.record_events("shop", "v1", [Event("tie", "page_view", when)])
+    store.record_events("shop", "v2", [Event("someone-else", "page_view", when + timedelta(hours=1))])
+    store.record_events("other", "v1", [Event("other-shop", "page_view", when + timedelta(hours=1))])
+
+    found = store.visitor_events("shop", "v1")
+    assert [e.event_id for e in found] == ["tie", "new", "middle", "old"]
+    assert [e.event_id for e in store.visitor_events("shop", "v1", limit=2)] == ["tie", "new"]
+    assert found[1] == Event(
+        "new", "view_item", when, item_id="a", value=2.5, currency="GBP", campaign="c1",
+        props={"slot": "home", "rank": 1, "tags": ["x"]},
+    )
+    assert found[0].props is None and found[0].ts.tzinfo is None
+
+
+def test_closed_campaigns(store: Store) -> None:
+    store.record_events(
+        "shop",
+        "v1",
+        [
+            Event("c1", "close_promotion", T0, campaign="welcome"),
+            Event("c2", "close_promotion", T0, campaign="welcome"),
+            Event("c3", "close_promotion", T0, campaign="uk-delivery"),
+            Event("c4", "close_promotion", T0),  # no campaign
+            Event("c5", "view_promotion", T0, campaign="summer"),  # seen, not closed
+        ],
+    )
+    store.record_events("shop", "v2", [Event("d1", "close_promotion", T0, campaign="other-visitor")])
+    store.record_events("other", "v1", [Event("d2", "close_promotion", T0, campaign="other-shop")])
+    assert store.closed_campaigns("shop", "v1") == {"welcome", "uk-delivery"}
+    assert store.closed_campaigns("shop", "nobody") == set()
+
+
+# -- imports --------------------------------------------------------------------------
+
+
+def at(hour: int, minute: int = 0) -> datetime:
+    return datetime(2010, 12, 1, hour, minute, tzinfo=timezone.utc)
+
+
+IMPORTED = [
+    Interaction("17850", "71053", "purchase", at(8, 26), 20.34, "United Kingdom"),
+    Interaction("17850", "84029E", "purchase", at(8, 26), 20.34, "United Kingdom"),
+    # Two identical lines (the same product twice in one order) are two events.
+    Interaction("17850", "22632", "purchase", at(8, 28), 11.10, "United Kingdom"),
+    Interaction("17850", "22632", "purchase", at(8, 28), 11.10, "United Kingdom"),
+    Interaction("17850", "22633", "view", at(9, 0)),
+    Interaction("13047", "22622", "cart", at(10, 0), None, "France"),
+    Interaction("13047", "22622", "rating", at(10, 5), 4.0, "France"),
+]
+
+
+def test_import_interactions_keeps_identical_rows_and_adds_nothing_twice(store: Store) -> None:
+    assert store.import_interactions("shop", IMPORTED) == 7
+    assert store.count_events("shop") == 7
+    assert store.count_events("shop", type="purchase") == 4
+    assert store.count_events("shop", type="view_item") == 1
+    assert store.count_events("shop", type="add_to_cart") == 1
+    assert store.count_events("shop", type="rating") == 1
+
+    assert store.import_interactions("shop", IMPORTED) == 0
+    assert store.import_interactions("shop", iter(IMPORTED)) == 0
+    assert store.count_events("shop") == 7
+    # A file with one more line adds just that line.
+    assert store.import_interactions("shop", IMPORTED + [IMPORTED[0]]) == 1
+    # The same history in another shop is that shop's own.
+    assert store.import_interactions("other", IMPORTED) == 7
+
+
+def test_import_interactions_sets_the_visitor_counters(store: Store) -> None:
+    store.import_interactions("shop", IMPORTED)
+    customer = store.get_visitor("shop", imported_visitor_id("17850"))
+    # Orders are distinct purchase times: 08:26 (two lines) and 08:28 (two lines).
+    assert customer.orders == 2
+    assert customer.revenue == pytest.approx(20.34 * 2 + 11.10 * 2)
+    assert customer.country == "United Kingdom"
+    assert customer.last_order_at == at(8, 28).replace(tzinfo=None)
+    assert customer.first_seen == at(8, 26).replace(tzinfo=None)
+    assert customer.last_seen == at(9, 0).replace(tzinfo=None)
+    assert customer.is_customer
+
+    browser = store.get_visitor("shop", imported_visitor_id("13047"))
+    assert (browser.orders, browser.revenue, browser.country) == (0, 0.0, "France")
+    assert browser.last_order_at is None and not browser.is_customer
+
+    # Re-importing recomputes from the events, so the counters do not double.
+    store.import_interactions("shop", IMPORTED)
+    again = store.get_visitor("shop", imported_visitor_id("17850"))
+    assert (again.orders, again.revenue) == (2, customer.revenue)
+
+
+def test_imported_customers_do_not_collide_with_web_visitors(store: Store) -> None:
+    store.touch_visitor("shop", "17850", T0, TIMEOUT_S)
+    store.import_interactions("shop", IMPORTED[:1])
+    assert store.get_visitor("shop", "17850").orders == 0
+    assert store.get_visitor("shop", imported_visitor_id("17850")).orders == 1
+    assert len(imported_visitor_id("x" * 200)) <= 64
+
+
+def test_import_interactions_is_all_or_nothing(store: Store) -> None:
+    good = [
+        Interaction(f"user-{n % 50}", f"item-{n}", "view", at(8) + timedelta(seconds=n)) for n in range(1500)
+    ]
+    # The driver cannot bind an arbitrary object: the statement for the second chunk of
+    # rows fails after the first chunk went in, inside the same transaction.
+    unbindable = Interaction("user-x", object(), "view", at(9))  # type: ignore[arg-type]
+    with pytest.raises(sa.exc.StatementError):
+        store.import_interactions("shop", good + [unbindable])
+    assert store.count_events("shop") == 0
+    assert store.get_visitor("shop", imported_visitor_id("user-1")) is None
+    # The same file without the bad row imports completely.
+    assert store.import_interactions("shop", good) == 1500
+    assert store.count_events("shop") == 1500
