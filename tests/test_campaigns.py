@@ -1,0 +1,249 @@
+"""Campaign targeting and its reasons; shop config validation and hot reload."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from server.campaigns import Campaign, decide, decisions
+from server.context import PageContext, VisitorContext
+from server.device import Device
+from server.geo import Geo
+from server.models import VisitorProfile
+from server.shops import ShopConfigError, ShopRegistry, parse_shop_config
+from server.traffic import TrafficSource
+
+from conftest import DEMO_CONFIG
+
+T0 = datetime(2024, 11, 1, 12, 0)
+
+
+def visitor(
+    kind: str = "new", device: str = "desktop", country: str = "GB", page_type: str = "home",
+    medium: str = "direct", page_views: int = 1,
+) -> VisitorContext:
+    visits, orders = {"new": (1, 0), "returning": (3, 0), "customer": (3, 1)}[kind]
+    profile = VisitorProfile("v1", T0, T0, visits=visits, orders=orders, page_views=page_views)
+    return VisitorContext(
+        shop="demo", visitor_id="v1", is_new_token=False, profile=profile,
+        device=Device(device, "", "", device == "bot"), geo=Geo(country, country),
+        source=TrafficSource(medium, ""), page=PageContext(type=page_type),
+    )
+
+
+def campaign(id: str = "c", widget: str = "banner", **kw) -> Campaign:
+    return Campaign(id=id, widget=widget, **kw)
+
+
+# -- each audience condition includes and excludes -------------------------------------------
+@pytest.mark.parametrize(
+    "audience, included, excluded, reason",
+    [
+        ({"visitor": ["returning", "customer"]}, {"kind": "returning"}, {"kind": "new"}, "visitor is new, wanted returning/customer"),
+        ({"device": ["mobile"]}, {"device": "mobile"}, {"device": "desktop"}, "device is desktop, wanted mobile"),
+        ({"country": ["gb", "IE"]}, {"country": "IE"}, {"country": "US"}, "country is US, wanted GB/IE"),
+        ({"country": ["GB"]}, {"country": "GB"}, {"country": ""}, "country is unknown, wanted GB"),
+        ({"not_country": ["GB"]}, {"country": "FR"}, {"country": "GB"}, "country is GB, excluded GB"),
+        ({"page_type": ["product", "category"]}, {"page_type": "product"}, {"page_type": "home"}, "page type is home, wanted product/category"),
+        ({"page_type": ["product"]}, {"page_type": "product"}, {"page_type": ""}, "page type is unknown, wanted product"),
+        ({"source": ["paid", "email"]}, {"medium": "email"}, {"medium": "organic"}, "traffic source is organic, wanted paid/email"),
+        ({"min_page_views": 3}, {"page_views": 3}, {"page_views": 2}, "2 page views, wanted 3"),
+    ],
+)
+def test_audience_condition(audience: dict, included: dict, excluded: dict, reason: str) -> None:
+    c = campaign(audience=audience)
+    shown = decide(c, visitor(**included))
+    assert shown.show is True
+    assert all(r.startswith("ok: ") for r in shown.reasons)
+    hidden = decide(c, visitor(**excluded))
+    assert hidden.show is False
+    assert f"no: {reason}" in hidden.reasons
+
+
+def test_unknown_country_passes_not_country() -> None:
+    assert decide(campaign(audience={"not_country": ["GB"]}), visitor(country="")).show is True
+
+
+def test_every_condition_must_hold() -> None:
+    c = campaign(audience={"visitor": ["new"], "country": ["GB"], "device": ["mobile"]})
+    assert decide(c, visitor(device="mobile")).show is True
+    d = decide(c, visitor(device="desktop"))
+    assert d.show is False
+    assert [r.split(":")[0] for r in d.reasons] == ["ok", "ok", "no", "ok", "ok"]
+
+
+def test_empty_audience_means_anyone() -> None:
+    for kind in ("new", "returning", "customer"):
+        d = decide(campaign(), visitor(kind=kind, country=""))
+        assert d.show is True
+        assert d.reasons == ["ok: campaign enabled", "ok: not closed by this visitor before"]
+
+
+def test_disabled_campaign_never_shows() -> None:
+    d = decide(campaign(enabled=False), visitor())
+    assert d.show is False and "no: campaign enabled" in d.reasons
+
+
+def test_once_closed_hides_a_closed_campaign() -> None:
+    d = decide(campaign("welcome"), visitor(), closed={"welcome"})
+    assert d.show is False and "no: not closed by this visitor before" in d.reasons
+    assert decide(campaign("welcome"), visitor(), closed={"other"}).show is True
+
+
+def test_once_closed_false_keeps_showing_after_a_close() -> None:
+    d = decide(campaign("sticky", once_closed=False), visitor(), closed={"sticky"})
+    assert d.show is True
+    assert not any("closed" in r for r in d.reasons)
+
+
+# -- which campaigns, in which order ---------------------------------------------------------
+def test_decisions_are_in_priority_order_with_ties_in_config_order() -> None:
+    campaigns = [
+        campaign("low", priority=1), campaign("first-tie", priority=5), campaign("high", priority=10),
+        campaign("second-tie", priority=5), campaign("negative", priority=-3),
+    ]
+    order = [d.campaign.id for d in decisions(campaigns, visitor(), "banner")]
+    assert order == ["high", "first-tie", "second-tie", "low", "negative"]
+
+
+def test_decisions_keep_the_ones_that_do_not_show_with_their_reasons() -> None:
+    campaigns = [campaign("uk", priority=9, audience={"country": ["GB"]}), campaign("fallback")]
+    us = decisions(campaigns, visitor(country="US"), "banner")
+    assert [(d.campaign.id, d.show) for d in us] == [("uk", False), ("fallback", True)]
+    assert "no: country is US, wanted GB" in us[0].reasons
+
+
+def test_decisions_filter_by_widget_kind() -> None:
+    campaigns = [campaign("pop", widget="popup"), campaign("bar", widget="banner")]
+    assert [d.campaign.id for d in decisions(campaigns, visitor(), "popup")] == ["pop"]
+    assert [d.campaign.id for d in decisions(campaigns, visitor(), "banner")] == ["bar"]
+
+
+def test_placement_filter() -> None:
+    campaigns = [campaign("top", placement="top"), campaign("hero", placement="home-hero"), campaign("anywhere")]
+    assert [d.campaign.id for d in decisions(campaigns, visitor(), "banner", placement="top")] == ["top", "anywhere"]
+    assert [d.campaign.id for d in decisions(campaigns, visitor(), "banner", placement="footer")] == ["anywhere"]
+    assert {d.campaign.id for d in decisions(campaigns, visitor(), "banner")} == {"top", "hero", "anywhere"}
+
+
+def test_demo_config_targets_as_documented() -> None:
+    demo = parse_shop_config("demo", DEMO_CONFIG)
+    shown = lambda ctx, widget, placement=None: [d.campaign.id for d in decisions(demo.campaigns, ctx, widget, placement) if d.show]  # noqa: E731
+    assert shown(visitor("new"), "popup") == ["welcome"]
+    assert shown(visitor("returning"), "popup") == []
+    assert shown(visitor(country="GB"), "banner", "top") == ["uk-delivery"]
+    assert shown(visitor(country="DE"), "banner", "top") == ["international-delivery"]
+    assert shown(visitor("returning"), "banner", "home-hero") == ["returning-christmas"]
+    assert shown(visitor("customer"), "banner", "home-hero") == ["customer-thanks"]
+    assert shown(visitor("new"), "banner", "home-hero") == []
+
+
+# -- config validation -----------------------------------------------------------------------
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+BANNER = '[[campaigns]]\nid = "{id}"\nwidget = "banner"\n'
+
+
+@pytest.mark.parametrize(
+    "text, field, words",
+    [
+        (BANNER.format(id="a") + '[campaigns.audience]\ncountry = ["GBR"]\n', "campaigns.0.audience.country", ("GBR", "two-letter")),
+        (BANNER.format(id="a") + '[campaigns.audience]\nnot_country = ["1x"]\n', "campaigns.0.audience.not_country", ("1x",)),
+        (BANNER.format(id="a") + 'colour = "red"\n', "campaigns.0.colour", ("Extra inputs",)),
+        (BANNER.format(id="a") + '[campaigns.audience]\nvisitors = ["new"]\n', "campaigns.0.audience.visitors", ("Extra inputs",)),
+        ('favourite = 1\n', "favourite", ("Extra inputs",)),
+        (BANNER.format(id="a") + BANNER.format(id="b") + '[campaigns.audience]\nvisitor = ["vip"]\n', "campaigns.1.audience.visitor.0", ("new", "returning")),
+        ('[[campaigns]]\nid = "a"\nwidget = "carousel"\n', "campaigns.0.widget", ("popup", "banner")),
+        (BANNER.format(id="has space"), "campaigns.0.id", ("pattern",)),
+        ('[[campaigns]]\nid = "p"\nwidget = "popup"\n[campaigns.trigger]\non = "delay"\nseconds = -1\n', "campaigns.0.trigger.seconds", ("greater than",)),
+        (BANNER.format(id="dup") + BANNER.format(id="ok") + BANNER.format(id="dup"), "campaigns.id", ("unique", "dup")),
+    ],
+)
+def test_config_errors_name_the_file_and_the_field(tmp_path: Path, text: str, field: str, words: tuple[str, ...]) -> None:
+    path = write(tmp_path / "shop.toml", text)
+    with pytest.raises(ShopConfigError) as caught:
+        parse_shop_config("shop", path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert f"{field}: " in message
+    for word in words:
+        assert word in message, message
+
+
+def test_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "shop.toml", 'name = "x"\nthis is not toml\n')
+    with pytest.raises(ShopConfigError, match=r"shop\.toml: .*line 2"):
+        parse_shop_config("shop", path)
+
+
+def test_valid_config_takes_its_id_from_the_file_name(tmp_path: Path) -> None:
+    path = write(tmp_path / "gifts.toml", BANNER.format(id="a") + '[campaigns.audience]\ncountry = ["gb"]\n')
+    config = parse_shop_config("gifts", path)
+    assert config.id == "gifts" and config.name == "gifts"
+    assert config.campaign("a").audience.country == ["GB"]
+    assert config.campaign("missing") is None
+
+
+# -- the registry: hot reload, last good config ------------------------------------------------
+def bump_mtime(path: Path, seconds: int) -> None:
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + seconds))
+
+
+def test_registry_reloads_an_edited_config(tmp_path: Path) -> None:
+    path = write(tmp_path / "shop.toml", 'name = "First"\n')
+    registry = ShopRegistry(tmp_path)
+    assert registry.get("shop").name == "First"
+    write(path, 'name = "Second"\n')
+    bump_mtime(path, 5)
+    assert registry.get("shop").name == "Second"
+
+
+def test_a_broken_edit_keeps_the_last_good_config(tmp_path: Path, caplog) -> None:
+    path = write(tmp_path / "shop.toml", BANNER.format(id="good"))
+    registry = ShopRegistry(tmp_path)
+    assert [c.id for c in registry.get("shop").campaigns] == ["good"]
+
+    write(path, BANNER.format(id="x") + '[campaigns.audience]\ncountry = ["England"]\n')
+    bump_mtime(path, 5)
+    with caplog.at_level("ERROR", logger="vitrine.shops"):
+        kept = registry.get("shop")
+    assert [c.id for c in kept.campaigns] == ["good"]
+    assert "England" in caplog.text and str(path) in caplog.text
+    assert [c.id for c in registry.get("shop").campaigns] == ["good"]  # and stays so
+
+    write(path, BANNER.format(id="fixed"))
+    bump_mtime(path, 10)
+    assert [c.id for c in registry.get("shop").campaigns] == ["fixed"]
+
+
+def test_a_config_broken_from_the_start_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "shop.toml", "campaigns = 5\n")
+    with pytest.raises(ShopConfigError, match="campaigns"):
+        ShopRegistry(tmp_path).get("shop")
+
+
+def test_unknown_and_malformed_shop_ids_are_none(tmp_path: Path) -> None:
+    write(tmp_path / "shop.toml", "")
+    registry = ShopRegistry(tmp_path)
+    assert registry.get("nope") is None
+    assert registry.get("../shop") is None
+    assert registry.get("Shop") is None
+    assert registry.get("") is None
+    assert registry.ids() == ["shop"]
+
+
+def test_a_broken_edit_keeps_the_app_serving(client, settings) -> None:
+    path = settings.resolved_shops_dir / "demo.toml"
+    assert client.get("/v1/fragments/banner?shop=demo&placement=top&country=GB").headers["x-vitrine-campaigns"] == "uk-delivery"
+    write(path, path.read_text() + "\n[[campaigns]]\nid = \"uk-delivery\"\nwidget = \"banner\"\n")  # a duplicate id
+    bump_mtime(path, 5)
+    r = client.get("/v1/fragments/banner?shop=demo&placement=top&country=GB")
+    assert r.status_code == 200
+    assert r.headers["x-vitrine-campaigns"] == "uk-delivery"
