@@ -55,7 +55,7 @@ def _render(request: Request, template: str, status: int = 200, **context) -> HT
 
 async def home(request: Request) -> Response:
     store = _store(request)
-    bestsellers = await run_in_threadpool(store.bestsellers, SHOP, 8)
+    bestsellers = await run_in_threadpool(store.bestsellers, SHOP, 10)
     return _render(request, "home.html", page_type="home", items=bestsellers)
 
 
