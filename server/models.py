@@ -79,3 +79,15 @@ class VisitorProfile:
     @property
     def is_returning(self) -> bool:
         return self.visits > 1
+
+
+@dataclass(frozen=True)
+class Interacted:
+    """One visitor-item interaction as training reads it (a purchase's line items are one each)."""
+
+    visitor_id: str
+    item_id: str
+    type: str  # view_item, add_to_cart, purchase, rating
+    ts: datetime
+    value: float | None
+    basket: str  # what was bought together shares this: the order id, or visitor and time

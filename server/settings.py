@@ -83,6 +83,32 @@ class Settings:
     )
     max_events_per_batch: int = _setting(100, "Most events accepted in one `POST /v1/events` batch.")
     max_slots_per_page: int = _setting(30, "Most slots accepted in one `POST /v1/page` call.")
+    model_components: int = _setting(
+        0, "Dimensions of the recommendation model's embeddings. 0 lets `vitrine train` choose on a validation split."
+    )
+    model_epochs: int = _setting(
+        0, "Training epochs. 0 lets `vitrine train` stop when validation recall stops improving."
+    )
+    model_learning_rate: float = _setting(
+        0.0, "Learning rate of the recommendation model. 0 lets `vitrine train` choose."
+    )
+    model_loss: str = _setting("warp", "LightFM loss: warp (default), bpr, warp-kos or logistic.")
+    model_feature_groups: tuple[str, ...] = _setting(
+        (),
+        "Item feature groups the model uses, comma separated, from: category, brand, price, "
+        "tags, terms. Empty lets `vitrine train` choose.",
+    )
+    model_threads: int = _setting(0, "Threads for training. 0 means one per core.")
+    train_time_budget_s: int = _setting(
+        120, "Seconds `vitrine train` may spend choosing hyper-parameters before the final fit."
+    )
+    model_keep_versions: int = _setting(
+        5, "Model versions kept per shop; older ones are pruned (a pinned version is always kept)."
+    )
+    trending_half_life_hours: float = _setting(
+        72.0, "Half-life of an event's weight in the trending scores, in hours."
+    )
+    recommendation_count: int = _setting(4, "Items in a recommendation panel unless the slot says otherwise.")
     debug: bool = _setting(
         False, "Show debug output (templates considered, context) in fragments and errors."
     )
@@ -178,6 +204,8 @@ def _cast(name: str, value: Any) -> Any:
             raise ValueError(value)
         if kind == "int":
             return int(value)
+        if kind == "float":
+            return float(value)
         if kind.startswith("Path"):
             return Path(value) if str(value) else None if "None" in kind else Path(".")
         return str(value)

@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
-from server.models import CatalogItem, Event, Interaction, VisitorProfile, to_naive_utc, utcnow
+from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
 from server.store.schema import events, items, visitors
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -317,6 +317,40 @@ class SqlStore:
                 )
                 stmt = self._insert(visitors).values(shop=shop, visitor_id=vid, **values)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["shop", "visitor_id"], set_=values))
+
+    def all_items(self, shop: str) -> list[CatalogItem]:
+        query = sa.select(items).where(items.c.shop == shop).order_by(items.c.item_id)
+        with self.engine.connect() as conn:
+            return [_row_item(r) for r in conn.execute(query)]
+
+    def interactions(
+        self, shop: str, types: Sequence[str] = ("view_item", "add_to_cart", "purchase", "rating"),
+    ) -> list[Interacted]:
+        """Every visitor-item interaction of these types, oldest first, line items expanded."""
+        query = (
+            sa.select(events.c.visitor_id, events.c.item_id, events.c.type, events.c.ts, events.c.value,
+                      events.c.order_id, events.c.props)
+            .where(events.c.shop == shop, events.c.type.in_(list(types)))
+            .order_by(events.c.ts, events.c.id)
+        )
+        found: list[Interacted] = []
+        with self.engine.connect() as conn:
+            for vid, item_id, type_, ts, value, order_id, props in conn.execute(query):
+                basket = order_id or f"{vid}@{ts.isoformat()}"
+                lines = (props or {}).get("items") or []
+                if len(lines) > 1 or (lines and not item_id):
+                    for line in lines:
+                        price = line.get("price")
+                        line_value = price * line.get("quantity", 1) if price is not None else None
+                        found.append(Interacted(vid, str(line["item_id"]), type_, ts, line_value, basket))
+                elif item_id:
+                    found.append(Interacted(vid, item_id, type_, ts, value, basket))
+        return found
+
+    def visitor_attributes(self, shop: str) -> dict[str, VisitorProfile]:
+        query = sa.select(visitors).where(visitors.c.shop == shop)
+        with self.engine.connect() as conn:
+            return {r.visitor_id: _row_profile(r._mapping) for r in conn.execute(query)}
 
     def count_events(self, shop: str, type: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(events).where(events.c.shop == shop)
