@@ -56,7 +56,7 @@ class Services:
 
 
 def build_services(settings: Settings, migrate: bool = True) -> Services:
-    store = open_store(settings.resolved_database_url)
+    store = open_store(settings.resolved_database_url, settings.trending_half_life_hours)
     if migrate:
         store.migrate()
     geo = GeoLocator(settings.geoip_database or bundled_database_path())

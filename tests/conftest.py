@@ -50,3 +50,6 @@ def app(settings: Settings, services: Services):
 def client(app) -> TestClient:
     # The peer is 127.0.0.1, a trusted proxy by default, so tests can set X-Forwarded-For.
     return TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 40000))
+
+# The newest schema migration: the version a migrated store reports.
+HEAD = sorted(p.name.split("_")[0] for p in (ROOT / "server" / "store" / "migrations" / "versions").glob("0*.py"))[-1]

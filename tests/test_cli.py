@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from conftest import HEAD
 from server.cli import main
 from server.settings import setting_fields
 from server.store import open_store
@@ -202,7 +203,7 @@ def test_import_into_an_unknown_shop_says_how_to_create_it(data_dir: Path, tmp_p
 def test_get_health(data_dir: Path) -> None:
     result = vitrine(data_dir, "get", "/v1/health")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"status": "ok", "schema": "0001"}
+    assert json.loads(result.stdout) == {"status": "ok", "schema": HEAD}
 
 
 def test_get_a_banner_as_a_visitor_from_the_uk_or_the_us(data_dir: Path) -> None:
@@ -275,7 +276,7 @@ def test_settings_lists_every_setting(data_dir: Path) -> None:
 def test_migrate_prints_the_version(data_dir: Path) -> None:
     result = vitrine(data_dir, "migrate")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("Schema at version 0001 ")
+    assert result.stdout.startswith(f"Schema at version {HEAD} ")
     assert (data_dir / "vitrine.db").is_file()
     assert vitrine(data_dir, "migrate").stdout == result.stdout
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
+from conftest import HEAD
 from server.models import CatalogItem, Event, Interaction
 from server.store import Store, open_store
 from server.store.sql import imported_visitor_id
@@ -87,12 +88,12 @@ def test_postgres_fixture_isolates_each_test_in_its_own_schema(postgres_url: str
         store.close()
 
 
-def test_migrate_gives_version_0001_and_is_idempotent(fresh_store: Store) -> None:
+def test_migrate_reaches_the_newest_version_and_is_idempotent(fresh_store: Store) -> None:
     assert fresh_store.schema_version() is None
-    assert fresh_store.migrate() == "0001"
+    assert fresh_store.migrate() == HEAD
     fresh_store.upsert_items("shop", [item("a", "Kept across migrations")])
-    assert fresh_store.migrate() == "0001"
-    assert fresh_store.schema_version() == "0001"
+    assert fresh_store.migrate() == HEAD
+    assert fresh_store.schema_version() == HEAD
     assert fresh_store.count_items("shop") == 1
 
 
@@ -431,14 +432,14 @@ def test_import_interactions_sets_the_visitor_counters(store: Store) -> None:
     # Orders are distinct purchase times: 08:26 (two lines) and 08:28 (two lines).
     assert customer.orders == 2
     assert customer.revenue == pytest.approx(20.34 * 2 + 11.10 * 2)
-    assert customer.country == "United Kingdom"
+    assert customer.country == "GB"  # names become ISO codes, as live visitors have
     assert customer.last_order_at == at(8, 28).replace(tzinfo=None)
     assert customer.first_seen == at(8, 26).replace(tzinfo=None)
     assert customer.last_seen == at(9, 0).replace(tzinfo=None)
     assert customer.is_customer
 
     browser = store.get_visitor("shop", imported_visitor_id("13047"))
-    assert (browser.orders, browser.revenue, browser.country) == (0, 0.0, "France")
+    assert (browser.orders, browser.revenue, browser.country) == (0, 0.0, "FR")
     assert browser.last_order_at is None and not browser.is_customer
 
     # Re-importing recomputes from the events, so the counters do not double.
@@ -469,3 +470,34 @@ def test_import_interactions_is_all_or_nothing(store: Store) -> None:
     # The same file without the bad row imports completely.
     assert store.import_interactions("shop", good) == 1500
     assert store.count_events("shop") == 1500
+
+
+def test_trending_follows_events_as_they_arrive_and_decays_old_ones(store: Store) -> None:
+    store.upsert_items("demo", [CatalogItem(i, i) for i in ("old", "new", "gb")])
+    store.touch_visitor("demo", "v-gb", datetime(2024, 1, 1), 1800, country="GB")
+    old = datetime(2024, 1, 1)
+    # Ten purchases long ago lose to two views now: weights halve every 72 hours.
+    store.record_events("demo", "v-x", [Event(f"old-{i}", "purchase", old, item_id="old", value=1.0, order_id=f"o{i}") for i in range(10)])
+    store.record_events("demo", "v-x", [Event(f"new-{i}", "view_item", old + timedelta(days=30), item_id="new") for i in range(2)])
+    assert store.trending("demo")[:2] == ["new", "old"]
+    # A visitor from GB makes the item trend in GB, and in the whole shop.
+    store.record_events("demo", "v-gb", [Event(f"gb-{i}", "add_to_cart", old + timedelta(days=30), item_id="gb") for i in range(3)])
+    assert store.trending("demo", "country:GB") == ["gb"]
+    assert store.trending("demo")[0] == "gb"
+    assert store.trending("demo", "country:FR") == []
+
+
+def test_importing_rebuilds_trending_without_counting_twice(store: Store) -> None:
+    store.upsert_items("demo", [CatalogItem("71053", "Lantern"), CatalogItem("84029E", "Hottie")])
+    rows = [
+        Interaction("1", "71053", "purchase", datetime(2011, 1, 1, tzinfo=timezone.utc), 3.0, "United Kingdom"),
+        Interaction("2", "71053", "purchase", datetime(2011, 1, 2, tzinfo=timezone.utc), 3.0, "France"),
+        Interaction("2", "84029E", "view", datetime(2011, 1, 2, tzinfo=timezone.utc), None, "France"),
+    ]
+    store.import_interactions("demo", rows)
+    first = store.trending("demo")
+    assert first == ["71053", "84029E"]
+    assert store.trending("demo", "country:FR") == ["71053", "84029E"]
+    assert store.trending("demo", "country:GB") == ["71053"]
+    store.import_interactions("demo", rows)
+    assert store.trending("demo") == first

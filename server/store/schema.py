@@ -68,3 +68,13 @@ events = sa.Table(
     sa.Index("ix_events_item", "shop", "item_id"),
     sa.Index("ix_events_order", "shop", "order_id"),
 )
+
+item_trends = sa.Table(
+    "item_trends",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(80), primary_key=True),  # "" = whole shop, "country:GB"
+    sa.Column("item_id", sa.String(128), primary_key=True),
+    sa.Column("log_score", sa.Float, nullable=False),  # see server/trending.py
+    sa.Index("ix_item_trends_rank", "shop", "scope", "log_score"),
+)

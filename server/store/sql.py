@@ -16,7 +16,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
-from server.store.schema import events, items, visitors
+from server import trending
+from server.countries import to_iso
+from server.store.schema import events, item_trends, items, visitors
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -45,8 +47,9 @@ def create_engine(url: str) -> Engine:
 
 
 class SqlStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, trending_half_life_hours: float = 72.0) -> None:
         self.url = url
+        self.half_life_hours = trending_half_life_hours
         self.engine = create_engine(url)
         self.dialect = self.engine.dialect.name
         # SQLite has one writer at a time. Threads queueing on a lock wake as soon as the
@@ -226,6 +229,7 @@ class SqlStore:
         insert = (
             self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"]).returning(events.c.id)
         )
+        trends: list[tuple[str, str, datetime]] = []
         for event in batch:
             if event.type == "purchase" and event.order_id and self._order_recorded(conn, shop, event.order_id):
                 continue  # a reloaded thank-you page sends the order again under a new event_id
@@ -235,7 +239,53 @@ class SqlStore:
             stored += 1
             if event.type == "purchase":
                 self._count_order(conn, shop, visitor_id, event, now)
+            if event.type in trending.WEIGHTS:
+                trends += [(item, event.type, event.ts) for item in _event_items(event)]
+        if trends:
+            key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
+            country = conn.execute(sa.select(visitors.c.country).where(key)).scalar() or ""
+            self._add_trends(conn, shop, [(item, type_, ts, country) for item, type_, ts in trends])
         return stored
+
+    def _add_trends(self, conn: Connection, shop: str, rows: Iterable[tuple[str, str, datetime, str]]) -> None:
+        """Fold (item, event type, time, country) into the decayed scores, read-modify-write."""
+        added: dict[tuple[str, str], float] = {}
+        for item_id, type_, ts, country in rows:
+            part = trending.contribution(trending.WEIGHTS[type_], ts, self.half_life_hours)
+            for scope in trending.scopes(country):
+                added[(scope, item_id)] = trending.log_add(added.get((scope, item_id)), part)
+        if not added:
+            return
+        keys = list(added)
+        current: dict[tuple[str, str], float] = {}
+        for start in range(0, len(keys), 400):
+            chunk = keys[start : start + 400]
+            query = sa.select(item_trends.c.scope, item_trends.c.item_id, item_trends.c.log_score).where(
+                item_trends.c.shop == shop,
+                sa.tuple_(item_trends.c.scope, item_trends.c.item_id).in_(chunk),
+            )
+            current.update({(r[0], r[1]): r[2] for r in conn.execute(query)})
+        rows_out = [
+            dict(shop=shop, scope=scope, item_id=item_id, log_score=trending.log_add(current.get((scope, item_id)), part))
+            for (scope, item_id), part in added.items()
+        ]
+        stmt = self._insert(item_trends)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["shop", "scope", "item_id"], set_={"log_score": stmt.excluded.log_score}
+        )
+        for start in range(0, len(rows_out), 500):
+            conn.execute(stmt, rows_out[start : start + 500])
+
+    def trending(self, shop: str, scope: str = trending.GLOBAL, limit: int = 50) -> list[str]:
+        """Item ids by decayed popularity in a scope ("" = the shop, "country:GB"), hottest first."""
+        query = (
+            sa.select(item_trends.c.item_id)
+            .where(item_trends.c.shop == shop, item_trends.c.scope == scope)
+            .order_by(item_trends.c.log_score.desc(), item_trends.c.item_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
 
     def _order_recorded(self, conn: Connection, shop: str, order_id: str) -> bool:
         query = sa.select(events.c.id).where(
@@ -278,7 +328,7 @@ class SqlStore:
             )
             rows.append(_event_row(shop, vid, event, now))
             if it.country:
-                users[vid] = it.country
+                users[vid] = to_iso(it.country)
             else:
                 users.setdefault(vid, "")
         # RETURNING gives one row per inserted event on every backend (rowcount does not).
@@ -290,7 +340,22 @@ class SqlStore:
             for start in range(0, len(rows), 1000):
                 stored += len(conn.execute(insert, rows[start : start + 1000]).all())
             self._rebuild_imported_visitors(conn, shop, users)
+            if stored:
+                self._rebuild_trends(conn, shop)
         return stored
+
+    def _rebuild_trends(self, conn: Connection, shop: str) -> None:
+        """Recompute a shop's trending scores from all its events (after an import)."""
+        countries = dict(conn.execute(sa.select(visitors.c.visitor_id, visitors.c.country).where(visitors.c.shop == shop)).all())
+        query = sa.select(events.c.visitor_id, events.c.item_id, events.c.type, events.c.ts, events.c.props).where(
+            events.c.shop == shop, events.c.type.in_(list(trending.WEIGHTS))
+        )
+        rows = []
+        for vid, item_id, type_, ts, props in conn.execute(query):
+            event = Event(event_id="", type=type_, ts=ts, item_id=item_id, props=props)
+            rows += [(item, type_, ts, countries.get(vid, "")) for item in _event_items(event)]
+        conn.execute(sa.delete(item_trends).where(item_trends.c.shop == shop))
+        self._add_trends(conn, shop, rows)
 
     def _rebuild_imported_visitors(self, conn: Connection, shop: str, users: dict[str, str]) -> None:
         """Visitor counters of imported customers, recomputed from their events."""
@@ -387,6 +452,13 @@ class SqlStore:
         else:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table)
+
+
+def _event_items(event: Event) -> list[str]:
+    """The items an event is about: its line items, or its one item."""
+    lines = (event.props or {}).get("items") or []
+    ids = [str(line["item_id"]) for line in lines if line.get("item_id")]
+    return ids or ([event.item_id] if event.item_id else [])
 
 
 def imported_visitor_id(user_id: str) -> str:

@@ -1,0 +1,36 @@
+"""Country names to ISO 3166-1 alpha-2 codes, so imported history and live visitors agree.
+
+Live visitors get codes from the GeoIP lookup; imports often carry names ("United
+Kingdom", "EIRE"). Everything stored is a code, or "" when the name is not a country.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pycountry
+
+# Names seen in shop exports that pycountry does not resolve, or resolves wrongly.
+ALIASES = {
+    "EIRE": "IE", "USA": "US", "RSA": "ZA", "UK": "GB", "GREAT BRITAIN": "GB", "ENGLAND": "GB",
+    "SCOTLAND": "GB", "WALES": "GB", "NORTHERN IRELAND": "GB", "CZECH REPUBLIC": "CZ",
+    "KOREA": "KR", "SOUTH KOREA": "KR", "RUSSIA": "RU", "HOLLAND": "NL",
+}
+# Not countries: regions with no single code, or placeholders.
+NOT_COUNTRIES = {"UNSPECIFIED", "EUROPEAN COMMUNITY", "CHANNEL ISLANDS", "UNKNOWN", "OTHER", "N/A", ""}
+
+
+@lru_cache(maxsize=1024)
+def to_iso(name: str) -> str:
+    """The alpha-2 code for a country name or code; "" when it names no single country."""
+    key = name.strip().upper()
+    if key in NOT_COUNTRIES:
+        return ""
+    if key in ALIASES:
+        return ALIASES[key]
+    if len(key) == 2 and pycountry.countries.get(alpha_2=key):
+        return key
+    try:
+        return pycountry.countries.lookup(name.strip()).alpha_2
+    except LookupError:
+        return ""
