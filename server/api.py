@@ -21,6 +21,8 @@ from widgets import WIDGETS, RenderContext, Slot
 
 ACCEPTED_TYPES = ("application/json", "text/plain", "")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# Fragment URL parameters that become the slot's attributes.
+SLOT_PARAMS = ("placement", "strategy", "count", "title", "item", "category", "price_min", "price_max")
 
 
 class PageIn(BaseModel):
@@ -132,8 +134,13 @@ async def page(request: Request) -> Response:
                 errors[slot_in.id] = f"unknown widget kind {slot_in.widget!r}"
                 continue
             fragment = widget.render(rc, Slot(slot_in.id, slot_in.widget, slot_in.attrs))
+            if fragment.error:
+                errors[slot_in.id] = fragment.error
             if fragment.html:
-                fragments[slot_in.id] = {"html": fragment.html, "shadow": fragment.shadow, "campaigns": fragment.campaigns}
+                fragments[slot_in.id] = {
+                    "html": fragment.html, "shadow": fragment.shadow, "campaigns": fragment.campaigns,
+                    "strategy": fragment.strategy,
+                }
         return {
             "page_view_id": page_view_id,
             "visitor": {"kind": ctx.visitor_kind, "visits": ctx.profile.visits, "new_visit": ctx.profile.new_visit},
@@ -183,7 +190,7 @@ async def fragment(request: Request) -> Response:
     )
     overrides = {k: params[k] for k in OVERRIDES if params.get(k)}
     slot_id = params.get("slot", kind)
-    attrs = {k: v for k, v in params.items() if k in ("placement", "strategy", "count")}
+    attrs = {k: v for k, v in params.items() if k in SLOT_PARAMS}
 
     def render():
         ctx = svc.contexts.build(request, shop.id, identity, page_ctx, overrides=overrides)
@@ -202,12 +209,19 @@ async def fragment(request: Request) -> Response:
     headers = {"Cache-Control": "private, no-store", "X-Vitrine-Template": frag.template or "none"}
     if frag.campaigns:
         headers["X-Vitrine-Campaigns"] = ",".join(frag.campaigns)
+    if frag.strategy:
+        headers["X-Vitrine-Strategy"] = frag.strategy
+    if frag.error:
+        raise ApiError(422, frag.error)
     return HTMLResponse(html, headers=headers)
 
 
 def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool = False) -> RenderContext:
     closed = svc.store.closed_campaigns(shop.id, ctx.visitor_id) if not ctx.is_new_token else set()
-    return RenderContext(ctx=ctx, shop=shop, templates=svc.templates, closed=closed, standalone=standalone)
+    return RenderContext(
+        ctx=ctx, shop=shop, templates=svc.templates, closed=closed, standalone=standalone,
+        recommender=svc.recommender, default_count=svc.settings.recommendation_count,
+    )
 
 
 def _is_json_error(exc: ValidationError) -> bool:

@@ -18,6 +18,8 @@ from server.context import ContextBuilder
 from server.errors import ApiError
 from server.geo import GeoLocator, bundled_database_path
 from server.identity import TokenSigner
+from server.recommend.artifact import ModelRegistry
+from server.recommend.serving import Recommender
 from server.settings import Settings
 from server.shops import ShopConfig, ShopConfigError, ShopRegistry
 from server.store import Store, open_store
@@ -37,6 +39,7 @@ class Services:
     geo: GeoLocator
     signer: TokenSigner
     contexts: ContextBuilder
+    recommender: "Recommender"
 
     def shop(self, shop_id: str | None) -> ShopConfig:
         if not shop_id:
@@ -69,6 +72,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         geo=geo,
         signer=TokenSigner(settings.signing_keys(), settings.token_max_age_days * 86400),
         contexts=ContextBuilder(store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60),
+        recommender=Recommender(store, ModelRegistry(settings.resolved_data_dir / "models")),
     )
 
 

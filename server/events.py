@@ -44,6 +44,8 @@ class EventIn(BaseModel):
     transaction_id: Id | None = None
     promotion_id: Id | None = None
     creative_slot: str | None = Field(default=None, max_length=128)
+    item_list_id: str | None = Field(default=None, max_length=128)
+    item_list_name: str | None = Field(default=None, max_length=128)
     search_term: str | None = Field(default=None, max_length=200)
     page_view_id: str | None = Field(default=None, max_length=64)
 
@@ -51,7 +53,7 @@ class EventIn(BaseModel):
     def _required_per_type(self) -> "EventIn":
         needs = {
             "view_item": ("item",), "add_to_cart": ("item",), "remove_from_cart": ("item",),
-            "select_item": ("item",), "purchase": ("transaction_id", "value"),
+            "select_item": ("item",), "view_item_list": ("item",), "purchase": ("transaction_id", "value"),
             "search": ("search_term",), "view_promotion": ("promotion_id",),
             "select_promotion": ("promotion_id",), "close_promotion": ("promotion_id",),
         }.get(self.type, ())
@@ -66,7 +68,7 @@ class EventIn(BaseModel):
         props: dict = {}
         if self.items:
             props["items"] = [i.model_dump(exclude_none=True) for i in self.items]
-        for name in ("creative_slot", "search_term", "page_view_id"):
+        for name in ("creative_slot", "search_term", "page_view_id", "item_list_id", "item_list_name"):
             if getattr(self, name):
                 props[name] = getattr(self, name)
         return Event(
@@ -77,7 +79,7 @@ class EventIn(BaseModel):
             value=self.value,
             currency=self.currency.upper() if self.currency else None,
             order_id=self.transaction_id,
-            campaign=self.promotion_id,
+            campaign=self.promotion_id or self.item_list_id,
             props=props or None,
         )
 

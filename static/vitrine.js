@@ -87,9 +87,18 @@
     var c = el && el.closest && el.closest("[data-vitrine-campaign]");
     return c ? c.getAttribute("data-vitrine-campaign") : null;
   }
+  function listOf(el) {
+    var l = el && el.closest && el.closest("[data-vitrine-list]");
+    return l ? { item_list_id: l.getAttribute("data-vitrine-list"), item_list_name: l.getAttribute("data-vitrine-strategy") } : null;
+  }
   function wire(root, slot, onClose) {
     root.querySelectorAll("[data-vitrine-campaign]").forEach(function (c) {
       track("view_promotion", { promotion_id: c.getAttribute("data-vitrine-campaign"), creative_slot: slot });
+    });
+    root.querySelectorAll("[data-vitrine-list]").forEach(function (l) {
+      var ev = listOf(l);
+      ev.items = [].map.call(l.querySelectorAll("[data-item-id]"), function (i) { return { item_id: i.getAttribute("data-item-id") }; });
+      if (ev.items.length) track("view_item_list", ev);
     });
     root.addEventListener("click", safe(function (e) {
       var t = e.target, hit;
@@ -101,10 +110,11 @@
       } else if ((hit = t.closest("[data-vitrine-close]"))) {
         if (onClose) onClose();
       } else if ((hit = t.closest("a[href], [data-item-id]"))) {
-        var item = t.closest("[data-item-id]");
-        var ev = { promotion_id: campaignOf(hit) || slot, creative_slot: slot };
+        var item = t.closest("[data-item-id]"), list = listOf(hit);
+        var ev = list || { promotion_id: campaignOf(hit) || slot, creative_slot: slot };
         if (item) ev.item_id = item.getAttribute("data-item-id");
-        track("select_promotion", ev);
+        if (!list) track("select_promotion", ev);
+        else if (item) track("select_item", ev);
         flush();
       }
     }));

@@ -5,7 +5,8 @@ from __future__ import annotations
 from widgets.base import Fragment, RenderContext, Slot, Widget
 from widgets.banner import BannerWidget
 from widgets.popup import PopupWidget
+from widgets.recommendations import RecommendationsWidget
 
-WIDGETS: dict[str, Widget] = {w.kind: w for w in (PopupWidget(), BannerWidget())}
+WIDGETS: dict[str, Widget] = {w.kind: w for w in (PopupWidget(), BannerWidget(), RecommendationsWidget())}
 
 __all__ = ["WIDGETS", "Fragment", "RenderContext", "Slot", "Widget"]

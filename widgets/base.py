@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
 from server.campaigns import Campaign, Decision
 from server.context import VisitorContext
 from server.shops import ShopConfig
+
+if TYPE_CHECKING:
+    from server.recommend.serving import Recommender
 
 WIDGETS_DIR = Path(__file__).parent
 
@@ -32,15 +35,22 @@ class Fragment:
     template: str = ""  # the one used
     decisions: list[Decision] = field(default_factory=list)
     campaigns: list[str] = field(default_factory=list)
-    strategy: str = ""
+    strategy: str = ""  # recommendations: the strategy that served
+    chain: list[dict] = field(default_factory=list)  # recommendations: every strategy tried
+    error: str = ""  # a slot problem the page should hear about (unknown strategy ...)
 
     def debug(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "template": self.template,
             "templates_considered": self.templates,
             "campaigns": self.campaigns,
             "decisions": [{"campaign": d.campaign.id, "show": d.show, "reasons": d.reasons} for d in self.decisions],
         }
+        if self.strategy or self.chain:
+            info.update(strategy=self.strategy, chain=self.chain)
+        if self.error:
+            info["error"] = self.error
+        return info
 
 
 @dataclass
@@ -50,6 +60,9 @@ class RenderContext:
     templates: "Templates"
     closed: set[str] = field(default_factory=set)  # campaigns this visitor closed
     standalone: bool = False  # rendered for a fragment URL, not injected by the embed script
+    recommender: "Recommender | None" = None
+    default_count: int = 4  # items in a recommendation panel
+    shown: set[str] = field(default_factory=set)  # items already in this page's panels
 
 
 class Widget(Protocol):
@@ -77,6 +90,7 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.env.filters["money"] = money
 
     @staticmethod
     def names(kind: str, shop: str, campaign: str | None = None) -> list[str]:
@@ -126,3 +140,14 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         fragment.templates = Templates.names(kind, rc.shop.id)
     fragment.html = "".join(parts)
     return fragment
+
+
+CURRENCY_SYMBOLS = {"GBP": "£", "USD": "$", "EUR": "€", "JPY": "¥", "INR": "₹"}
+
+
+def money(amount: float | None, currency: str = "") -> str:
+    """`{{ item.price | money(item.currency) }}`: "£2.55", or "2.55 CHF" without a symbol."""
+    if amount is None:
+        return ""
+    symbol = CURRENCY_SYMBOLS.get(currency.upper())
+    return f"{symbol}{amount:,.2f}" if symbol else f"{amount:,.2f} {currency}".strip()

@@ -1,0 +1,229 @@
+"""Serving recommendations: strategies over the saved model and the store, with a fallback chain.
+
+Scores come from numpy on the artifact's embeddings (a dot product and argpartition),
+never from `LightFM.predict`. Each strategy returns candidate item ids, best first; the
+chain (the requested strategy, then trending, then bestsellers) fills the panel, so it is
+never empty, and the result says which strategy served it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from server import trending
+from server.models import CatalogItem, Event, utcnow
+from server.store import Store
+
+if TYPE_CHECKING:
+    from server.context import VisitorContext
+    from server.recommend.artifact import ModelArtifact, ModelRegistry
+
+log = logging.getLogger("vitrine.recommend")
+
+STRATEGIES = (
+    "top_picks", "similar", "bought_together", "recently_viewed", "buy_again",
+    "trending", "trending_near_you", "bestsellers",
+)
+# After the requested strategy: its own stand-in, then the shop-wide chain. "catalog" (any
+# items in stock) ends every chain, so a panel is never empty while the shop has items.
+STAND_INS = {"bought_together": ("similar",), "trending_near_you": ("trending",)}
+FALLBACKS = ("trending", "bestsellers", "catalog")
+HISTORY_EVENTS = 200  # recent events of a visitor read per request
+SESSION_VIEWS = 10  # views that steer the panel within a session
+
+
+@dataclass(frozen=True)
+class Filters:
+    category: str = ""
+    price_min: float | None = None
+    price_max: float | None = None
+
+    def accept(self, item: CatalogItem) -> bool:
+        if self.category and item.category != self.category:
+            return False
+        if self.price_min is not None and (item.price is None or item.price < self.price_min):
+            return False
+        return not (self.price_max is not None and (item.price is None or item.price > self.price_max))
+
+
+@dataclass
+class History:
+    """What this visitor did, newest first."""
+
+    viewed: list[str] = field(default_factory=list)
+    purchases: dict[str, list[datetime]] = field(default_factory=dict)
+
+    @classmethod
+    def from_events(cls, events: list[Event]) -> "History":
+        history = cls()
+        for event in events:
+            items = [str(line["item_id"]) for line in (event.props or {}).get("items", []) if line.get("item_id")]
+            items = items or ([event.item_id] if event.item_id else [])
+            if event.type == "view_item":
+                history.viewed += [i for i in items if i not in history.viewed]
+            elif event.type == "purchase":
+                for item in items:
+                    history.purchases.setdefault(item, []).append(event.ts)
+        return history
+
+
+@dataclass
+class Recommendation:
+    items: list[CatalogItem]
+    strategy: str  # the strategy that served (the first one in the chain that gave items)
+    chain: list[dict] = field(default_factory=list)  # each strategy tried: name, candidates, used, why
+
+
+@dataclass
+class _Request:
+    ctx: "VisitorContext"
+    anchor: str  # the item the page is about (or the last one viewed)
+    history: History
+    model: "ModelArtifact | None"
+    limit: int
+    filters: Filters
+
+
+class Recommender:
+    def __init__(self, store: Store, models: "ModelRegistry | None") -> None:
+        self.store = store
+        self.models = models
+        self._normalised: dict[int, np.ndarray] = {}  # id(item_vectors) -> unit rows, for cosine
+        self._strategies: dict[str, Callable[[_Request], list[str]]] = {
+            "top_picks": self._top_picks,
+            "similar": self._similar,
+            "bought_together": self._bought_together,
+            "recently_viewed": self._recently_viewed,
+            "buy_again": self._buy_again,
+            "trending": self._trending,
+            "trending_near_you": self._trending_near_you,
+            "bestsellers": self._bestsellers,
+            "catalog": self._catalog,
+        }
+
+    def recommend(
+        self, ctx: "VisitorContext", strategy: str, count: int, item_id: str = "", filters: Filters = Filters(),
+        shown: set[str] = frozenset(),
+    ) -> Recommendation:
+        """`shown`: items already in other panels of this page, left out so panels differ."""
+        if strategy not in self._strategies:
+            raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+        events = self.store.visitor_events(ctx.shop, ctx.visitor_id, limit=HISTORY_EVENTS) if not ctx.is_new_token else []
+        history = History.from_events(events)
+        anchor = item_id or ctx.page.item_id or (history.viewed[0] if history.viewed else "")
+        model = self.models.get(ctx.shop) if self.models else None
+        request = _Request(ctx=ctx, anchor=anchor, history=history, model=model, limit=max(count * 4, 40), filters=filters)
+        exclude = set(shown) | ({anchor} if anchor else set())
+        if strategy != "buy_again":
+            exclude |= set(history.purchases)
+
+        result = Recommendation(items=[], strategy="")
+        for name in dict.fromkeys((strategy, *STAND_INS.get(strategy, ()), *FALLBACKS)):
+            candidates = [c for c in self._strategies[name](request) if c not in exclude]
+            fresh = [c for c in candidates if c not in {i.item_id for i in result.items}]
+            usable = [i for i in self.store.get_items(ctx.shop, fresh[: count * 3]) if i.in_stock and filters.accept(i)]
+            taken = usable[: count - len(result.items)]
+            result.chain.append({"strategy": name, "candidates": len(candidates), "used": len(taken)})
+            if taken and not result.strategy:
+                result.strategy = name
+            result.items += taken
+            if len(result.items) >= count:
+                break
+        result.strategy = result.strategy or strategy
+        return result
+
+    # -- model-based -----------------------------------------------------------------
+    def _visitor_vector(self, request: _Request) -> np.ndarray | None:
+        """The visitor in embedding space: their trained vector if the model knows them, else
+        the mean of their features' vectors; plus the items viewed in this session."""
+        model, ctx = request.model, request.ctx
+        assert model is not None
+        parts = []
+        known = model.user_index.get(ctx.visitor_id)
+        if known is not None:
+            parts.append(model.user_vectors[known])
+        else:
+            names = {f"country:{ctx.geo.country}", f"device:{ctx.device.device_class}", f"segment:{ctx.visitor_kind}"}
+            rows = [i for i, name in enumerate(model.user_feature_names) if name in names]
+            if rows:
+                parts.append(model.user_feature_vectors[rows].mean(axis=0))
+        viewed = [model.item_index[i] for i in request.history.viewed[:SESSION_VIEWS] if i in model.item_index]
+        if viewed:
+            parts.append(model.item_vectors[viewed].mean(axis=0))
+        return np.sum(parts, axis=0) if parts else None
+
+    def _top_picks(self, request: _Request) -> list[str]:
+        if request.model is None:
+            return []
+        vector = self._visitor_vector(request)
+        if vector is None:
+            return []
+        scores = request.model.item_vectors @ vector + request.model.item_biases
+        return _top(scores, request.model.item_ids, request.limit)
+
+    def _similar(self, request: _Request) -> list[str]:
+        model = request.model
+        if model is None or request.anchor not in model.item_index:
+            return []
+        unit = self._unit_vectors(model)
+        scores = unit @ unit[model.item_index[request.anchor]]
+        return _top(scores, model.item_ids, request.limit + 1)
+
+    def _unit_vectors(self, model: "ModelArtifact") -> np.ndarray:
+        key = id(model.item_vectors)
+        if key not in self._normalised:
+            norms = np.linalg.norm(model.item_vectors, axis=1, keepdims=True)
+            self._normalised = {key: model.item_vectors / np.maximum(norms, 1e-9)}  # keep one model's
+        return self._normalised[key]
+
+    def _bought_together(self, request: _Request) -> list[str]:
+        return list(request.model.bought_together.get(request.anchor, [])) if request.model else []
+
+    # -- history-based ---------------------------------------------------------------
+    def _recently_viewed(self, request: _Request) -> list[str]:
+        return [i for i in request.history.viewed if i != request.anchor]
+
+    def _buy_again(self, request: _Request) -> list[str]:
+        """Items bought before, the most overdue first by the visitor's own cadence for them."""
+        now = utcnow()
+        due: list[tuple[float, str]] = []
+        for item, times in request.history.purchases.items():
+            times = sorted(times)
+            since = (now - times[-1]).total_seconds()
+            if len(times) > 1:
+                cadence = (times[-1] - times[0]).total_seconds() / (len(times) - 1) or 86400.0
+                due.append((since / cadence, item))
+            else:
+                due.append((-1.0 / (1.0 + since), item))  # bought once: after the repeat buys, newest first
+        return [item for _, item in sorted(due, reverse=True)]
+
+    # -- popularity ------------------------------------------------------------------
+    def _trending(self, request: _Request) -> list[str]:
+        return self.store.trending(request.ctx.shop, trending.GLOBAL, request.limit)
+
+    def _trending_near_you(self, request: _Request) -> list[str]:
+        country = request.ctx.geo.country
+        return self.store.trending(request.ctx.shop, f"country:{country}", request.limit) if country else []
+
+    def _bestsellers(self, request: _Request) -> list[str]:
+        category = request.filters.category or None
+        return [i.item_id for i in self.store.bestsellers(request.ctx.shop, request.limit, category)]
+
+
+    def _catalog(self, request: _Request) -> list[str]:
+        category = request.filters.category or None
+        return [i.item_id for i in self.store.list_items(request.ctx.shop, category=category, limit=request.limit)]
+
+
+def _top(scores: np.ndarray, ids: list[str], k: int) -> list[str]:
+    """The ids of the k highest scores, best first (argpartition, then sort only those k)."""
+    k = min(k, len(ids))
+    if k <= 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k]
+    return [ids[i] for i in top[np.argsort(-scores[top])]]

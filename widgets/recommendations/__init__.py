@@ -1,0 +1,59 @@
+"""Recommendations widget: a titled panel of items from one strategy (top picks, similar ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.recommend.serving import STRATEGIES, Filters
+from widgets.base import Fragment, RenderContext, Slot, Templates
+
+TITLES = {
+    "top_picks": "Top picks for you",
+    "similar": "Similar items",
+    "bought_together": "Frequently bought together",
+    "recently_viewed": "Recently viewed",
+    "buy_again": "Buy it again",
+    "trending": "Trending now",
+    "trending_near_you": "Trending near you",
+    "bestsellers": "Bestsellers",
+    "catalog": "You may also like",
+}
+MAX_COUNT = 24
+
+
+@dataclass
+class RecommendationsWidget:
+    kind: str = "recommendations"
+    shadow: bool = True
+
+    def render(self, rc: RenderContext, slot: Slot) -> Fragment:
+        """Slot attributes: strategy, count, title, item (anchor), category, price-min, price-max."""
+        attrs = slot.attrs
+        strategy = attrs.get("strategy") or "top_picks"
+        if strategy not in STRATEGIES or rc.recommender is None:
+            return Fragment(html="", shadow=self.shadow, strategy="", error=f"unknown strategy {strategy!r}")
+        count = max(1, min(MAX_COUNT, _number(attrs.get("count"), rc.default_count, int)))
+        filters = Filters(
+            category=attrs.get("category", ""),
+            price_min=_number(attrs.get("priceMin") or attrs.get("price_min"), None, float),
+            price_max=_number(attrs.get("priceMax") or attrs.get("price_max"), None, float),
+        )
+        found = rc.recommender.recommend(rc.ctx, strategy, count, attrs.get("item", ""), filters, rc.shown)
+        rc.shown.update(i.item_id for i in found.items)
+        names = Templates.names(self.kind, rc.shop.id, strategy)
+        fragment = Fragment(html="", shadow=self.shadow, templates=names, strategy=found.strategy, chain=found.chain)
+        if not found.items:
+            return fragment
+        fragment.html, fragment.template = rc.templates.render(
+            names, items=found.items, title=attrs.get("title") or TITLES[found.strategy],
+            strategy=found.strategy, requested=strategy, visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot,
+            standalone=rc.standalone,
+        )
+        return fragment
+
+
+def _number(value: str | None, default, cast):
+    try:
+        return cast(value) if value not in (None, "") else default
+    except ValueError:
+        return default
