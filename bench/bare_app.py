@@ -1,7 +1,7 @@
-"""The baseline: a bare Starlette endpoint answering a small JSON body, served like Vitrine."""
+"""The baseline: bare Starlette endpoints shaped like Vitrine's, served the same way."""
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 
@@ -10,4 +10,11 @@ async def page(request):
     return JSONResponse({"fragments": {}, "popups": []})
 
 
-app = Starlette(routes=[Route("/v1/page", page, methods=["POST"])])
+async def fragment(request):
+    return HTMLResponse('<section><ul><li data-item-id="1">One</li></ul></section>')
+
+
+app = Starlette(routes=[
+    Route("/v1/page", page, methods=["POST"]),
+    Route("/v1/fragments/{kind}", fragment),
+])
