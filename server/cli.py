@@ -1,4 +1,4 @@
-"""The `vitrine` command: demo, serve, import, shops, get, migrate, settings."""
+"""The `vitrine` command: demo, serve, import, shops, train, evaluate, models, get, migrate, settings."""
 
 from __future__ import annotations
 
@@ -223,6 +223,175 @@ def shops_create(ctx: click.Context, shop: str, origins: tuple[str, ...], curren
         f"name = {json.dumps(shop)}\norigins = {json.dumps(list(origins))}\ncurrency = {json.dumps(currency)}\n"
     )
     click.echo(f"Created {path}")
+
+
+# -- recommendation model --------------------------------------------------------------
+@main.command()
+@click.option("--shop", required=True, help="Shop id.")
+@click.option(
+    "--min-value", type=float,
+    help="Ratings at or above this count as positives, lower ones are left out (default: every rating counts).",
+)
+@click.pass_context
+def train(ctx: click.Context, shop: str, min_value: float | None) -> None:
+    """Train the shop's recommendation model and publish it to running servers."""
+    from server.recommend.artifact import ArtifactError
+    from server.recommend.train import train_shop
+
+    settings = _settings(ctx)
+    services = _services(settings)
+    try:
+        _require_shop(services, shop)
+        report = train_shop(services.store, settings, shop, min_value=min_value, log=click.echo)
+    except (ArtifactError, ValueError) as exc:
+        fail(str(exc))
+    finally:
+        services.close()
+    artifact = report.artifact
+    if artifact is None:
+        click.echo(
+            f"Shop {shop!r} has no interactions to learn from: no model written "
+            "(recommendations fall back to popularity)."
+        )
+        return
+    assert report.params is not None
+    click.echo(
+        f"Model {artifact.version} for shop {shop!r}: {len(artifact.item_ids)} items, "
+        f"{len(artifact.user_ids)} users, {artifact.components} components."
+    )
+    click.echo(f"Chosen: {report.params.describe()}, {report.params.epochs} epochs.")
+    validation = report.tuning.get("validation")
+    if validation:
+        model, popular = validation["model"]["recall_at_k"], validation["popularity"]["recall_at_k"]
+        ratio = f" ({model / popular:.2f}x)" if popular else ""
+        click.echo(
+            f"Validation recall@{validation['k']} over {validation['users']} users: "
+            f"model {model:.4f}, popularity {popular:.4f}{ratio}."
+        )
+    click.echo(f"Trained in {report.seconds:.1f} s; servers switch to it within seconds ({artifact.path}).")
+
+
+@main.command()
+@click.option("--shop", required=True, help="Shop id.")
+@click.option(
+    "--test", "test_file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Held-out interactions (CSV in the import format); then all the shop's interactions are training data. "
+    "Default: the newest 20% of the shop's interactions are held out.",
+)
+@click.option("--min-value", type=float, help="Ratings at or above this count as positives (as for train).")
+@click.option("--k", type=click.IntRange(min=1), default=10, show_default=True, help="Length of the ranked list.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress goes to stderr).")
+@click.pass_context
+def evaluate(
+    ctx: click.Context, shop: str, test_file: Path | None, min_value: float | None, k: int, as_json: bool
+) -> None:
+    """Measure the model against popularity on held-out interactions (nothing is published)."""
+    from server.imports import ImportFailed
+    from server.recommend.evaluate import EvaluationError, evaluate_shop, format_report
+
+    settings = _settings(ctx)
+    services = _services(settings)
+    log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    try:
+        _require_shop(services, shop)
+        report = evaluate_shop(
+            services.store, settings, shop, test_file=test_file, min_value=min_value, k=k, log=log
+        )
+    except (ImportFailed, EvaluationError, ValueError) as exc:
+        fail(str(exc))
+    finally:
+        services.close()
+    click.echo(json.dumps(report.as_json()) if as_json else format_report(report))
+
+
+@main.group()
+def models() -> None:
+    """List a shop's model versions; pin, unpin or roll back the one servers use."""
+
+
+def _registry(ctx: click.Context) -> Any:
+    from server.recommend.artifact import ModelRegistry, models_dir
+
+    return ModelRegistry(models_dir(_settings(ctx)))
+
+
+@models.command("list")
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def models_list(ctx: click.Context, shop: str) -> None:
+    """List the versions, oldest first, with their validation recall and which one is served."""
+    from server.recommend.artifact import META_FILE, ArtifactError
+
+    registry = _registry(ctx)
+    try:
+        versions = registry.versions(shop)
+        current, pinned, active = (registry.current_version(shop), registry.pinned_version(shop),
+                                   registry.active_version(shop))
+    except ArtifactError as exc:
+        fail(str(exc))
+    if not versions:
+        click.echo(f"Shop {shop!r} has no model versions (train one with `vitrine train --shop {shop}`).")
+        return
+    click.echo(f"{'VERSION':<23}{'CREATED':<22}{'ITEMS':>7}{'USERS':>8}{'RECALL@10':>11}{'POPULAR':>9}  STATE")
+    for version in versions:
+        try:
+            meta = json.loads((registry.models_dir / shop / version / META_FILE).read_text())
+            counts = meta.get("counts", {})
+            validation = (meta.get("tuning") or {}).get("validation") or {}
+            recall = validation.get("model", {}).get("recall_at_k")
+            popular = validation.get("popularity", {}).get("recall_at_k")
+            row = (f"{str(meta.get('created_at', '')):<22}{counts.get('items', ''):>7}{counts.get('users', ''):>8}"
+                   f"{'' if recall is None else f'{recall:.4f}':>11}{'' if popular is None else f'{popular:.4f}':>9}")
+        except (OSError, ValueError, AttributeError):
+            row = f"{'(meta.json unreadable)':<22}{'':>35}"
+        state = [name for name, is_it in (("current", version == current), ("pinned", version == pinned),
+                                          ("serving", version == active)) if is_it]
+        click.echo(f"{version:<23}{row}  {', '.join(state)}".rstrip())
+
+
+@models.command("pin")
+@click.argument("version")
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def models_pin(ctx: click.Context, version: str, shop: str) -> None:
+    """Serve VERSION from now on, whatever training publishes, until `models unpin`."""
+    from server.recommend.artifact import ArtifactError
+
+    try:
+        _registry(ctx).pin(shop, version)
+    except ArtifactError as exc:
+        fail(str(exc))
+    click.echo(f"Pinned model {version} for shop {shop!r}: servers switch to it within seconds.")
+
+
+@models.command("unpin")
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def models_unpin(ctx: click.Context, shop: str) -> None:
+    """Serve the newest trained version again."""
+    from server.recommend.artifact import ArtifactError
+
+    registry = _registry(ctx)
+    try:
+        registry.unpin(shop)
+        current = registry.current_version(shop)
+    except ArtifactError as exc:
+        fail(str(exc))
+    click.echo(f"Unpinned shop {shop!r}: serving {current or 'no model (popularity)'}.")
+
+
+@models.command("rollback")
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def models_rollback(ctx: click.Context, shop: str) -> None:
+    """Pin the version before the one served now (run again to go further back)."""
+    from server.recommend.artifact import ArtifactError
+
+    try:
+        version = _registry(ctx).rollback(shop)
+    except ArtifactError as exc:
+        fail(str(exc))
+    click.echo(f"Rolled back shop {shop!r} to model {version} (pinned; `vitrine models unpin` undoes it).")
 
 
 # -- tools -----------------------------------------------------------------------------

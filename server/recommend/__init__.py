@@ -1,0 +1,1 @@
+"""Recommendations: the LightFM hybrid model's training, artifacts, evaluation and serving."""
