@@ -48,8 +48,10 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None) -> None:
 @main.command()
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option("--train/--no-train", default=True, show_default=True,
+              help="Train the recommendation model when the demo shop has none yet.")
 @click.pass_context
-def demo(ctx: click.Context, host: str | None, port: int | None) -> None:
+def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) -> None:
     """Set up the demo shop (once) and serve it on http://HOST:PORT/demo/."""
     settings = _settings(ctx, host=host, port=port)
     services = _services(settings)
@@ -59,6 +61,13 @@ def demo(ctx: click.Context, host: str | None, port: int | None) -> None:
         _import_interactions(services, DEMO_SHOP, DEMO_DIR / "data" / "interactions.csv")
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
+    if train and services.recommender.models.get(DEMO_SHOP) is None:
+        from server.recommend.train import train_shop
+
+        click.echo("Training the demo shop's recommendation model (once)...")
+        report = train_shop(services.store, settings, DEMO_SHOP, log=click.echo)
+        if report.artifact is not None:
+            click.echo(f"Model {report.artifact.version} trained in {report.seconds:.0f} s.")
     click.echo(f"Demo shop: http://{settings.host}:{settings.port}/demo/")
     _run_server(settings, services)
 

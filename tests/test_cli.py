@@ -317,13 +317,14 @@ def run_demo(data_dir: Path, log: Path) -> str:
     """Starts `vitrine demo`, waits until /demo/ answers 200, stops it; returns its output."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
+    env["VITRINE_TRAIN_TIME_BUDGET_S"] = "5"  # the demo trains once; keep its tuning short here
     with log.open("w") as out:
         proc = subprocess.Popen(
             [*vitrine_command(), "--data-dir", str(data_dir), "demo", "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, cwd=data_dir.parent, env=env,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, f"vitrine demo exited early:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"/demo/ did not answer in time:\n{log.read_text()}"
@@ -359,10 +360,14 @@ def test_demo_imports_once_then_reuses_the_data(tmp_path: Path) -> None:
         store.close()
     assert items == 3168
     assert events == 29177
+    assert "Training the demo shop's recommendation model (once)..." in first
+    versions = [p.name for p in (data_dir / "models" / "demo").iterdir() if not p.name.startswith((".", "C", "P"))]
+    assert len(versions) == 1
 
     second = run_demo(data_dir, tmp_path / "second.log")
     assert f"Demo shop already imported in {data_dir.resolve()} (reusing it)." in second
     assert "Imported" not in second and "Wrote the demo shop's config" not in second
+    assert "Training" not in second  # the model trained on the first start is reused
     store = store_of(data_dir)
     try:
         assert (store.count_items("demo"), store.count_events("demo")) == (items, events)

@@ -33,6 +33,9 @@ STRATEGIES = (
 # items in stock) ends every chain, so a panel is never empty while the shop has items.
 STAND_INS = {"bought_together": ("similar",), "trending_near_you": ("trending",)}
 FALLBACKS = ("trending", "bestsellers", "catalog")
+# A panel titled "Recently viewed" or "Buy it again" must not be padded with other items:
+# these fall back only when they have nothing at all.
+NOT_PADDED = {"recently_viewed", "buy_again"}
 HISTORY_EVENTS = 200  # recent events of a visitor read per request
 SESSION_VIEWS = 10  # views that steer the panel within a session
 
@@ -64,7 +67,9 @@ class History:
         for event in events:
             items = [str(line["item_id"]) for line in (event.props or {}).get("items", []) if line.get("item_id")]
             items = items or ([event.item_id] if event.item_id else [])
-            if event.type == "view_item":
+            # A product page's page view counts as a view at once: the shop's own view_item
+            # event comes by beacon and may land after the next page's call.
+            if event.type in ("view_item", "page_view"):
                 history.viewed += [i for i in items if i not in history.viewed]
             elif event.type == "purchase":
                 for item in items:
@@ -115,10 +120,14 @@ class Recommender:
             raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
         events = self.store.visitor_events(ctx.shop, ctx.visitor_id, limit=HISTORY_EVENTS) if not ctx.is_new_token else []
         history = History.from_events(events)
-        anchor = item_id or ctx.page.item_id or (history.viewed[0] if history.viewed else "")
+        page_item = item_id or ctx.page.item_id
+        anchor = page_item or (history.viewed[0] if history.viewed else "")
         model = self.models.get(ctx.shop) if self.models else None
         request = _Request(ctx=ctx, anchor=anchor, history=history, model=model, limit=max(count * 4, 40), filters=filters)
-        exclude = set(shown) | ({anchor} if anchor else set())
+        exclude = {page_item} - {""}
+        if strategy not in NOT_PADDED:
+            # The visitor's own history is shown as it is, even where another panel has it.
+            exclude |= set(shown) | ({anchor} - {""})
         if strategy != "buy_again":
             exclude |= set(history.purchases)
 
@@ -132,7 +141,7 @@ class Recommender:
             if taken and not result.strategy:
                 result.strategy = name
             result.items += taken
-            if len(result.items) >= count:
+            if len(result.items) >= count or result.strategy in NOT_PADDED:
                 break
         result.strategy = result.strategy or strategy
         return result
