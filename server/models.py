@@ -56,6 +56,12 @@ class Event:
     campaign: str | None = None
     props: dict | None = None
 
+    def item_ids(self) -> list[str]:
+        """The items the event is about: its line items, or its one item."""
+        lines = (self.props or {}).get("items") or []
+        ids = [str(line["item_id"]) for line in lines if line.get("item_id")]
+        return ids or ([self.item_id] if self.item_id else [])
+
 
 @dataclass(frozen=True)
 class VisitorProfile:

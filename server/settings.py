@@ -109,6 +109,9 @@ class Settings:
         72.0, "Half-life of an event's weight in the trending scores, in hours."
     )
     recommendation_count: int = _setting(4, "Items in a recommendation panel unless the slot says otherwise.")
+    affinity_half_life_hours: float = _setting(
+        168.0, "Half-life of a visitor's interest in a category (navigation order, search), in hours."
+    )
     debug: bool = _setting(
         False, "Show debug output (templates considered, context) in fragments and errors."
     )

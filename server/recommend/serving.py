@@ -65,8 +65,7 @@ class History:
     def from_events(cls, events: list[Event]) -> "History":
         history = cls()
         for event in events:
-            items = [str(line["item_id"]) for line in (event.props or {}).get("items", []) if line.get("item_id")]
-            items = items or ([event.item_id] if event.item_id else [])
+            items = event.item_ids()
             # A product page's page view counts as a view at once: the shop's own view_item
             # event comes by beacon and may land after the next page's call.
             if event.type in ("view_item", "page_view"):

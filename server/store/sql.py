@@ -240,7 +240,7 @@ class SqlStore:
             if event.type == "purchase":
                 self._count_order(conn, shop, visitor_id, event, now)
             if event.type in trending.WEIGHTS:
-                trends += [(item, event.type, event.ts) for item in _event_items(event)]
+                trends += [(item, event.type, event.ts) for item in event.item_ids()]
         if trends:
             key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
             country = conn.execute(sa.select(visitors.c.country).where(key)).scalar() or ""
@@ -353,7 +353,7 @@ class SqlStore:
         rows = []
         for vid, item_id, type_, ts, props in conn.execute(query):
             event = Event(event_id="", type=type_, ts=ts, item_id=item_id, props=props)
-            rows += [(item, type_, ts, countries.get(vid, "")) for item in _event_items(event)]
+            rows += [(item, type_, ts, countries.get(vid, "")) for item in event.item_ids()]
         conn.execute(sa.delete(item_trends).where(item_trends.c.shop == shop))
         self._add_trends(conn, shop, rows)
 
@@ -452,13 +452,6 @@ class SqlStore:
         else:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table)
-
-
-def _event_items(event: Event) -> list[str]:
-    """The items an event is about: its line items, or its one item."""
-    lines = (event.props or {}).get("items") or []
-    ids = [str(line["item_id"]) for line in lines if line.get("item_id")]
-    return ids or ([event.item_id] if event.item_id else [])
 
 
 def imported_visitor_id(user_id: str) -> str:
