@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -16,13 +16,17 @@ from server.context import OVERRIDES, PageContext, VisitorContext
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.identity import attach_token, identify
+from server.navigation import MAX_MENU_ENTRIES
 from server.shops import ShopConfig
 from widgets import WIDGETS, RenderContext, Slot
 
 ACCEPTED_TYPES = ("application/json", "text/plain", "")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # Fragment URL parameters that become the slot's attributes.
-SLOT_PARAMS = ("placement", "strategy", "count", "title", "item", "category", "price_min", "price_max")
+SLOT_PARAMS = (
+    "placement", "strategy", "count", "title", "item", "category", "price_min", "price_max",
+    "q", "page", "suggest", "search_url", "sort", "per_page", "categories", "controls",
+)
 
 
 class PageIn(BaseModel):
@@ -51,6 +55,8 @@ class PageRequest(BaseModel):
     token: str | None = Field(default=None, max_length=512)
     page: PageIn = Field(default_factory=PageIn)
     slots: list[SlotIn] = Field(default_factory=list)
+    # The shop's menu entries (data-category of each), in the shop's order.
+    nav: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=MAX_MENU_ENTRIES)
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -141,13 +147,16 @@ async def page(request: Request) -> Response:
                     "html": fragment.html, "shadow": fragment.shadow, "campaigns": fragment.campaigns,
                     "strategy": fragment.strategy,
                 }
-        return {
+        payload = {
             "page_view_id": page_view_id,
             "visitor": {"kind": ctx.visitor_kind, "visits": ctx.profile.visits, "new_visit": ctx.profile.new_visit},
             "fragments": fragments,
             "popups": WIDGETS["popup"].page_popups(rc),  # type: ignore[attr-defined]
             "errors": errors,
         }
+        if body.nav and rc.navigator:
+            payload["nav"] = rc.navigator.order_menu(ctx, body.nav, shop.nav).as_json()
+        return payload
 
     payload = await run_in_threadpool(render)
     return _respond_with_token(request, payload, shop.id, identity.visitor_id)
@@ -201,6 +210,13 @@ async def fragment(request: Request) -> Response:
     debug = frag.debug()
     if params.get("_context"):
         return JSONResponse({"visitor": ctx.as_dict(), **debug}, headers={"Cache-Control": "no-store"})
+    if params.get("format") == "json":  # the order alone, for shops that render it themselves
+        if frag.error:
+            raise ApiError(422, frag.error)
+        data = frag.as_json() if hasattr(frag, "as_json") else None
+        if data is None:
+            raise ApiError(400, f"{kind} fragments have no format=json")
+        return JSONResponse(data, headers={"Cache-Control": "private, no-store"})
     html = frag.html
     if not html:
         html = f"<!-- vitrine: no {kind} for this visitor; add _context=1 to see why -->\n"
@@ -220,7 +236,8 @@ def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool
     closed = svc.store.closed_campaigns(shop.id, ctx.visitor_id) if not ctx.is_new_token else set()
     return RenderContext(
         ctx=ctx, shop=shop, templates=svc.templates, closed=closed, standalone=standalone,
-        recommender=svc.recommender, default_count=svc.settings.recommendation_count,
+        recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
+        navigator=svc.navigator,
     )
 
 

@@ -19,8 +19,10 @@ from server.context import ContextBuilder
 from server.errors import ApiError
 from server.geo import GeoLocator, bundled_database_path
 from server.identity import TokenSigner
+from server.navigation import Navigator
 from server.recommend.artifact import ModelRegistry
 from server.recommend.serving import Recommender
+from server.search import SearchService
 from server.settings import Settings
 from server.shops import ShopConfig, ShopConfigError, ShopRegistry
 from server.store import Store, open_store
@@ -41,6 +43,8 @@ class Services:
     signer: TokenSigner
     contexts: ContextBuilder
     recommender: "Recommender"
+    search: SearchService
+    navigator: Navigator
 
     def shop(self, shop_id: str | None) -> ShopConfig:
         if not shop_id:
@@ -55,6 +59,7 @@ class Services:
         return config
 
     def close(self) -> None:
+        self.search.close()
         self.geo.close()
         self.store.close()
 
@@ -69,6 +74,8 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         store.migrate()
     geo = GeoLocator(settings.geoip_database or bundled_database_path())
     shops_dir = settings.resolved_shops_dir
+    models = ModelRegistry(settings.resolved_data_dir / "models")
+    recommender = Recommender(store, models)
     return Services(
         settings=settings,
         store=store,
@@ -77,7 +84,12 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         geo=geo,
         signer=TokenSigner(settings.signing_keys(), settings.token_max_age_days * 86400),
         contexts=ContextBuilder(store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60),
-        recommender=Recommender(store, ModelRegistry(settings.resolved_data_dir / "models")),
+        recommender=recommender,
+        search=SearchService(
+            store, models, settings.resolved_data_dir / "search", settings.search_personal_weight,
+            settings.affinity_half_life_hours,
+        ),
+        navigator=Navigator(store, recommender, settings.affinity_half_life_hours),
     )
 
 

@@ -61,6 +61,9 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) ->
         _import_interactions(services, DEMO_SHOP, DEMO_DIR / "data" / "interactions.csv")
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
+    if not services.search.in_step(DEMO_SHOP):
+        count = services.search.rebuild(DEMO_SHOP)
+        click.echo(f"Built the demo shop's search index ({count} items).")
     if train and services.recommender.models.get(DEMO_SHOP) is None:
         from server.recommend.train import train_shop
 
@@ -170,6 +173,7 @@ def _require_shop(services: Any, shop: str) -> None:
 
 def _import_catalog(services: Any, shop: str, file: Path, fmt: str | None) -> None:
     from server.imports import ImportFailed, read_catalog
+    from server.search_index import SearchIndexLocked
 
     started = time.perf_counter()
     try:
@@ -177,6 +181,10 @@ def _import_catalog(services: Any, shop: str, file: Path, fmt: str | None) -> No
     except ImportFailed as exc:
         fail(f"{exc}\nNothing was imported.")
     count = services.store.upsert_items(shop, items)
+    try:
+        services.search.sync(shop, items)
+    except SearchIndexLocked as exc:
+        fail(f"{count} catalog items are in the store, but the search index was not updated: {exc}")
     click.echo(f"Imported {count} catalog items into shop {shop!r} in {time.perf_counter() - started:.1f} s.")
 
 

@@ -112,6 +112,11 @@ class Settings:
     affinity_half_life_hours: float = _setting(
         168.0, "Half-life of a visitor's interest in a category (navigation order, search), in hours."
     )
+    search_personal_weight: float = _setting(
+        0.5,
+        "Weight of the visitor's personal score (model and category affinity) against the text "
+        "score in search results, 0 to 1: 0 is the plain text ranking.",
+    )
     debug: bool = _setting(
         False, "Show debug output (templates considered, context) in fragments and errors."
     )

@@ -21,6 +21,26 @@ log = logging.getLogger("vitrine.shops")
 SHOP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+class NavConfig(BaseModel):
+    """`[nav]`: how far the shop's menu may be reordered for a visitor, and its links."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pinned: list[str] = Field(
+        default_factory=list, description="Menu entries (slugs or names) that keep the place the shop gave them."
+    )
+    min_events: int = Field(
+        3, ge=0, description="Events on the menu's categories a visitor needs before their menu is reordered."
+    )
+    history_events: int = Field(
+        10, ge=1, description="From this many events on, the order is the visitor's affinity alone; "
+        "with fewer, the categories of their model top picks are blended in.",
+    )
+    url: str = Field(
+        "/category/{slug}", description="Link of a category in the menu fragment; {slug} and {name} are filled in."
+    )
+
+
 class ShopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -29,6 +49,7 @@ class ShopConfig(BaseModel):
     origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API.")
     currency: str = "USD"
     campaigns: list[Campaign] = Field(default_factory=list)
+    nav: NavConfig = Field(default_factory=NavConfig)
 
     def campaign(self, campaign_id: str) -> Campaign | None:
         return next((c for c in self.campaigns if c.id == campaign_id), None)

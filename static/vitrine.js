@@ -180,9 +180,27 @@
     });
     return found;
   }
+  // The shop's menu: its top-level entries (a submenu inside an entry moves with it).
+  function menu() {
+    var nav = d.querySelector("[data-vitrine-nav]");
+    return nav ? [].filter.call(nav.querySelectorAll("[data-category]"), function (el) {
+      return !el.parentNode.closest("[data-vitrine-nav] [data-category]");
+    }) : [];
+  }
+  // Move the entries into the visitor's order: each keeps its place holder (a comment),
+  // so nothing else in the menu moves, nothing is hidden and the menu keeps its size.
+  function reorder(order) {
+    var els = menu(), by = {};
+    els.forEach(function (el) { by[el.getAttribute("data-category")] = el; });
+    if (!order || order.length != els.length || Object.keys(by).length != els.length ||
+      !order.every(function (k) { return by[k]; })) return;
+    els.map(function (el) { return el.parentNode.insertBefore(d.createComment(""), el); })
+      .forEach(function (m, i) { m.parentNode.replaceChild(by[order[i]], m); });
+  }
   function apply(res) {
     if (res.token) set("token", (token = res.token));
     pageViewId = res.page_view_id;
+    if (res.nav && res.nav.moved) safe(reorder)(res.nav.order);
     var frags = res.fragments || {};
     d.querySelectorAll("[data-vitrine-slot]").forEach(safe(function (el) {
       var f = frags[el.getAttribute("data-vitrine-slot")];
@@ -196,8 +214,11 @@
     var stop = setTimeout(function () { if (ctrl) ctrl.abort(); }, budget);
     var headers = { "Content-Type": "application/json" };
     if (token) headers["X-Visitor-Token"] = token;
+    var body = { shop: shop, token: token, page: pageContext(), slots: slots() };
+    var nav = menu().slice(0, 60).map(function (el) { return el.getAttribute("data-category").slice(0, 128); });
+    if (nav.length) body.nav = nav;
     fetch(url("/v1/page"), { method: "POST", credentials: "include", headers: headers, signal: ctrl && ctrl.signal,
-      body: JSON.stringify({ shop: shop, token: token, page: pageContext(), slots: slots() }) })
+      body: JSON.stringify(body) })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(safe(function (res) { clearTimeout(stop); if (res) apply(res); }))
       .catch(noop);

@@ -501,3 +501,19 @@ def test_importing_rebuilds_trending_without_counting_twice(store: Store) -> Non
     assert store.trending("demo", "country:GB") == ["71053"]
     store.import_interactions("demo", rows)
     assert store.trending("demo") == first
+
+
+def test_item_facts_and_popular_searches(store: Store) -> None:
+    store.upsert_items("s", [item("a", "Bag", category="Bags"), item("b", "Tree", category="Christmas", in_stock=False)])
+    assert store.item_facts("s", ["b", "a", "missing"]) == {"a": ("Bags", True), "b": ("Christmas", False)}
+    assert store.item_facts("s", []) == {}
+
+    def search(event_id: str, term: str, ts: datetime = T0) -> Event:
+        return Event(event_id, "search", ts, props={"search_term": term})
+
+    store.record_events("s", "v1", [search("e1", "Bag"), search("e2", "bag "), search("e3", "tree")])
+    store.record_events("s", "v2", [search("e4", "BAG"), search("e5", "lamp", T0 - timedelta(days=40))])
+    store.record_events("other", "v3", [search("e6", "tree"), search("e7", "tree")])
+    # Lowercased and trimmed, by number of visitors; older than `since` and other shops left out.
+    assert store.popular_searches("s", T0 - timedelta(days=30)) == [("bag", 2), ("tree", 1)]
+    assert store.popular_searches("s", T0 - timedelta(days=30), limit=1) == [("bag", 2)]

@@ -13,7 +13,9 @@ from server.context import VisitorContext
 from server.shops import ShopConfig
 
 if TYPE_CHECKING:
+    from server.navigation import Navigator
     from server.recommend.serving import Recommender
+    from server.search import SearchService
 
 WIDGETS_DIR = Path(__file__).parent
 
@@ -61,6 +63,8 @@ class RenderContext:
     closed: set[str] = field(default_factory=set)  # campaigns this visitor closed
     standalone: bool = False  # rendered for a fragment URL, not injected by the embed script
     recommender: "Recommender | None" = None
+    search: "SearchService | None" = None
+    navigator: "Navigator | None" = None
     default_count: int = 4  # items in a recommendation panel
     shown: set[str] = field(default_factory=set)  # items already in this page's panels
 

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from server.taxonomy import CATEGORIES, slugify
+from server.taxonomy import CATEGORIES, FALLBACK_CATEGORY, slugify
 
 DEMO_DIR = Path(__file__).parent
 SHOP = "demo"
@@ -26,6 +26,12 @@ _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(DEMO_DIR / "templates")), autoescape=True, trim_blocks=True, lstrip_blocks=True
 )
 CATEGORY_BY_SLUG = {slugify(c): c for c in CATEGORIES}
+# The category page's sort control: the shop's own order, or one of Vitrine's (its grid slot).
+SORTS = {"": "A to Z", "personal": "Recommended for you", "bestsellers": "Bestsellers", "trending": "Trending"}
+# The shop's own menu order: by name, the catch-all last (pinned there in demo.toml).
+MENU = [(slugify(c), c) for c in sorted(set(CATEGORIES) - {FALLBACK_CATEGORY})] + [
+    (slugify(FALLBACK_CATEGORY), FALLBACK_CATEGORY)
+]
 
 
 def demo_routes() -> list[BaseRoute]:
@@ -48,7 +54,7 @@ def _render(request: Request, template: str, status: int = 200, **context) -> HT
     settings = request.app.state.services.settings
     base = settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
     html = _env.get_template(template).render(
-        base_url=base, shop=SHOP, categories=[(slugify(c), c) for c in CATEGORIES], **context
+        base_url=base, shop=SHOP, categories=MENU, **context
     )
     return HTMLResponse(html, status_code=status)
 
@@ -64,13 +70,16 @@ async def category(request: Request) -> Response:
     if name is None:
         return _render(request, "notfound.html", status=404, page_type="other", what="category")
     page = max(1, _int(request.query_params.get("page"), 1))
+    sort = request.query_params.get("sort", "")
+    sort = sort if sort in SORTS else ""
     store = _store(request)
     items = await run_in_threadpool(
         lambda: store.list_items(SHOP, category=name, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
     )
     return _render(
         request, "category.html", page_type="category", category=name, slug=slugify(name),
-        items=items[:PAGE_SIZE], page=page, has_next=len(items) > PAGE_SIZE,
+        items=items[:PAGE_SIZE], page=page, has_next=len(items) > PAGE_SIZE, sort=sort,
+        sorts=SORTS,
     )
 
 
@@ -86,9 +95,14 @@ async def cart(request: Request) -> Response:
 
 
 async def search(request: Request) -> Response:
+    """Vitrine ranks the results in the page's search slot; the shop's own plain word match
+    is the slot's default content (shown until the fragment arrives, kept if none comes)."""
     query = request.query_params.get("q", "").strip()[:100]
-    items = await run_in_threadpool(lambda: _store(request).list_items(SHOP, text=query, limit=48)) if query else []
-    return _render(request, "search.html", page_type="search", query=query, items=items)
+    page = max(1, _int(request.query_params.get("page"), 1))
+    items = await run_in_threadpool(
+        lambda: _store(request).list_items(SHOP, text=query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    ) if query else []
+    return _render(request, "search.html", page_type="search", query=query, page=page, items=items)
 
 
 PALETTE = ["#b4233c", "#1f3a5f", "#1e6b45", "#8a5a00", "#5b3f8c", "#0f6e7a", "#9c3d6b", "#4d5b23", "#7a3b1d"]

@@ -116,6 +116,17 @@ class SqlStore:
             by_id = {r.item_id: _row_item(r) for r in conn.execute(query)}
         return [by_id[i] for i in item_ids if i in by_id]
 
+    def item_facts(self, shop: str, item_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        """(category, in stock) of each of these items the store has: what ranking needs of a
+        list of candidates, without reading their whole rows."""
+        if not item_ids:
+            return {}
+        query = sa.select(items.c.item_id, items.c.category, items.c.in_stock).where(
+            items.c.shop == shop, items.c.item_id.in_(list(item_ids))
+        )
+        with self.engine.connect() as conn:
+            return {r[0]: (r[1], bool(r[2])) for r in conn.execute(query)}
+
     def list_items(
         self, shop: str, *, category: str | None = None, text: str | None = None,
         limit: int = 20, offset: int = 0,
@@ -286,6 +297,25 @@ class SqlStore:
         )
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(query)]
+
+    def popular_searches(self, shop: str, since: datetime, limit: int = 10) -> list[tuple[str, int]]:
+        """Search terms (lowercased) searched since `since`, by how many visitors searched them."""
+        searched = (
+            sa.select(sa.func.lower(sa.func.trim(events.c.props["search_term"].as_string())).label("term"),
+                      events.c.visitor_id)
+            .where(events.c.shop == shop, events.c.type == "search", events.c.ts >= since)
+            .subquery()
+        )
+        visitors_n = sa.func.count(sa.distinct(searched.c.visitor_id))
+        query = (
+            sa.select(searched.c.term, visitors_n)
+            .where(searched.c.term != "")
+            .group_by(searched.c.term)
+            .order_by(visitors_n.desc(), searched.c.term)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(query) if r[0]]
 
     def _order_recorded(self, conn: Connection, shop: str, order_id: str) -> bool:
         query = sa.select(events.c.id).where(
