@@ -325,15 +325,11 @@ def _model_scores(
 ) -> np.ndarray | None:
     """The model's score of each item for this visitor (NaN for items it does not know);
     None without a model or anything to place the visitor with."""
-    from server.recommend.serving import Filters, History, _Request
-
-    model = recommender.models.get(ctx.shop) if recommender.models else None
-    if model is None:
+    model, vector = recommender.vector_for(ctx, events)
+    if model is None or vector is None:
         return None
-    request = _Request(ctx=ctx, anchor="", history=History.from_events(events), model=model, limit=0, filters=Filters())
-    vector = recommender._visitor_vector(request)
     rows = np.array([model.item_index.get(i, -1) for i in item_ids])
-    if vector is None or not (rows >= 0).any():
+    if not (rows >= 0).any():
         return None
     scores = np.full(len(item_ids), np.nan)
     known = rows >= 0

@@ -34,6 +34,7 @@ import numpy as np
 from server.affinity import WEIGHTS as AFFINITY_WEIGHTS
 from server.affinity import Affinity, category_affinity
 from server.models import CatalogItem, Event, utcnow
+from server.recommend.serving import visitor_vector
 from server.search_index import ALL_WORDS_BONUS, Hit, SearchIndex
 
 if TYPE_CHECKING:
@@ -323,19 +324,10 @@ def _recent_searches(events: Iterable[Event], exclude: str) -> list[tuple[str, d
 
 
 def _visitor_vector(model: "ModelArtifact | None", visitor_id: str, interacted: list[str]) -> np.ndarray | None:
-    """The visitor in the model's space: their trained vector, plus the mean of the items they
-    interacted with lately. Unlike recommendations, no vector from country or device alone:
-    that would reorder everyone's results alike, and a new visitor gets the plain text ranking."""
-    if model is None:
-        return None
-    parts = []
-    known = model.user_index.get(visitor_id) if visitor_id else None
-    if known is not None:
-        parts.append(model.user_vectors[known])
-    rows = [model.item_index[i] for i in interacted[:MODEL_ITEMS] if i in model.item_index]
-    if rows:
-        parts.append(model.item_vectors[rows].mean(axis=0))
-    return np.sum(parts, axis=0) if parts else None
+    """The visitor in the model's space. Unlike recommendations, no vector from country or
+    device alone: that would reorder everyone's results alike, and a new visitor gets the
+    plain text ranking."""
+    return visitor_vector(model, visitor_id, interacted[:MODEL_ITEMS]) if model is not None else None
 
 
 def _model_scores(model: "ModelArtifact | None", vector: np.ndarray | None, item_ids: list[str]) -> np.ndarray | None:

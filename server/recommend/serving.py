@@ -146,24 +146,19 @@ class Recommender:
         return result
 
     # -- model-based -----------------------------------------------------------------
+    def vector_for(self, ctx: "VisitorContext", events: list[Event]) -> tuple["ModelArtifact | None", np.ndarray | None]:
+        """The shop's model and this visitor's vector in it (from their recent events), for
+        other rankings (navigation, category pages) that score with the same model."""
+        model = self.models.get(ctx.shop) if self.models else None
+        if model is None:
+            return None, None
+        viewed = History.from_events(events).viewed[:SESSION_VIEWS]
+        return model, visitor_vector(model, ctx.visitor_id, viewed, visitor_features(ctx))
+
     def _visitor_vector(self, request: _Request) -> np.ndarray | None:
-        """The visitor in embedding space: their trained vector if the model knows them, else
-        the mean of their features' vectors; plus the items viewed in this session."""
-        model, ctx = request.model, request.ctx
-        assert model is not None
-        parts = []
-        known = model.user_index.get(ctx.visitor_id)
-        if known is not None:
-            parts.append(model.user_vectors[known])
-        else:
-            names = {f"country:{ctx.geo.country}", f"device:{ctx.device.device_class}", f"segment:{ctx.visitor_kind}"}
-            rows = [i for i, name in enumerate(model.user_feature_names) if name in names]
-            if rows:
-                parts.append(model.user_feature_vectors[rows].mean(axis=0))
-        viewed = [model.item_index[i] for i in request.history.viewed[:SESSION_VIEWS] if i in model.item_index]
-        if viewed:
-            parts.append(model.item_vectors[viewed].mean(axis=0))
-        return np.sum(parts, axis=0) if parts else None
+        assert request.model is not None
+        viewed = request.history.viewed[:SESSION_VIEWS]
+        return visitor_vector(request.model, request.ctx.visitor_id, viewed, visitor_features(request.ctx))
 
     def _top_picks(self, request: _Request) -> list[str]:
         if request.model is None:
@@ -226,6 +221,31 @@ class Recommender:
     def _catalog(self, request: _Request) -> list[str]:
         category = request.filters.category or None
         return [i.item_id for i in self.store.list_items(request.ctx.shop, category=category, limit=request.limit)]
+
+
+def visitor_features(ctx: "VisitorContext") -> set[str]:
+    """The user feature names the model knows a visitor by (see server/recommend/dataset.py)."""
+    return {f"country:{ctx.geo.country}", f"device:{ctx.device.device_class}", f"segment:{ctx.visitor_kind}"}
+
+
+def visitor_vector(
+    model: "ModelArtifact", visitor_id: str, recent_items: list[str], features: set[str] = frozenset()
+) -> np.ndarray | None:
+    """A visitor in the model's space: their trained vector if the model knows them, else the
+    mean of their features' vectors (when features are given); plus the mean of the items
+    they interacted with lately, so it follows what they look at within a visit."""
+    parts = []
+    known = model.user_index.get(visitor_id) if visitor_id else None
+    if known is not None:
+        parts.append(model.user_vectors[known])
+    elif features:
+        rows = [i for i, name in enumerate(model.user_feature_names) if name in features]
+        if rows:
+            parts.append(model.user_feature_vectors[rows].mean(axis=0))
+    recent = [model.item_index[i] for i in recent_items if i in model.item_index]
+    if recent:
+        parts.append(model.item_vectors[recent].mean(axis=0))
+    return np.sum(parts, axis=0) if parts else None
 
 
 def _top(scores: np.ndarray, ids: list[str], k: int) -> list[str]:
