@@ -517,3 +517,14 @@ def test_item_facts_and_popular_searches(store: Store) -> None:
     # Lowercased and trimmed, by number of visitors; older than `since` and other shops left out.
     assert store.popular_searches("s", T0 - timedelta(days=30)) == [("bag", 2), ("tree", 1)]
     assert store.popular_searches("s", T0 - timedelta(days=30), limit=1) == [("bag", 2)]
+
+
+def test_bestsellers_count_every_line_of_multi_item_orders(store: Store) -> None:
+    store.upsert_items("demo", [CatalogItem(i, i) for i in ("x", "y", "z")])
+    now = datetime(2024, 5, 1)
+    order = Event("order-1", "purchase", now, value=9.0, order_id="O1",
+                  props={"items": [{"item_id": "y", "quantity": 2, "price": 1.5}, {"item_id": "z", "quantity": 1, "price": 6.0}]})
+    store.record_events("demo", "v1", [order, Event("order-2", "purchase", now, item_id="y", value=1.5, order_id="O2")])
+    assert [i.item_id for i in store.bestsellers("demo", 3)] == ["y", "z"]
+    store.record_events("demo", "v1", [order])  # the same event again changes nothing
+    assert [i.item_id for i in store.bestsellers("demo", 3)] == ["y", "z"]

@@ -78,3 +78,12 @@ item_trends = sa.Table(
     sa.Column("log_score", sa.Float, nullable=False),  # see server/trending.py
     sa.Index("ix_item_trends_rank", "shop", "scope", "log_score"),
 )
+
+item_sales = sa.Table(
+    "item_sales",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.String(128), primary_key=True),
+    sa.Column("purchases", sa.Integer, nullable=False),  # order lines with this item
+    sa.Index("ix_item_sales_rank", "shop", "purchases"),
+)

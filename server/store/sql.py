@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
 from server import trending
 from server.countries import to_iso
-from server.store.schema import events, item_trends, items, visitors
+from server.store.schema import events, item_sales, item_trends, items, visitors
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -142,18 +142,12 @@ class SqlStore:
             return [_row_item(r) for r in conn.execute(query)]
 
     def bestsellers(self, shop: str, limit: int = 10, category: str | None = None) -> list[CatalogItem]:
-        """Items by number of purchases, most bought first (all time)."""
-        sold = (
-            sa.select(events.c.item_id, sa.func.count().label("n"))
-            .where(events.c.shop == shop, events.c.type == "purchase", events.c.item_id.is_not(None))
-            .group_by(events.c.item_id)
-            .subquery()
-        )
+        """Items by number of order lines, most bought first (all time; counts kept per purchase)."""
         query = (
             sa.select(items)
-            .join(sold, sold.c.item_id == items.c.item_id)
+            .join(item_sales, (item_sales.c.shop == items.c.shop) & (item_sales.c.item_id == items.c.item_id))
             .where(items.c.shop == shop, items.c.in_stock.is_(True))
-            .order_by(sold.c.n.desc(), items.c.item_id)
+            .order_by(item_sales.c.purchases.desc(), items.c.item_id)
             .limit(limit)
         )
         if category:
@@ -250,6 +244,7 @@ class SqlStore:
             stored += 1
             if event.type == "purchase":
                 self._count_order(conn, shop, visitor_id, event, now)
+                self._add_sales(conn, shop, event.item_ids())
             if event.type in trending.WEIGHTS:
                 trends += [(item, event.type, event.ts) for item in event.item_ids()]
         if trends:
@@ -257,6 +252,18 @@ class SqlStore:
             country = conn.execute(sa.select(visitors.c.country).where(key)).scalar() or ""
             self._add_trends(conn, shop, [(item, type_, ts, country) for item, type_, ts in trends])
         return stored
+
+    def _add_sales(self, conn: Connection, shop: str, item_ids: Iterable[str]) -> None:
+        counts: dict[str, int] = {}
+        for item_id in item_ids:
+            counts[item_id] = counts.get(item_id, 0) + 1
+        if not counts:
+            return
+        stmt = self._insert(item_sales)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["shop", "item_id"], set_={"purchases": item_sales.c.purchases + stmt.excluded.purchases}
+        )
+        conn.execute(stmt, [dict(shop=shop, item_id=i, purchases=n) for i, n in counts.items()])
 
     def _add_trends(self, conn: Connection, shop: str, rows: Iterable[tuple[str, str, datetime, str]]) -> None:
         """Fold (item, event type, time, country) into the decayed scores, read-modify-write."""
@@ -371,21 +378,25 @@ class SqlStore:
                 stored += len(conn.execute(insert, rows[start : start + 1000]).all())
             self._rebuild_imported_visitors(conn, shop, users)
             if stored:
-                self._rebuild_trends(conn, shop)
+                self._rebuild_aggregates(conn, shop)
         return stored
 
-    def _rebuild_trends(self, conn: Connection, shop: str) -> None:
-        """Recompute a shop's trending scores from all its events (after an import)."""
+    def _rebuild_aggregates(self, conn: Connection, shop: str) -> None:
+        """Recompute a shop's trending scores and sales counts from all its events (after an import)."""
         countries = dict(conn.execute(sa.select(visitors.c.visitor_id, visitors.c.country).where(visitors.c.shop == shop)).all())
         query = sa.select(events.c.visitor_id, events.c.item_id, events.c.type, events.c.ts, events.c.props).where(
             events.c.shop == shop, events.c.type.in_(list(trending.WEIGHTS))
         )
-        rows = []
+        rows, sold = [], []
         for vid, item_id, type_, ts, props in conn.execute(query):
             event = Event(event_id="", type=type_, ts=ts, item_id=item_id, props=props)
             rows += [(item, type_, ts, countries.get(vid, "")) for item in event.item_ids()]
+            if type_ == "purchase":
+                sold += event.item_ids()
         conn.execute(sa.delete(item_trends).where(item_trends.c.shop == shop))
+        conn.execute(sa.delete(item_sales).where(item_sales.c.shop == shop))
         self._add_trends(conn, shop, rows)
+        self._add_sales(conn, shop, sold)
 
     def _rebuild_imported_visitors(self, conn: Connection, shop: str, users: dict[str, str]) -> None:
         """Visitor counters of imported customers, recomputed from their events."""
