@@ -47,6 +47,17 @@ def start_bare(port: int) -> subprocess.Popen:
                   "--log-level", "warning", "--no-access-log"])
 
 
+def percentiles(samples_s: list[float]) -> dict:
+    """p50, p99 and mean, in milliseconds, of timings in seconds."""
+    ms = sorted(x * 1000 for x in samples_s)
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 4),
+        "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 4),
+        "mean_ms": round(statistics.fmean(ms), 4),
+    }
+
+
 def run_load(
     port: int, method: str, path: str, headers: Callable[[int], dict] | dict, body: bytes | None,
     requests: int, concurrency: int,

@@ -29,18 +29,9 @@ import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.loadgen import percentiles  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "recommend.json"
 DIMS = 32
-
-
-def percentiles(samples_s: list[float]) -> dict:
-    ms = sorted(x * 1000 for x in samples_s)
-    return {
-        "n": len(ms),
-        "p50_ms": round(statistics.median(ms), 4),
-        "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 4),
-        "mean_ms": round(statistics.fmean(ms), 4),
-    }
 
 
 def synthetic_interactions(n_users: int, n_items: int, per_user: int, rng: np.random.Generator) -> sp.coo_matrix:

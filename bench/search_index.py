@@ -21,7 +21,6 @@ import os
 import platform
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.loadgen import percentiles  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "search_index.json"
 LIMIT = 200
 
@@ -53,16 +53,6 @@ napkins plates cups straws baking cases cutlery kitchen scales spoon tray tissue
 magnet hook peg coat rack shelf drawer knob sign enamel flag bucket basket picnic
 """.split()
 TITLE_WORDS = (3, 6)
-
-
-def percentiles(samples_s: list[float]) -> dict:
-    ms = sorted(x * 1000 for x in samples_s)
-    return {
-        "n": len(ms),
-        "p50_ms": round(statistics.median(ms), 4),
-        "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 4),
-        "mean_ms": round(statistics.fmean(ms), 4),
-    }
 
 
 def synthetic_titles(n: int, rng: random.Random) -> list[str]:
