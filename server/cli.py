@@ -92,7 +92,13 @@ def _run_server(settings: Settings, services: Any) -> None:
     from server.app import create_app
 
     # Vitrine reads X-Forwarded-* itself, only from trusted proxies (settings.trusted_proxies).
-    common = dict(host=settings.host, port=settings.port, proxy_headers=False, server_header=False, log_level="info")
+    # uvicorn's access log writes the client address and the whole query string (every
+    # keystroke of a search box): it is off, and Vitrine's own access log (server/app.py)
+    # writes method, path, status and duration only.
+    common = dict(
+        host=settings.host, port=settings.port, proxy_headers=False, server_header=False, log_level="info",
+        access_log=False,
+    )
     if settings.workers > 1:
         services.close()
         os.environ.update(_settings_env(settings))

@@ -41,6 +41,22 @@ class NavConfig(BaseModel):
     )
 
 
+class QAConfig(BaseModel):
+    """`[qa]`: who may use QA powers on fragment URLs (`visitor=`, `country=`, `device=`,
+    `source=` overrides, `_context=1`, `_debug=1`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    open: bool = Field(
+        False, description="Anyone may use QA powers without the key (the demo shop; never a live shop)."
+    )
+    key: str = Field(
+        "", min_length=0, max_length=128,
+        description="The shop's QA key. Empty means one derived from the server's secret key "
+        "(`vitrine shops qa-key SHOP` prints it).",
+    )
+
+
 class ShopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +66,7 @@ class ShopConfig(BaseModel):
     currency: str = "USD"
     campaigns: list[Campaign] = Field(default_factory=list)
     nav: NavConfig = Field(default_factory=NavConfig)
+    qa: QAConfig = Field(default_factory=QAConfig)
 
     def campaign(self, campaign_id: str) -> Campaign | None:
         return next((c for c in self.campaigns if c.id == campaign_id), None)

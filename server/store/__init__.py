@@ -8,6 +8,12 @@ from typing import Iterable, Protocol, Sequence
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile
 
 
+class StoreBusy(Exception):
+    """The store could not take this request within its bounded wait (a held write lock, a
+    locked database, an exhausted connection pool). The web layer answers 503 with
+    Retry-After; nothing of the request was written."""
+
+
 class Store(Protocol):
     def migrate(self) -> str: ...
     def schema_version(self) -> str | None: ...
