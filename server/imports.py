@@ -14,6 +14,8 @@ from xml.etree import ElementTree
 from xml.parsers import expat
 
 from server.models import INTERACTION_KINDS, CatalogItem, Interaction
+from server.urls import RULE as WEB_URL_RULE
+from server.urls import is_web_url
 
 CATALOG_FORMATS = ("csv", "gmc-tsv", "gmc-xml")
 MAX_ERRORS = 20
@@ -106,6 +108,11 @@ class _RowError(ValueError):
 # --- shared field parsing -------------------------------------------------------------
 
 
+def _quoted(text: str, limit: int = 80) -> str:
+    """A cell as an error message shows it: quoted, and cut short when it is long."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def _parse_price(text: str) -> tuple[float | None, str]:
     """"12.50", "12.50 GBP" or "GBP 12.50" -> (12.5, "GBP"); "" -> (None, "")."""
     if not text.strip():
@@ -137,6 +144,14 @@ def _parse_in_stock(text: str) -> bool:
     if key.replace("_", " ") in _AVAILABILITY:
         return _parse_availability(key)
     raise _RowError(f"bad in_stock {text!r} (expected true/false, yes/no or 1/0)")
+
+
+def _web_url(fields: dict[str, str], column: str) -> str:
+    """A link that goes into shop pages (`href`, `src`): empty, or a web URL (server/urls.py)."""
+    value = fields.get(column, "")
+    if value and not is_web_url(value):
+        raise _RowError(f"bad {column} {_quoted(value)} (expected {WEB_URL_RULE})")
+    return value
 
 
 def _category_path(text: str) -> str:
@@ -305,8 +320,8 @@ def _csv_item(row: dict[str, str]) -> CatalogItem:
         brand=row.get("brand", ""),
         price=price,
         currency=(row.get("currency", "") or currency).upper(),
-        url=row.get("url", ""),
-        image_url=row.get("image_url", ""),
+        url=_web_url(row, "url"),
+        image_url=_web_url(row, "image_url"),
         tags=_tags(row.get("tags", "")),
         in_stock=in_stock,
     )
@@ -328,8 +343,8 @@ def _gmc_item(fields: dict[str, str]) -> CatalogItem:
         brand=fields.get("brand", ""),
         price=price,
         currency=currency,
-        url=fields.get("link", ""),
-        image_url=fields.get("image_link", ""),
+        url=_web_url(fields, "link"),
+        image_url=_web_url(fields, "image_link"),
         tags=tuple(label for label in labels if label),
         in_stock=_parse_availability(availability) if availability else True,
     )

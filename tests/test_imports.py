@@ -10,6 +10,7 @@ import pytest
 
 from server.imports import ImportFailed, detect_catalog_format, read_catalog, read_interactions
 from server.models import CatalogItem
+from server.urls import RULE
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "server" / "demo" / "data"
 
@@ -310,6 +311,52 @@ def test_malformed_xml_gives_the_parser_line(tmp_path: Path) -> None:
     error = failure(read_catalog, write(tmp_path, "feed.xml", feed))
     assert error.line == 14
     assert "malformed XML: mismatched tag" in error.message
+
+
+# --- links ----------------------------------------------------------------------------
+
+NOT_WEB_URLS = ["javascript:alert(1)", "data:text/html,<script>alert(1)</script>", "//evil.example/p", "/\\evil.example"]
+
+
+def catalog_with_link(tmp_path: Path, format: str, column: str, link: str) -> Path:
+    """A two-item catalog whose second item (on line 3 of the file) has this link."""
+    if format == "csv":
+        text = f"item_id,title,{column}\nA,One,/p/A\nB,Two,\"{link}\"\n"
+        return write(tmp_path, "catalog.csv", text)
+    if format == "gmc-tsv":
+        return write(tmp_path, "feed.tsv", f"id\ttitle\t{column}\nA\tOne\t/p/A\nB\tTwo\t{link}\n")
+    escaped = link.replace("&", "&amp;").replace("<", "&lt;")
+    feed = (
+        f'<rss xmlns:g="{GOOGLE}"><channel><item><g:id>A</g:id><g:title>One</g:title></item>\n'
+        f"<item><g:id>B</g:id><g:title>Two</g:title><g:{column}>{escaped}</g:{column}></item>\n"
+        "</channel></rss>\n"
+    )
+    return write(tmp_path, "feed.xml", feed)
+
+
+GOOGLE = "http://base.google.com/ns/1.0"
+LINK_COLUMNS = [("csv", "url"), ("csv", "image_url"), ("gmc-tsv", "link"), ("gmc-tsv", "image_link"),
+                ("gmc-xml", "link"), ("gmc-xml", "image_link")]
+
+
+@pytest.mark.parametrize(("format", "column"), LINK_COLUMNS)
+@pytest.mark.parametrize("link", NOT_WEB_URLS)
+def test_links_that_are_not_web_urls_are_refused(tmp_path: Path, format: str, column: str, link: str) -> None:
+    path = catalog_with_link(tmp_path, format, column, link)
+    error = failure(read_catalog, path, format)
+    line = 2 if format == "gmc-xml" else 3
+    assert (error.line, error.message) == (line, f"bad {column} {link!r} (expected {RULE})")
+    # Web URLs, site paths and empty cells are kept as they are.
+    for good in ("https://shop.example/p/B?c=1#top", "/p/B", ""):
+        _, second = read_catalog(catalog_with_link(tmp_path, format, column, good), format)
+        assert (second.image_url if "image" in column else second.url) == good
+
+
+def test_a_plain_rss_link_is_checked_too(tmp_path: Path) -> None:
+    feed = RSS_FEED.replace("<link>https://shop.example/p/2</link>", "<link>javascript:alert(1)</link>")
+    error = failure(read_catalog, write(tmp_path, "feed.xml", feed))
+    assert error.line == 18
+    assert error.message == f"bad link 'javascript:alert(1)' (expected {RULE})"
 
 
 # --- interactions ---------------------------------------------------------------------

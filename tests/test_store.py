@@ -230,6 +230,26 @@ def test_bestsellers_orders_by_purchases_and_leaves_out_what_is_out_of_stock(sto
     assert store.bestsellers("other") == []  # "once" is not in that shop's catalog
 
 
+def test_links_stored_before_imports_checked_them_are_not_handed_out(store: Store) -> None:
+    store.upsert_items(
+        "shop",
+        [
+            item("bad", "Stored long ago", category="Gifts", url="javascript:alert(1)", image_url="//evil.example/i.png"),
+            item("good", "Fine", category="Gifts", url="/p/good", image_url="https://cdn.example/i/good.jpg"),
+        ],
+    )
+    store.record_events("shop", "v1", [purchase("p1", "bad"), purchase("p2", "good")])
+    reads = [
+        store.get_items("shop", ["bad", "good"]),
+        store.list_items("shop"),
+        store.all_items("shop"),
+        store.bestsellers("shop"),
+    ]
+    for found in reads:
+        links = {i.item_id: (i.url, i.image_url) for i in found}
+        assert links == {"bad": ("", ""), "good": ("/p/good", "https://cdn.example/i/good.jpg")}
+
+
 # -- visitors -------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from server.models import CatalogItem, Event, Interacted, Interaction, VisitorPr
 from server import trending
 from server.countries import to_iso
 from server.store.schema import events, item_sales, item_trends, items, visitors
+from server.urls import web_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -516,9 +517,11 @@ def _item_row(shop: str, item: CatalogItem, now: datetime) -> dict[str, Any]:
 
 
 def _row_item(row: Any) -> CatalogItem:
+    # Imports refuse links that are not web URLs; rows stored before they did may have one.
     return CatalogItem(
         item_id=row.item_id, title=row.title, description=row.description, category=row.category,
-        brand=row.brand, price=row.price, currency=row.currency, url=row.url, image_url=row.image_url,
+        brand=row.brand, price=row.price, currency=row.currency, url=web_url(row.url),
+        image_url=web_url(row.image_url),
         tags=tuple(t for t in row.tags.split("|") if t), in_stock=bool(row.in_stock),
     )
 
