@@ -38,11 +38,15 @@ _BOOLEANS = {
     "true": True, "yes": True, "y": True, "1": True,
     "false": False, "no": False, "n": False, "0": False,
 }
+# Matched against the stripped cell, so no two runs of spaces can compete for the same
+# characters: backtracking stays linear however long the cell is.
 _PRICE = re.compile(
-    r"^\s*(?:(?P<pre>[A-Za-z]{3})\s+)?"
+    r"(?:(?P<pre>[A-Za-z]{3})\s+)?"
     r"(?P<amount>[-+]?(?:\d+(?:\.\d*)?|\.\d+))"
-    r"\s*(?P<post>[A-Za-z]{3})?\s*$"
+    r"(?:\s*(?P<post>[A-Za-z]{3}))?"
 )
+# Amounts (prices, interaction values) above this are typing mistakes or overflowing digits.
+MAX_AMOUNT = 1e9
 _UNIX_TIME = re.compile(r"^[-+]?\d+(?:\.\d+)?$")
 
 Record = TypeVar("Record")
@@ -115,16 +119,19 @@ def _quoted(text: str, limit: int = 80) -> str:
 
 def _parse_price(text: str) -> tuple[float | None, str]:
     """"12.50", "12.50 GBP" or "GBP 12.50" -> (12.5, "GBP"); "" -> (None, "")."""
-    if not text.strip():
+    text = text.strip()
+    if not text:
         return None, ""
-    match = _PRICE.match(text)
+    match = _PRICE.fullmatch(text)
     if match is None:
         raise _RowError(
-            f"bad price {text!r} (expected a number like 12.50, or with a currency: 12.50 GBP)"
+            f"bad price {_quoted(text)} (expected a number like 12.50, or with a currency: 12.50 GBP)"
         )
     amount = float(match["amount"])
     if amount < 0:
-        raise _RowError(f"bad price {text!r}: must not be negative")
+        raise _RowError(f"bad price {_quoted(text)}: must not be negative")
+    if not amount <= MAX_AMOUNT:  # also catches the inf of a very long digit run
+        raise _RowError(f"bad price {_quoted(text)}: must be at most {MAX_AMOUNT:,.0f}")
     currency = (match["pre"] or match["post"] or "").upper()
     return amount, currency
 
@@ -182,9 +189,11 @@ def _parse_number(text: str, column: str) -> float | None:
     try:
         number = float(text)
     except ValueError:
-        raise _RowError(f"bad {column} {text!r} (expected a number)") from None
+        raise _RowError(f"bad {column} {_quoted(text)} (expected a number)") from None
     if not math.isfinite(number):
-        raise _RowError(f"bad {column} {text!r} (expected a finite number)")
+        raise _RowError(f"bad {column} {_quoted(text)} (expected a finite number)")
+    if abs(number) > MAX_AMOUNT:
+        raise _RowError(f"bad {column} {_quoted(text)}: must be between -{MAX_AMOUNT:,.0f} and {MAX_AMOUNT:,.0f}")
     return number
 
 

@@ -107,6 +107,41 @@ def test_bad_row_reports_its_line_and_returns_nothing(
     assert str(error) == f"{path}:4: {error.message}"
 
 
+@pytest.mark.parametrize("format", ["csv", "gmc-xml"])
+def test_a_price_cell_with_a_long_run_of_spaces_is_refused_in_linear_time(tmp_path: Path, format: str) -> None:
+    cell = "1" + " " * 100_000 + "x"
+    if format == "csv":
+        path = write(tmp_path, "catalog.csv", f'item_id,title,price\nA,One,"{cell}"\n')
+    else:
+        path = write(tmp_path, "feed.xml", f'<rss xmlns:g="{GOOGLE}"><channel>\n<item><g:id>A</g:id>'
+                                           f"<g:title>One</g:title><g:price>{cell}</g:price></item></channel></rss>")
+    started = time.perf_counter()
+    error = failure(read_catalog, path)
+    elapsed = time.perf_counter() - started
+    assert error.line == 2
+    assert error.message.startswith("bad price '1   ")
+    assert "(100002 characters) (expected a number like 12.50" in error.message
+    assert len(error.message) < 300  # the cell is cut short in the message
+    assert elapsed < 1  # about 5 ms; the old pattern backtracked quadratically (minutes here)
+
+
+@pytest.mark.parametrize(
+    ("price", "expected"),
+    [
+        ("1" * 400, "must be at most 1,000,000,000"),  # float() makes it inf
+        ("1" * 400 + " GBP", "must be at most 1,000,000,000"),
+        ("1000000000.01 GBP", "must be at most 1,000,000,000"),
+    ],
+)
+def test_prices_must_be_finite_and_at_most_a_billion(tmp_path: Path, price: str, expected: str) -> None:
+    path = write(tmp_path, "catalog.csv", f"item_id,title,price\nA,One,1000000000 GBP\nB,Two,{price}\n")
+    error = failure(read_catalog, path)
+    assert error.line == 3 and len(error.errors) == 1
+    assert expected in error.message
+    path.write_text("item_id,title,price\nA,One,1000000000 GBP\n")
+    assert read_catalog(path)[0].price == 1e9
+
+
 def test_line_numbers_count_physical_lines_of_quoted_values(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -404,6 +439,18 @@ def test_bad_interaction_reports_its_line(tmp_path: Path, row: str, expected: st
     error = failure(read_interactions, path)
     assert error.line == 3
     assert expected in error.message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2000000000", "must be between -1,000,000,000 and 1,000,000,000"),
+        ("-1e10", "must be between -1,000,000,000 and 1,000,000,000"),
+    ],
+)
+def test_interaction_values_must_be_finite_and_at_most_a_billion(tmp_path: Path, value: str, expected: str) -> None:
+    path = write(tmp_path, "interactions.csv", f"user_id,item_id,event,timestamp,value\nu,A,purchase,0,{value}\n")
+    assert expected in failure(read_interactions, path).message
 
 
 def test_interactions_missing_columns(tmp_path: Path) -> None:
