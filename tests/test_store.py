@@ -16,11 +16,14 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
 from conftest import HEAD
 from server.models import CatalogItem, Event, Interaction
 from server.store import Store, open_store
-from server.store.sql import imported_visitor_id
+from server.store.schema import events as events_table
+from server.store.sql import MIGRATIONS, imported_visitor_id
 
 POSTGRES_URL = os.environ.get(
     "VITRINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -348,6 +351,58 @@ def test_an_order_sent_again_under_a_new_event_id_counts_once(store: Store) -> N
     assert (store.get_visitor("shop", "v1").orders, store.get_visitor("shop", "v1").revenue) == (1, 12.0)
     # Another shop's order with the same number is its own.
     assert store.record_events("other", "v1", [reload]) == (1, 0)
+
+
+def test_the_same_order_number_from_two_visitors_counts_for_both(store: Store) -> None:
+    store.upsert_items("shop", [item("y", "Bought once"), item("z", "Bought in order 1001 twice")])
+    # Order numbers are often predictable: visitor A sending B's next number first must not
+    # make B's real order a duplicate.
+    assert store.record_events("shop", "A", [Event("a-1", "purchase", T0, item_id="z", value=5.0, order_id="1001")]) == (1, 0)
+    assert store.record_events("shop", "B", [Event("b-1", "purchase", T0, item_id="z", value=7.0, order_id="1001")]) == (1, 0)
+    store.record_events("shop", "C", [Event("c-1", "purchase", T0, item_id="y", value=1.0, order_id="2001")])
+    assert (store.get_visitor("shop", "B").orders, store.get_visitor("shop", "B").revenue) == (1, 7.0)
+    assert (store.get_visitor("shop", "A").orders, store.get_visitor("shop", "A").revenue) == (1, 5.0)
+    assert [i.item_id for i in store.bestsellers("shop")] == ["z", "y"]  # z counted twice, y once
+    # A sending its own order again, under a new event id, is still a duplicate.
+    resent = Event("a-2", "purchase", T0 + timedelta(minutes=1), item_id="z", value=5.0, order_id="1001")
+    assert store.record_events("shop", "A", [resent]) == (0, 1)
+    # So is the same order twice in one batch.
+    twice = [Event(f"d-{n}", "purchase", T0, item_id="y", value=1.0, order_id="3001") for n in (1, 2)]
+    assert store.record_events("shop", "D", twice) == (1, 1)
+    assert store.count_events("shop", type="purchase") == 4
+    assert store.get_visitor("shop", "A").orders == 1
+    assert [i.item_id for i in store.bestsellers("shop")] == ["y", "z"]  # y: C and D; z: A and B
+
+
+def test_migrating_existing_events_keeps_the_oldest_purchase_of_each_order_per_visitor(fresh_store: Store) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with fresh_store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")  # the schema before orders were unique per visitor
+
+    def row(event_id: str, visitor_id: str, type_: str = "purchase", order_id: str | None = "1001") -> dict:
+        return dict(shop="shop", event_id=event_id, visitor_id=visitor_id, type=type_, ts=T0,
+                    order_id=order_id, value=1.0, received_at=T0)
+
+    rows = [
+        row("a-first", "A"), row("a-again", "A"), row("a-third", "A"),  # one order stored three times
+        row("b-own", "B"),  # another visitor's order with the same number
+        row("a-view", "A", type_="view_item"), row("a-other", "A", order_id="1002"),
+        row("a-none-1", "A", order_id=None), row("a-none-2", "A", order_id=None),
+        row("elsewhere", "A"),
+    ]
+    rows[-1]["shop"] = "other"
+    with fresh_store.engine.begin() as conn:
+        conn.execute(sa.insert(events_table), rows)
+
+    assert fresh_store.migrate() == HEAD
+    with fresh_store.engine.connect() as conn:
+        kept = set(conn.execute(sa.select(events_table.c.event_id)).scalars())
+    assert kept == {"a-first", "b-own", "a-view", "a-other", "a-none-1", "a-none-2", "elsewhere"}
+    again = Event("a-fourth", "purchase", T0, value=1.0, order_id="1001")
+    assert fresh_store.record_events("shop", "A", [again]) == (0, 1)
+    assert fresh_store.record_events("shop", "C", [again]) == (1, 0)
 
 
 def test_a_purchase_from_an_unseen_visitor_creates_the_visitor(store: Store) -> None:

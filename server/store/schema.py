@@ -9,6 +9,8 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+_PURCHASE_WITH_ORDER = "type = 'purchase' AND order_id IS NOT NULL"
+
 items = sa.Table(
     "items",
     metadata,
@@ -67,6 +69,12 @@ events = sa.Table(
     sa.Index("ix_events_type", "shop", "type", "ts"),
     sa.Index("ix_events_item", "shop", "item_id"),
     sa.Index("ix_events_order", "shop", "order_id"),
+    # A reloaded thank-you page sends its order again under a new event_id: one purchase per
+    # order of each visitor. Per visitor, so nobody can spoil another visitor's order number.
+    sa.Index(
+        "uq_events_order", "shop", "visitor_id", "order_id", unique=True,
+        sqlite_where=sa.text(_PURCHASE_WITH_ORDER), postgresql_where=sa.text(_PURCHASE_WITH_ORDER),
+    ),
 )
 
 item_trends = sa.Table(

@@ -231,17 +231,12 @@ class SqlStore:
     def _store_events(self, conn: Connection, shop: str, visitor_id: str, batch: Sequence[Event]) -> int:
         now = utcnow()
         stored = 0
-        # Count the RETURNING rows, not rowcount: psycopg reports -1 for these inserts.
-        insert = (
-            self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"]).returning(events.c.id)
-        )
+        insert = self._event_insert()
         trends: list[tuple[str, str, datetime]] = []
         for event in batch:
-            if event.type == "purchase" and event.order_id and self._order_recorded(conn, shop, event.order_id):
-                continue  # a reloaded thank-you page sends the order again under a new event_id
             result = conn.execute(insert.values(**_event_row(shop, visitor_id, event, now)))
             if result.first() is None:
-                continue
+                continue  # an event_id already stored, or an order this visitor already sent
             stored += 1
             if event.type == "purchase":
                 self._count_order(conn, shop, visitor_id, event, now)
@@ -325,12 +320,6 @@ class SqlStore:
         with self.engine.connect() as conn:
             return [(r[0], r[1]) for r in conn.execute(query) if r[0]]
 
-    def _order_recorded(self, conn: Connection, shop: str, order_id: str) -> bool:
-        query = sa.select(events.c.id).where(
-            events.c.shop == shop, events.c.type == "purchase", events.c.order_id == order_id
-        ).limit(1)
-        return conn.execute(query).first() is not None
-
     def _count_order(self, conn: Connection, shop: str, visitor_id: str, event: Event, now: datetime) -> None:
         key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
         if conn.execute(sa.select(visitors.c.visitor_id).where(key)).first() is None:
@@ -369,10 +358,7 @@ class SqlStore:
                 users[vid] = to_iso(it.country)
             else:
                 users.setdefault(vid, "")
-        # RETURNING gives one row per inserted event on every backend (rowcount does not).
-        insert = (
-            self._insert(events).on_conflict_do_nothing(index_elements=["shop", "event_id"]).returning(events.c.id)
-        )
+        insert = self._event_insert()
         stored = 0
         with self._writing() as conn:
             for start in range(0, len(rows), 1000):
@@ -487,6 +473,13 @@ class SqlStore:
             return {r[0] for r in conn.execute(query)}
 
     # -- helpers ---------------------------------------------------------------------
+    def _event_insert(self) -> Any:
+        """An insert of events that skips rows breaking either unique rule of the table: the
+        (shop, event_id) of an event sent again, and the (shop, visitor, order) of a purchase
+        sent again under a new event_id. With no conflict target, ON CONFLICT DO NOTHING covers
+        both. Count the RETURNING rows, not rowcount: psycopg reports -1 for these inserts."""
+        return self._insert(events).on_conflict_do_nothing().returning(events.c.id)
+
     def _insert(self, table: sa.Table) -> Any:
         # Both dialects spell upserts the same way; only the import differs.
         if self.dialect == "postgresql":
