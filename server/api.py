@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,8 +16,11 @@ from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.identity import attach_token, identify
 from server.navigation import MAX_MENU_ENTRIES
+from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.shops import ShopConfig
-from widgets import WIDGETS, RenderContext, Slot
+from server.web.front import body_shop, request_shop
+from server.web.html import debug_comment
+from widgets import WIDGETS, RenderContext, Slot, SlotLimit, isolated, items_asked, render_slot
 
 ACCEPTED_TYPES = ("application/json", "text/plain", "")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -30,7 +32,7 @@ SLOT_PARAMS = (
 
 
 class PageIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     url: str = Field(default="", max_length=4096)
     referrer: str = Field(default="", max_length=4096)
@@ -82,13 +84,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _shop_from(request: Request, body_shop: str | None) -> str | None:
-    query_shop = request.query_params.get("shop")
-    if query_shop and body_shop and query_shop != body_shop:
-        raise ApiError(400, f"shop in the URL ({query_shop!r}) and in the body ({body_shop!r}) differ")
-    return body_shop or query_shop
-
-
 def _respond_with_token(request: Request, payload: dict, shop: str, visitor_id: str, status: int = 200) -> Response:
     svc = _services(request)
     token = svc.signer.sign(shop, visitor_id)
@@ -125,37 +120,44 @@ async def page(request: Request) -> Response:
         raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
     if len(body.slots) > svc.settings.max_slots_per_page:
         raise ApiError(422, f"too many slots: {len(body.slots)} (at most {svc.settings.max_slots_per_page})")
-    shop = svc.shop(_shop_from(request, body.shop))
+    shop = svc.shop(body_shop(request, body.shop))
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, body.token)
     page_ctx = PageContext(**body.page.model_dump())
+    slots = [Slot(s.id, s.widget, s.attrs) for s in body.slots]
+    _check_work(slots, svc.settings.recommendation_count, svc.settings.max_items_per_page)
 
     def render() -> dict[str, Any]:
         page_view_id = secrets.token_urlsafe(12)
         ctx = svc.contexts.build(request, shop.id, identity, page_ctx, page_view_id=page_view_id)
         rc = _render_context(svc, ctx, shop)
         fragments, errors = {}, {}
-        for slot_in in body.slots:
-            widget = WIDGETS.get(slot_in.widget)
-            if widget is None or slot_in.widget == "popup":
-                errors[slot_in.id] = f"unknown widget kind {slot_in.widget!r}"
+        for slot in slots:
+            if slot.widget == "popup":  # popups come with the page, not in a slot
+                errors[slot.id] = "popups need no slot: they come with every page call"
                 continue
-            fragment = widget.render(rc, Slot(slot_in.id, slot_in.widget, slot_in.attrs))
+            fragment = render_slot(rc, slot)
             if fragment.error:
-                errors[slot_in.id] = fragment.error
+                errors[slot.id] = fragment.error
             if fragment.html:
-                fragments[slot_in.id] = {
+                fragments[slot.id] = {
                     "html": fragment.html, "shadow": fragment.shadow, "campaigns": fragment.campaigns,
                     "strategy": fragment.strategy,
                 }
+        popup_widget = WIDGETS["popup"]
         payload = {
             "page_view_id": page_view_id,
             "visitor": {"kind": ctx.visitor_kind, "visits": ctx.profile.visits, "new_visit": ctx.profile.new_visit},
             "fragments": fragments,
-            "popups": WIDGETS["popup"].page_popups(rc),  # type: ignore[attr-defined]
+            "popups": isolated(shop.id, "popups", lambda: popup_widget.page_popups(rc), list),  # type: ignore[attr-defined]
             "errors": errors,
         }
         if body.nav and rc.navigator:
-            payload["nav"] = rc.navigator.order_menu(ctx, body.nav, shop.nav).as_json()
+            navigator = rc.navigator
+            nav = isolated(shop.id, "menu order", lambda: navigator.order_menu(ctx, body.nav, shop.nav).as_json(), dict)
+            if nav:
+                payload["nav"] = nav
+            else:
+                errors["nav"] = "the menu order could not be computed (the server log says why)"
         return payload
 
     payload = await run_in_threadpool(render)
@@ -171,7 +173,7 @@ async def events(request: Request) -> Response:
     except BatchError as exc:
         status = 400 if str(exc).startswith("invalid JSON") else 422
         raise ApiError(status, str(exc)) from None
-    shop = svc.shop(_shop_from(request, batch.shop))
+    shop = svc.shop(body_shop(request, batch.shop))
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, batch.token)
     stored, duplicates = await run_in_threadpool(svc.store.record_events, shop.id, identity.visitor_id, to_events(batch))
     return _respond_with_token(request, {"accepted": stored, "duplicates": duplicates}, shop.id, identity.visitor_id, 202)
@@ -180,10 +182,12 @@ async def events(request: Request) -> Response:
 async def fragment(request: Request) -> Response:
     """`GET /v1/fragments/{kind}?shop=S`: one widget's HTML for this visitor, for QA and SSI.
 
-    `?visitor=new|returning|customer&country=GB&device=mobile&source=paid` render as another
-    kind of visitor; `page_type`, `item_id`, `category` set the page; `slot` and
-    `placement` pick the slot; `_context=1` returns the template context and the decisions
-    as JSON; `_debug=1` appends them to the HTML as a comment.
+    `page_type`, `item_id`, `category` set the page; `slot` and `placement` pick the slot.
+    With the shop's QA key (or on a shop open for QA): `?visitor=new|returning|customer&
+    country=GB&device=mobile&source=paid` render as another kind of visitor; `_context=1`
+    returns the template context and the decisions as JSON; `_debug=1` appends them to the
+    HTML as a comment. Without it, the overrides are ignored (the real visitor is rendered)
+    and `_context` / `_debug` answer 403.
     """
     svc = _services(request)
     kind = request.path_params["kind"]
@@ -191,22 +195,34 @@ async def fragment(request: Request) -> Response:
     if widget is None:
         raise ApiError(404, f"unknown widget kind {kind!r}; known: {', '.join(sorted(WIDGETS))}")
     params = request.query_params
-    shop = svc.shop(params.get("shop"))
+    shop = svc.shop(request_shop(request))
+    qa = qa_allowed(svc.signer.keys, shop, request.headers.get(QA_HEADER) or params.get(QA_PARAM))
+    if not qa and (params.get("_context") or params.get("_debug")):
+        raise ApiError(
+            403,
+            f"_context and _debug need shop {shop.id!r}'s QA key: send it as the {QA_HEADER} header or the "
+            f"{QA_PARAM} parameter (`vitrine shops qa-key {shop.id}` prints it)",
+        )
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name)
     page_ctx = PageContext(
         url=params.get("url", ""), referrer=params.get("referrer", ""), type=params.get("page_type", ""),
         item_id=params.get("item_id", ""), category=params.get("category", ""),
     )
-    overrides = {k: params[k] for k in OVERRIDES if params.get(k)}
-    slot_id = params.get("slot", kind)
-    attrs = {k: v for k, v in params.items() if k in SLOT_PARAMS}
+    overrides = {k: params[k] for k in OVERRIDES if params.get(k)} if qa else {}
+    slot = Slot(params.get("slot", kind)[:64], kind, {k: v for k, v in params.items() if k in SLOT_PARAMS})
+    try:
+        items_asked(slot, svc.settings.recommendation_count)
+    except SlotLimit as exc:
+        raise ApiError(422, str(exc)) from None
 
     def render():
         ctx = svc.contexts.build(request, shop.id, identity, page_ctx, overrides=overrides)
         rc = _render_context(svc, ctx, shop, standalone=True)
-        return ctx, widget.render(rc, Slot(slot_id, kind, attrs))
+        return ctx, render_slot(rc, slot)
 
     ctx, frag = await run_in_threadpool(render)
+    if frag.failed:
+        raise ApiError(503, f"this {kind} fragment could not be rendered now (the server log says why)")
     debug = frag.debug()
     if params.get("_context"):
         return JSONResponse({"visitor": ctx.as_dict(), **debug}, headers={"Cache-Control": "no-store"})
@@ -220,8 +236,8 @@ async def fragment(request: Request) -> Response:
     html = frag.html
     if not html:
         html = f"<!-- vitrine: no {kind} for this visitor; add _context=1 to see why -->\n"
-    if params.get("_debug") or svc.settings.debug:
-        html += "\n<!-- vitrine debug\n" + json.dumps(debug, indent=2).replace("--", "- -") + "\n-->\n"
+    if params.get("_debug") or (svc.settings.debug and qa):
+        html += debug_comment(debug)
     headers = {"Cache-Control": "private, no-store", "X-Vitrine-Template": frag.template or "none"}
     if frag.campaigns:
         headers["X-Vitrine-Campaigns"] = ",".join(frag.campaigns)
@@ -230,6 +246,20 @@ async def fragment(request: Request) -> Response:
     if frag.error:
         raise ApiError(422, frag.error)
     return HTMLResponse(html, headers=headers)
+
+
+def _check_work(slots: list[Slot], default_count: int, most_items: int) -> None:
+    """Refuse (422) a page call that asks for more than a page call may, before any work."""
+    total = 0
+    for slot in slots:
+        try:
+            total += items_asked(slot, default_count)
+        except SlotLimit as exc:
+            raise ApiError(422, f"slot {slot.id!r}: {exc}") from None
+    if total > most_items:
+        raise ApiError(
+            422, f"the slots of this page call ask for {total} items; a page call may ask for at most {most_items}"
+        )
 
 
 def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool = False) -> RenderContext:

@@ -25,7 +25,8 @@ from server.recommend.serving import Recommender
 from server.search import SearchService
 from server.settings import Settings
 from server.shops import ShopConfig, ShopConfigError, ShopRegistry
-from server.store import Store, open_store
+from server.store import Store, StoreBusy, open_store
+from server.web.front import FrontDoor
 from widgets.base import Templates
 
 log = logging.getLogger("vitrine")
@@ -51,9 +52,12 @@ class Services:
             raise ApiError(400, "missing shop: pass ?shop=SHOP")
         try:
             config = self.shops.get(shop_id)
-        except ShopConfigError as exc:
-            log.error("shop %s: %s", shop_id, exc)
-            raise ApiError(503, f"shop {shop_id!r} has a broken config file; see the server log") from None
+        except ShopConfigError:
+            # The registry logged the problems once for this version of the file.
+            raise ApiError(
+                503, f"shop {shop_id!r} is not available: its config file is broken "
+                f"(`vitrine shops check {shop_id}` and the server log say why)",
+            ) from None
         if config is None:
             raise ApiError(404, f"unknown shop {shop_id!r}")
         return config
@@ -101,11 +105,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     services = services or build_services(settings)
 
     def origins_for(shop_id: str) -> list[str] | None:
+        """The shop's origins, None for an unknown shop; ApiError (503) for a broken config."""
         try:
-            config = services.shops.get(shop_id)
-        except ShopConfigError:
-            return None
-        return config.origins if config else None
+            return services.shop(shop_id).origins
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     routes = [
         Route("/", lambda request: RedirectResponse("/demo/")),
@@ -119,8 +125,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = Starlette(
         debug=False,
         routes=routes,
-        middleware=[Middleware(ShopCORSMiddleware, origins_for=origins_for)],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        middleware=[Middleware(FrontDoor), Middleware(ShopCORSMiddleware, origins_for=origins_for)],
+        exception_handlers={
+            ApiError: _api_error, StoreBusy: _store_busy, HTTPException: _http_error, Exception: _server_error,
+        },
     )
     app.state.services = services
     return app
@@ -133,6 +141,15 @@ def services_of(request: Request) -> Services:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _store_busy(request: Request, exc: Exception) -> Response:
+    # Bounded waits: a held write lock or a locked database answers fast, and the client
+    # (the embed script keeps the page's default content) may try again in a moment.
+    log.warning("store busy on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": "the store is busy; try again in a second"}, status_code=503, headers={"Retry-After": "1"}
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

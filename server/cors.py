@@ -1,18 +1,21 @@
 """CORS per shop: each shop lists the origins allowed to call the API with credentials.
 
 The shop is named in the query string (`?shop=demo`) so that preflight requests, which
-carry no body, can be decided too. A browser request from an origin the shop did not list
+carry no body, can be decided too; it is decided once, by the front door (server/web/front.py),
+and read here from the request's state. A browser request from an origin the shop did not list
 is refused with 403 before it reaches an endpoint, so it records nothing.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Callable
-from urllib.parse import parse_qs
 
 from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import ApiError
+from server.web.front import request_shop, send_json
 
 ALLOW_HEADERS = "Content-Type, X-Visitor-Token"
 EXPOSE_HEADERS = "X-Visitor-Token, X-Vitrine-Strategy"
@@ -21,7 +24,7 @@ EXPOSE_HEADERS = "X-Visitor-Token, X-Vitrine-Strategy"
 class ShopCORSMiddleware:
     def __init__(self, app: ASGIApp, origins_for: Callable[[str], list[str] | None], prefix: str = "/v1/") -> None:
         self.app = app
-        self.origins_for = origins_for  # None for an unknown shop
+        self.origins_for = origins_for  # None for an unknown shop; raises ApiError when it cannot answer
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -33,11 +36,15 @@ class ShopCORSMiddleware:
         if not origin or scope["path"].endswith("/vitrine.js"):
             await self.app(scope, receive, send)
             return
-        shop = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("shop", [""])[0]
-        allowed, reason = self._allowed(origin, shop, headers)
+        shop = request_shop(scope) or ""
+        try:
+            allowed, reason = self._allowed(origin, shop, headers)
+        except ApiError as exc:  # the shop cannot answer now (a broken config): the app's own answer
+            await JSONResponse({"error": exc.message}, exc.status, headers={"vary": "Origin"})(scope, receive, send)
+            return
         preflight = scope["method"] == "OPTIONS" and "access-control-request-method" in headers
         if not allowed:
-            await _json(send, 403 if shop else 400, {"error": reason})
+            await send_json(send, 403 if shop else 400, {"error": reason}, [(b"vary", b"Origin")])
             return
         cors = [
             (b"access-control-allow-origin", origin.encode("latin-1")),
@@ -73,10 +80,3 @@ class ShopCORSMiddleware:
         if origin in own or origin.rstrip("/") in (o.rstrip("/") for o in origins):
             return True, ""
         return False, f"origin {origin} is not allowed for shop {shop!r}; add it to the shop's origins"
-
-
-async def _json(send: Send, status: int, payload: dict) -> None:
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"vary", b"Origin")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

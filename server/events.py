@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from server.models import Event, utcnow
 
@@ -19,20 +19,23 @@ EventType = Literal[
     "begin_checkout", "purchase", "search", "view_promotion", "select_promotion", "close_promotion",
 ]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
-# How far a client clock may run ahead before its timestamp is replaced by the server's.
+# The window an event's `ts` must fall in, around the server's clock when the batch arrives:
+# the embed script sends within seconds, a queued beacon within hours; a client clock may
+# run a day ahead. Anything outside is refused (422 naming the field), never guessed.
+MAX_EVENT_AGE = timedelta(days=7)
 MAX_CLOCK_SKEW = timedelta(hours=24)
 
 
 class LineItem(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     item_id: Id
     quantity: float = Field(default=1, gt=0, le=100000)
-    price: float | None = Field(default=None, ge=0)
+    price: float | None = Field(default=None, ge=0, le=1e9)
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     event_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     type: EventType
@@ -48,6 +51,31 @@ class EventIn(BaseModel):
     item_list_name: str | None = Field(default=None, max_length=128)
     search_term: str | None = Field(default=None, max_length=200)
     page_view_id: str | None = Field(default=None, max_length=64)
+
+    @field_validator("ts")
+    @classmethod
+    def _within_window(cls, ts: float | datetime | None, info: ValidationInfo) -> float | datetime | None:
+        """Naive UTC, within the window around the server's clock; history written by the
+        shop's own tools (validation context `{"history": True}`) may be of any time."""
+        if ts is None:
+            return None
+        history = bool(info.context and info.context.get("history"))
+        now = utcnow()
+        try:
+            if isinstance(ts, datetime):
+                moment = ts if ts.tzinfo is None else ts.astimezone(timezone.utc).replace(tzinfo=None)
+            else:
+                moment = datetime.fromtimestamp(ts / 1000, tz=timezone.utc).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError):
+            moment = None
+        if moment is not None and history:
+            return moment
+        if moment is None or not now - MAX_EVENT_AGE <= moment <= now + MAX_CLOCK_SKEW:
+            raise ValueError(
+                f"must be within {MAX_EVENT_AGE.days} days before and {MAX_CLOCK_SKEW // timedelta(hours=1)} hours "
+                "after the server's clock (Unix milliseconds or ISO 8601)"
+            )
+        return moment
 
     @model_validator(mode="after")
     def _required_per_type(self) -> "EventIn":
@@ -85,7 +113,7 @@ class EventIn(BaseModel):
 
 
 class EventBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     shop: str = Field(min_length=1, max_length=64)
     token: str | None = Field(default=None, max_length=512)
@@ -123,14 +151,5 @@ def to_events(batch: EventBatch) -> list[Event]:
 
 
 def _event_time(ts: float | datetime | None, received: datetime) -> datetime:
-    if ts is None:
-        return received
-    if isinstance(ts, datetime):
-        moment = ts if ts.tzinfo is None else ts.astimezone(timezone.utc).replace(tzinfo=None)
-    else:
-        try:
-            moment = datetime.fromtimestamp(ts / 1000, tz=timezone.utc).replace(tzinfo=None)
-        except (OverflowError, OSError, ValueError):
-            return received
-    # A client clock far in the future would reorder history: trust the server then.
-    return received if moment - received > MAX_CLOCK_SKEW else moment
+    """The event's time: its own (checked to be in the window, naive UTC), or the arrival's."""
+    return ts if isinstance(ts, datetime) else received

@@ -29,6 +29,7 @@ class TokenSigner:
     def __init__(self, keys: list[str], max_age_seconds: int) -> None:
         if not keys:
             raise ValueError("at least one signing key is needed")
+        self.keys = list(keys)
         # itsdangerous signs with the last key and accepts any of them.
         self._serializer = URLSafeTimedSerializer(keys, salt=VISITOR_SALT)
         self.max_age_seconds = max_age_seconds

@@ -83,6 +83,11 @@ class Settings:
     )
     max_events_per_batch: int = _setting(100, "Most events accepted in one `POST /v1/events` batch.")
     max_slots_per_page: int = _setting(30, "Most slots accepted in one `POST /v1/page` call.")
+    max_items_per_page: int = _setting(
+        150,
+        "Most items the slots of one `POST /v1/page` call may ask for together (recommendation "
+        "counts, search and category page sizes, menu entries); more gets 422 before any work.",
+    )
     model_components: int = _setting(
         0, "Dimensions of the recommendation model's embeddings. 0 lets `vitrine train` choose on a validation split."
     )

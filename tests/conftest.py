@@ -9,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from server.app import Services, build_services, create_app
+from server.events import EventBatch, to_events
 from server.models import CatalogItem
 from server.settings import Settings
 
@@ -53,3 +54,20 @@ def client(app) -> TestClient:
 
 # The newest schema migration: the version a migrated store reports.
 HEAD = sorted(p.name.split("_")[0] for p in (ROOT / "server" / "store" / "migrations" / "versions").glob("0*.py"))[-1]
+
+
+def record_history(services: Services, shop: str, visitor_token: str, *events: dict) -> None:
+    """Events from before the API's time window (weeks-old views, last month's orders): the
+    history a shop imports, validated and converted exactly as an event batch is."""
+    batch = EventBatch.model_validate({"shop": shop, "events": list(events)}, context={"history": True})
+    visitor_id = services.signer.visitor_id(shop, visitor_token)
+    assert visitor_id, "not a token of this shop"
+    services.store.record_events(shop, visitor_id, to_events(batch))
+
+
+def qa_headers(client: TestClient, shop: str) -> dict[str, str]:
+    """The header that grants QA powers on a shop that is not open for QA."""
+    from server.qa import QA_HEADER, qa_key
+
+    services = client.app.state.services
+    return {QA_HEADER: qa_key(services.signer.keys, services.shops.get(shop))}

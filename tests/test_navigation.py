@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from conftest import qa_headers, record_history
 
 from server.models import CatalogItem, utcnow
 from server.recommend.artifact import save_artifact
@@ -73,7 +74,7 @@ def page_nav(client, visitor_token: str | None, nav: list[str] = MENU) -> dict:
 def nav_context(client, visitor_token: str, categories: list[str] = MENU) -> dict:
     client.cookies.clear()
     r = client.get("/v1/fragments/nav", params={"shop": SHOP, "categories": ",".join(categories), "_context": "1"},
-                   headers={"X-Visitor-Token": visitor_token})
+                   headers={"X-Visitor-Token": visitor_token, **qa_headers(client, SHOP)})
     assert r.status_code == 200, r.text
     return r.json()["nav"]
 
@@ -102,7 +103,7 @@ def test_carts_and_purchases_weigh_more_than_views(shop, client):
 def test_old_interest_fades_with_the_half_life(shop, client):
     visitor = token(shop, "changed-mind")
     # 12 Christmas views five weeks ago (half-life one week: 12 / 32 = 0.4) against 2 Kitchen views today.
-    send(client, visitor, *views("x", 12, hours_ago=5 * 168), *views("k", 2))
+    record_history(shop, SHOP, visitor, *views("x", 12, hours_ago=5 * 168), *views("k", 2))
     assert page_nav(client, visitor)["order"][1:3] == ["kitchen", "christmas"]
 
 

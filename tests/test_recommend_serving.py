@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import UK_IP, US_IP
+from conftest import UK_IP, US_IP, record_history
 from server.models import CatalogItem, Event, utcnow
 from server.recommend.artifact import save_artifact
 
@@ -139,7 +139,7 @@ def test_buy_again_puts_the_most_overdue_repeat_purchase_first(shop, client):
                 "transaction_id": f"T-{item}-{n}", "ts": ts}
 
     # b1 every 10 days, last 30 days ago: overdue (3x). a1 every 10 days, last 5 days ago: not due.
-    send(client, visitor, bought("b1", 50, 1), bought("b1", 40, 2), bought("b1", 30, 3),
+    record_history(shop, "demo", visitor, bought("b1", 50, 1), bought("b1", 40, 2), bought("b1", 30, 3),
          bought("a1", 15, 4), bought("a1", 5, 5), bought("b2", 1, 6))
     ids, strategy, _ = recs(client, visitor_token=visitor, strategy="buy_again", count=3)
     assert strategy == "buy_again"

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from conftest import DEMO_CONFIG
+from conftest import DEMO_CONFIG, record_history
 from server.cli import main
 from server.models import CatalogItem, utcnow
 from server.recommend.artifact import save_artifact
@@ -271,7 +271,7 @@ def test_an_empty_box_suggests_popular_searches_of_the_last_30_days(shop, client
         send(client, token(shop, visitor), searched("Bag", n), searched("zzqxw", n + 10))
     send(client, token(shop, "v1"), searched("bag", 20))  # the same visitor again counts once
     send(client, token(shop, "v4"), searched("christmas", 30))
-    send(client, token(shop, "v5"), searched("cake", 40, days_ago=45), searched("wreath", 41))
+    record_history(shop, "demo", token(shop, "v5"), searched("cake", 40, days_ago=45), searched("wreath", 41))
     assert search(client, q="", suggest="1")[1] == "categories"  # each process keeps them a minute
     shop.search.popular_ttl_s = 0
     _, kind, response = search(client, q="", suggest="1")

@@ -1,8 +1,14 @@
-"""Widget kinds: one package each, all reachable through `WIDGETS` (the one registry)."""
+"""Widget kinds: one package each, all reachable through `WIDGETS` (the one registry), and
+the one render path every slot goes through (`render_slot`), on a page call and on a
+fragment URL alike."""
 
 from __future__ import annotations
 
-from widgets.base import Fragment, RenderContext, Slot, Widget
+import logging
+import threading
+from typing import Callable, TypeVar
+
+from widgets.base import Fragment, RenderContext, Slot, SlotLimit, Widget
 from widgets.banner import BannerWidget
 from widgets.category import CategoryWidget
 from widgets.nav import NavWidget
@@ -10,9 +16,64 @@ from widgets.popup import PopupWidget
 from widgets.recommendations import RecommendationsWidget
 from widgets.search import SearchWidget
 
+log = logging.getLogger("vitrine.widgets")
+T = TypeVar("T")
+
 WIDGETS: dict[str, Widget] = {
     w.kind: w
     for w in (PopupWidget(), BannerWidget(), RecommendationsWidget(), NavWidget(), CategoryWidget(), SearchWidget())
 }
+FAILED = "could not be rendered (the server log says why)"
 
-__all__ = ["WIDGETS", "Fragment", "RenderContext", "Slot", "Widget"]
+
+def render_slot(rc: RenderContext, slot: Slot) -> Fragment:
+    """One slot's fragment. A widget that raises (a corrupt model, a broken search index, an
+    override template with an error) fails alone: its fragment is empty and `failed`, the
+    page keeps the slot's default content, the other slots still render, and the cause is
+    logged once, not on every request."""
+    widget = WIDGETS.get(slot.widget)
+    if widget is None:
+        return Fragment(html="", shadow=False, error=f"unknown widget kind {slot.widget!r}")
+    def work() -> Fragment:
+        try:
+            return widget.render(rc, slot)
+        except SlotLimit as exc:  # asked for a page too far: the slot's own error
+            return Fragment(html="", shadow=widget.shadow, error=str(exc))
+
+    return isolated(
+        rc.shop.id, f"{slot.widget} slot", work,
+        lambda: Fragment(html="", shadow=widget.shadow, error=f"this {slot.widget} slot {FAILED}", failed=True),
+    )
+
+
+def isolated(shop: str, what: str, work: Callable[[], T], fallback: Callable[[], T]) -> T:
+    """`work()`, or `fallback()` when it raises; the cause is logged once per shop and cause."""
+    try:
+        return work()
+    except Exception as exc:  # noqa: BLE001 - one broken part must not break the page
+        _log_once(shop, what, exc)
+        return fallback()
+
+
+_logged: set[tuple[str, str, str]] = set()
+_logged_lock = threading.Lock()
+
+
+def _log_once(shop: str, what: str, exc: Exception) -> None:
+    cause = (shop, what, f"{type(exc).__name__}: {str(exc)[:300]}")
+    with _logged_lock:
+        if cause in _logged:
+            return
+        if len(_logged) > 10_000:  # a bounded memory of causes: forget them all, log again
+            _logged.clear()
+        _logged.add(cause)
+    log.error("shop %s: %s failed (logged once per cause): %s", shop, what, cause[2], exc_info=exc)
+
+
+def items_asked(slot: Slot, default_count: int) -> int:
+    """Items the slot will render (SlotLimit when it asks for more than a slot may)."""
+    widget = WIDGETS.get(slot.widget)
+    return widget.items_asked(slot, default_count) if widget is not None else 0
+
+
+__all__ = ["WIDGETS", "Fragment", "RenderContext", "Slot", "SlotLimit", "Widget", "items_asked", "isolated", "render_slot"]

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
-from server.campaigns import Campaign, Decision
+from server.campaigns import COPY_FIELDS, Campaign, Decision, fill_copy
 from server.context import VisitorContext
 from server.shops import ShopConfig
+from server.urls import web_url
 
 if TYPE_CHECKING:
     from server.navigation import Navigator
@@ -40,6 +41,7 @@ class Fragment:
     strategy: str = ""  # recommendations: the strategy that served
     chain: list[dict] = field(default_factory=list)  # recommendations: every strategy tried
     error: str = ""  # a slot problem the page should hear about (unknown strategy ...)
+    failed: bool = False  # the widget broke (a bug or a broken part): the page keeps its default
 
     def debug(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -75,6 +77,39 @@ class Widget(Protocol):
 
     def render(self, rc: RenderContext, slot: Slot) -> Fragment: ...
 
+    def items_asked(self, slot: Slot, default_count: int) -> int:
+        """How many items this slot will render, from its attributes alone; raises SlotLimit
+        when it asks for more than a slot may. The page call adds them up against its own
+        limit before anything is rendered or recorded."""
+        ...
+
+
+class SlotLimit(ValueError):
+    """A slot asks for more work than a slot may (too many items, a page too far)."""
+
+
+MAX_PAGE = 1000  # the furthest page of results a slot may ask for
+
+
+def asked_number(attrs: dict[str, str], names: tuple[str, ...], default: int, most: int, least: int = 1) -> int:
+    """An integer slot attribute (the first of `names` present), checked against its limits.
+
+    Garbage means the default (a designer's typo keeps the page working); a number outside
+    `least`..`most` is a SlotLimit naming the attribute and the limit.
+    """
+    for name in names:
+        text = attrs.get(name)
+        if text in (None, ""):
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            return default
+        if value > most:
+            raise SlotLimit(f"{name} {value} is more than a slot may ask for (at most {most})")
+        return max(least, value)
+    return default
+
 
 class Templates:
     """Jinja templates: overrides first, then the built-in ones (also reachable as `default:NAME`).
@@ -95,6 +130,8 @@ class Templates:
             lstrip_blocks=True,
         )
         self.env.filters["money"] = money
+        # Every link and image a template renders goes through it: only http(s) and paths.
+        self.env.filters["web_url"] = web_url
 
     @staticmethod
     def names(kind: str, shop: str, campaign: str | None = None) -> list[str]:
@@ -106,23 +143,18 @@ class Templates:
         return template.render(**context), template.name or names[-1]
 
 
-class SafeDict(dict):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
 def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
     """The campaign's texts with `{country_name}`-style placeholders filled for this visitor.
 
     Only coarse facts are offered (country, region, visit count): never a city, so copy
-    cannot feel like it knows where someone lives.
+    cannot feel like it knows where someone lives. Shop configs refuse any other placeholder
+    when loaded; a text that is not valid copy anyway is shown as written, never an error.
     """
-    values = SafeDict(
-        country=ctx.geo.country, country_name=ctx.geo.country_name or "your country",
-        region=ctx.geo.region, visits=str(ctx.profile.visits),
-    )
-    fields = ("title", "body", "cta", "link", "code", "reveal_text")
-    return {f: getattr(campaign, f).format_map(values) if "{" in getattr(campaign, f) else getattr(campaign, f) for f in fields}
+    values = {
+        "country": ctx.geo.country or "", "country_name": ctx.geo.country_name or "your country",
+        "region": ctx.geo.region or "", "visits": str(ctx.profile.visits),
+    }
+    return {f: fill_copy(getattr(campaign, f), values) for f in COPY_FIELDS}
 
 
 def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision], shadow: bool, limit: int | None, slot: Slot | None) -> Fragment:

@@ -52,7 +52,9 @@ def _store(request: Request):
 
 def _render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
     settings = request.app.state.services.settings
-    base = settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+    # The configured public URL, else a path on this server: never the request's Host
+    # header, which anyone can set (and a cache would then keep their script tag).
+    base = settings.public_url.rstrip("/")
     html = _env.get_template(template).render(
         base_url=base, shop=SHOP, categories=MENU, **context
     )
@@ -69,7 +71,7 @@ async def category(request: Request) -> Response:
     name = CATEGORY_BY_SLUG.get(request.path_params["slug"])
     if name is None:
         return _render(request, "notfound.html", status=404, page_type="other", what="category")
-    page = max(1, _int(request.query_params.get("page"), 1))
+    page = _page(request)
     sort = request.query_params.get("sort", "")
     sort = sort if sort in SORTS else ""
     store = _store(request)
@@ -98,7 +100,7 @@ async def search(request: Request) -> Response:
     """Vitrine ranks the results in the page's search slot; the shop's own plain word match
     is the slot's default content (shown until the fragment arrives, kept if none comes)."""
     query = request.query_params.get("q", "").strip()[:100]
-    page = max(1, _int(request.query_params.get("page"), 1))
+    page = _page(request)
     items = await run_in_threadpool(
         lambda: _store(request).list_items(SHOP, text=query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     ) if query else []
@@ -131,6 +133,14 @@ async def image(request: Request) -> Response:
         f"{text}</g></svg>"
     )
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
+
+MAX_PAGE = 1000
+
+
+def _page(request: Request) -> int:
+    """`?page=N`, from 1 to MAX_PAGE (a page beyond the last one is empty, not an error)."""
+    return min(MAX_PAGE, max(1, _int(request.query_params.get("page"), 1)))
 
 
 def _int(value: str | None, default: int) -> int:

@@ -13,6 +13,9 @@ class BannerWidget:
     kind: str = "banner"
     shadow: bool = True
 
+    def items_asked(self, slot: Slot, default_count: int) -> int:
+        return 1
+
     def render(self, rc: RenderContext, slot: Slot) -> Fragment:
         """The highest-priority banner for this slot's placement that targets this visitor."""
         placement = slot.attrs.get("placement") or slot.id

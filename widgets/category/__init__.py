@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from server.navigation import SORTS, CategoryPage, UnknownCategory
-from widgets.base import Fragment, RenderContext, Slot, Templates
+from server.navigation import MAX_PER_PAGE, SORTS, CategoryPage, UnknownCategory
+from widgets.base import MAX_PAGE, Fragment, RenderContext, Slot, Templates, asked_number
 
 SORT_LABELS = {"personal": "Recommended", "bestsellers": "Bestsellers", "trending": "Trending"}
 DEFAULT_PER_PAGE = 24
@@ -49,7 +49,7 @@ class CategoryWidget:
         trending; default personal), page, per_page (default 24, at most 96), controls (which
         of "sort,pages" to render; default both). On a shop page, `sort` and `page` in the
         page's own URL count when the slot does not set them."""
-        attrs = {**_page_query(rc), **slot.attrs} if not rc.standalone else slot.attrs
+        attrs = self._attrs(rc, slot)
         category = attrs.get("category") or rc.ctx.page.category
         sort = attrs.get("sort") or "personal"
         names = Templates.names(self.kind, rc.shop.id, sort)
@@ -63,9 +63,10 @@ class CategoryWidget:
         if sort not in SORTS:
             fragment.error = f"unknown sort {sort!r}; known: {', '.join(SORTS)}"
             return fragment
-        per_page = _int(attrs.get("per_page") or attrs.get("perPage"), DEFAULT_PER_PAGE)
+        per_page = asked_number(attrs, ("per_page", "perPage"), DEFAULT_PER_PAGE, MAX_PER_PAGE)
+        number = asked_number(attrs, ("page",), 1, MAX_PAGE)
         try:
-            page = rc.navigator.category_page(rc.ctx, category, sort, _int(attrs.get("page"), 1), per_page)
+            page = rc.navigator.category_page(rc.ctx, category, sort, number, per_page)
         except UnknownCategory as exc:
             fragment.error = str(exc)
             return fragment
@@ -82,6 +83,14 @@ class CategoryWidget:
             visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot, standalone=rc.standalone,
         )
         return fragment
+
+
+    def items_asked(self, slot: Slot, default_count: int) -> int:
+        return asked_number(slot.attrs, ("per_page", "perPage"), DEFAULT_PER_PAGE, MAX_PER_PAGE)
+
+    @staticmethod
+    def _attrs(rc: RenderContext, slot: Slot) -> dict[str, str]:
+        return {**_page_query(rc), **slot.attrs} if not rc.standalone else slot.attrs
 
 
 def _page_query(rc: RenderContext) -> dict[str, str]:
@@ -110,9 +119,3 @@ def _linker(rc: RenderContext, page: CategoryPage):
 
     return link
 
-
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value else default
-    except ValueError:
-        return default

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from server.navigation import NavOrder
+from server.navigation import MAX_MENU_ENTRIES, NavOrder
 from server.taxonomy import slugify
-from widgets.base import Fragment, RenderContext, Slot, Templates
+from widgets.base import Fragment, RenderContext, Slot, SlotLimit, Templates
 
 
 @dataclass
@@ -38,7 +38,7 @@ class NavWidget:
         if rc.navigator is None:
             return NavFragment(html="", shadow=self.shadow, templates=names, error="navigation is not available")
         index = rc.navigator.categories(rc.shop.id)
-        keys = [k.strip() for k in slot.attrs.get("categories", "").split(",") if k.strip()]
+        keys = _menu_keys(slot)
         keys = keys or rc.navigator.default_menu(rc.shop.id, index)
         order = rc.navigator.order_menu(rc.ctx, keys, rc.shop.nav, index)
         fragment = NavFragment(html="", shadow=self.shadow, templates=names, strategy=order.basis, order=order)
@@ -56,6 +56,17 @@ class NavWidget:
             standalone=rc.standalone,
         )
         return fragment
+
+
+    def items_asked(self, slot: Slot, default_count: int) -> int:
+        return len(_menu_keys(slot)) or MAX_MENU_ENTRIES
+
+
+def _menu_keys(slot: Slot) -> list[str]:
+    keys = [k.strip() for k in slot.attrs.get("categories", "").split(",") if k.strip()]
+    if len(keys) > MAX_MENU_ENTRIES:
+        raise SlotLimit(f"categories lists {len(keys)} menu entries (at most {MAX_MENU_ENTRIES})")
+    return keys
 
 
 def _link(pattern: str, slug: str, name: str) -> str:

@@ -14,6 +14,9 @@ class PopupWidget:
     kind: str = "popup"
     shadow: bool = True
 
+    def items_asked(self, slot: Slot, default_count: int) -> int:
+        return 1
+
     def render(self, rc: RenderContext, slot: Slot) -> Fragment:
         """All popups this visitor qualifies for (what a fragment URL shows)."""
         found = decisions(rc.shop.campaigns, rc.ctx, "popup", closed=rc.closed)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from server.recommend.serving import STRATEGIES, Filters
-from widgets.base import Fragment, RenderContext, Slot, Templates
+from widgets.base import Fragment, RenderContext, Slot, Templates, asked_number
 
 TITLES = {
     "top_picks": "Top picks for you",
@@ -32,7 +33,7 @@ class RecommendationsWidget:
         strategy = attrs.get("strategy") or "top_picks"
         if strategy not in STRATEGIES or rc.recommender is None:
             return Fragment(html="", shadow=self.shadow, strategy="", error=f"unknown strategy {strategy!r}")
-        count = max(1, min(MAX_COUNT, _number(attrs.get("count"), rc.default_count, int)))
+        count = self.items_asked(slot, rc.default_count)
         filters = Filters(
             category=attrs.get("category", ""),
             price_min=_number(attrs.get("priceMin") or attrs.get("price_min"), None, float),
@@ -52,8 +53,13 @@ class RecommendationsWidget:
         return fragment
 
 
+    def items_asked(self, slot: Slot, default_count: int) -> int:
+        return asked_number(slot.attrs, ("count",), default_count, MAX_COUNT)
+
+
 def _number(value: str | None, default, cast):
     try:
-        return cast(value) if value not in (None, "") else default
+        number = cast(value) if value not in (None, "") else default
     except ValueError:
         return default
+    return number if number is None or math.isfinite(number) else default

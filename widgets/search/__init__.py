@@ -9,7 +9,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from server.search import SearchResults
-from widgets.base import Fragment, RenderContext, Slot, Templates
+from server.urls import is_web_url
+from widgets.base import MAX_PAGE, Fragment, RenderContext, Slot, Templates, asked_number
 
 PAGE_SIZE = 24
 MAX_PAGE_SIZE = 48
@@ -42,8 +43,8 @@ class SearchWidget:
             return self._suggest(rc, slot, query, links)
         if not query:
             return SearchFragment(html="", shadow=self.shadow, templates=Templates.names(self.kind, rc.shop.id))
-        count = max(1, min(MAX_PAGE_SIZE, _int(attrs.get("count"), PAGE_SIZE)))
-        page = max(1, _int(attrs.get("page"), 1))
+        count = self.items_asked(slot, rc.default_count)
+        page = asked_number(attrs, ("page",), 1, MAX_PAGE)
         results = rc.search.search(rc.ctx, query, limit=count, offset=(page - 1) * count)
         pages = max(1, math.ceil(results.total / count))
         context: dict[str, Any] = dict(
@@ -69,6 +70,11 @@ class SearchWidget:
         )
         return fragment
 
+    def items_asked(self, slot: Slot, default_count: int) -> int:
+        if slot.attrs.get("suggest") not in (None, "", "0", "false"):
+            return SUGGESTED_ITEMS
+        return asked_number(slot.attrs, ("count",), PAGE_SIZE, MAX_PAGE_SIZE)
+
     def _suggest(self, rc: RenderContext, slot: Slot, query: str, links: "_Links") -> Fragment:
         assert rc.search is not None
         shop = rc.ctx.shop
@@ -93,11 +99,12 @@ class SearchWidget:
 class _Links:
     """Links to result pages: the slot's search-url (the shop's search page) with `q` and
     `page`; without one, the page the fragment is on (a fragment URL keeps its shop).
-    Only a path or an http(s) URL is taken as a search-url: never a `javascript:` link."""
+    Only a path or an http(s) URL is taken as a search-url (server/urls.py): never a
+    `javascript:` link, a protocol-relative `//host` or a `/\\host`."""
 
     def __init__(self, rc: RenderContext, attrs: dict[str, str]) -> None:
         base = attrs.get("searchUrl") or attrs.get("search_url") or ""
-        self.base = base if base.startswith(("/", "http://", "https://")) else ""
+        self.base = base if is_web_url(base) else ""
         self.keep = {"shop": rc.shop.id} if rc.standalone and not self.base else {}
         if rc.standalone and attrs.get("count") and not self.base:
             self.keep["count"] = attrs["count"]
@@ -115,9 +122,3 @@ def _debug(results: SearchResults) -> dict[str, Any]:
         "results": [r.as_dict() for r in results.items],
     }
 
-
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except ValueError:
-        return default
