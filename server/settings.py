@@ -149,8 +149,11 @@ class Settings:
             # Write, then hard-link into place: link() fails if another process won the
             # race, so every process ends up reading the same key.
             tmp = key_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(secrets.token_urlsafe(48))
-            tmp.chmod(0o600)
+            # Created 0600: there is no moment at which another user could read the key.
+            tmp.unlink(missing_ok=True)  # left by a crashed process with this pid
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
             try:
                 os.link(tmp, key_file)
             except FileExistsError:

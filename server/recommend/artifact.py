@@ -214,6 +214,9 @@ def read_pointer(path: Path) -> str | None:
         text = path.read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, not text: no version
+        log.warning("%s cannot be read as a model version: %s", path, exc)
+        return None
     if not VERSION.match(text):
         log.warning("%s does not name a model version: %r", path, text[:80])
         return None
