@@ -97,7 +97,7 @@ def _run_server(settings: Settings, services: Any) -> None:
     # writes method, path, status and duration only.
     common = dict(
         host=settings.host, port=settings.port, proxy_headers=False, server_header=False, log_level="info",
-        access_log=False,
+        access_log=False, log_config=_log_config(),
     )
     if settings.workers > 1:
         services.close()
@@ -105,6 +105,17 @@ def _run_server(settings: Settings, services: Any) -> None:
         uvicorn.run("server.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
         uvicorn.run(create_app(settings, services), **common)
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus Vitrine's own loggers (the access log among them) at INFO."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["vitrine"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:
@@ -211,7 +222,7 @@ def _import_interactions(services: Any, shop: str, file: Path) -> None:
 
 @main.group()
 def shops() -> None:
-    """List and create shops."""
+    """List, create and check shops; print a shop's QA key."""
 
 
 @shops.command("list")
@@ -243,9 +254,67 @@ def shops_create(ctx: click.Context, shop: str, origins: tuple[str, ...], curren
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"# Shop config: see docs/campaigns.md (and the demo shop's config) for every option.\n"
+        f"# `vitrine shops check {shop}` checks this file as the server reads it.\n"
+        f"#\n"
+        f"# QA powers on fragment URLs (visitor=, country=, device=, source=, _context=1, _debug=1)\n"
+        f"# need the shop's QA key: `vitrine shops qa-key {shop}` prints it. A [qa] table can set\n"
+        f"# your own key (key = \"...\"); open = true lets anyone use them (never on a live shop).\n"
         f"name = {json.dumps(shop)}\norigins = {json.dumps(list(origins))}\ncurrency = {json.dumps(currency)}\n"
     )
     click.echo(f"Created {path}")
+
+
+def _shop_file(ctx: click.Context, shop: str) -> Path:
+    """The config file of an existing shop, or exit 2."""
+    from server.shops import SHOP_ID, ShopRegistry
+
+    if not SHOP_ID.match(shop):
+        fail(f"bad shop id {shop!r}: use lowercase letters, digits, - and _ (at most 63)")
+    path = ShopRegistry(_settings(ctx).resolved_shops_dir).path(shop)
+    if not path.is_file():
+        fail(f"unknown shop {shop!r}: no config file {path} (create it with `vitrine shops create {shop} --origin URL`)")
+    return path
+
+
+def _parsed_or_exit(shop: str, path: Path) -> Any:
+    """The shop's config parsed as the server parses it; its problems, one a line, and exit 2."""
+    from server.shops import ShopConfigError, parse_shop_config
+
+    try:
+        return parse_shop_config(shop, path)
+    except ShopConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem)
+        sys.exit(2)
+
+
+@shops.command("check")
+@click.argument("shop")
+@click.pass_context
+def shops_check(ctx: click.Context, shop: str) -> None:
+    """Check the shop's config as the server reads it: OK, or every problem as FILE:LINE: field: message."""
+    path = _shop_file(ctx, shop)
+    config = _parsed_or_exit(shop, path)
+    count = len(config.campaigns)
+    click.echo(f"OK {path}: {count} campaign{'' if count == 1 else 's'}")
+
+
+@shops.command("qa-key")
+@click.argument("shop")
+@click.pass_context
+def shops_qa_key(ctx: click.Context, shop: str) -> None:
+    """Print the shop's QA key, for rendering fragment URLs as any visitor with their reasons."""
+    from server.qa import QA_HEADER, QA_PARAM, qa_key
+
+    config = _parsed_or_exit(shop, _shop_file(ctx, shop))
+    click.echo(qa_key(_settings(ctx).signing_keys(), config))
+    how = (
+        f"Send it as the {QA_HEADER} header or the {QA_PARAM}= parameter of fragment URLs to use visitor=, "
+        "country=, device=, source=, _context=1 and _debug=1."
+    )
+    if config.qa.open:
+        how += " This shop is open for QA ([qa] open = true): no key is needed."
+    click.echo(how)
 
 
 # -- recommendation model --------------------------------------------------------------
