@@ -73,7 +73,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     # takes 0.2 ms on one core, but a second BLAS thread waiting for a core that another
     # request (or process) holds made it 4-8 ms. Requests run side by side instead.
     threadpool_limits(limits=1, user_api="blas")
-    store = open_store(settings.resolved_database_url, settings.trending_half_life_hours)
+    store = open_store(settings.resolved_database_url, settings.trending_half_life_hours, settings.store_busy_timeout_ms)
     if migrate:
         store.migrate()
     geo = GeoLocator(settings.geoip_database or bundled_database_path())

@@ -41,6 +41,12 @@ class Settings:
         "SQLAlchemy database URL. Empty means an SQLite file `vitrine.db` in the data "
         "directory; `postgresql+psycopg://user@host/db` for PostgreSQL.",
     )
+    store_busy_timeout_ms: int = _setting(
+        2000,
+        "Milliseconds a store call may wait, at least 1: for another writer (SQLite's busy "
+        "timeout, PostgreSQL's lock_timeout) and for a free database connection. Then the "
+        "request gets 503 with Retry-After instead of queueing.",
+    )
     shops_dir: Path | None = _setting(
         None, "Directory of per-shop config files (`<shop>.toml`). Empty means `<data_dir>/shops`."
     )

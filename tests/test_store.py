@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sqlite3
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
@@ -21,7 +24,7 @@ from alembic.config import Config
 
 from conftest import HEAD
 from server.models import CatalogItem, Event, Interaction
-from server.store import Store, open_store
+from server.store import Store, StoreBusy, open_store
 from server.store.schema import events as events_table
 from server.store.sql import MIGRATIONS, imported_visitor_id
 
@@ -49,13 +52,17 @@ def postgres_url() -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """An empty database, not migrated yet."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each backend."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = open_store(url)
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def fresh_store(store_url: str) -> Store:
+    """An empty database, not migrated yet."""
+    store = open_store(store_url)
     yield store
     store.close()
 
@@ -603,3 +610,106 @@ def test_bestsellers_count_every_line_of_multi_item_orders(store: Store) -> None
     assert [i.item_id for i in store.bestsellers("demo", 3)] == ["y", "z"]
     store.record_events("demo", "v1", [order])  # the same event again changes nothing
     assert [i.item_id for i in store.bestsellers("demo", 3)] == ["y", "z"]
+
+
+# -- bounded waits --------------------------------------------------------------------
+
+BUSY_MS = 200  # the store's bounded wait in these tests (the server's default is 2000)
+
+
+@pytest.fixture
+def busy_store(store_url: str) -> Store:
+    """A migrated store that waits at most BUSY_MS for a lock or a connection."""
+    store = open_store(store_url, busy_timeout_ms=BUSY_MS)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def raises_busy_quickly(call) -> None:
+    started = time.perf_counter()
+    with pytest.raises(StoreBusy):
+        call()
+    assert time.perf_counter() - started < 2  # about BUSY_MS; before, 10 s and then an error
+
+
+def test_sqlite_locked_by_another_connection_makes_writes_busy_quickly(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}", busy_timeout_ms=BUSY_MS)
+    store.migrate()
+    other = sqlite3.connect(path, isolation_level=None)  # another process, say `vitrine import`
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        raises_busy_quickly(lambda: store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]))
+        raises_busy_quickly(lambda: store.touch_visitor("shop", "v1", T0, TIMEOUT_S))
+        raises_busy_quickly(lambda: store.upsert_items("shop", [item("a", "Lantern")]))
+        raises_busy_quickly(lambda: store.import_interactions("shop", IMPORTED))
+        # Readers do not wait for a writer (WAL).
+        assert store.count_events("shop") == 0
+    finally:
+        other.rollback()
+        other.close()
+    assert (store.count_events("shop"), store.count_items("shop"), store.get_visitor("shop", "v1")) == (0, 0, None)
+    assert store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]) == (1, 0)
+    store.close()
+
+
+def test_a_thread_holding_the_write_lock_makes_other_writers_busy_quickly(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", busy_timeout_ms=BUSY_MS)
+    store.migrate()
+    held, release = threading.Event(), threading.Event()
+
+    def long_write() -> None:
+        with store._write_lock:  # what another thread's long write transaction holds
+            held.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    try:
+        assert held.wait(5)
+        raises_busy_quickly(lambda: store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]))
+        raises_busy_quickly(lambda: store.touch_visitor("shop", "v1", T0, TIMEOUT_S))
+    finally:
+        release.set()
+        writer.join()
+    assert store.count_events("shop") == 0 and store.get_visitor("shop", "v1") is None
+    assert store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]) == (1, 0)
+    store.close()
+
+
+def test_postgres_locks_held_elsewhere_make_calls_busy_instead_of_hanging(postgres_url: str) -> None:
+    store = open_store(postgres_url, busy_timeout_ms=BUSY_MS)
+    store.migrate()
+    store.touch_visitor("shop", "v1", T0, TIMEOUT_S)
+    holder = sa.create_engine(postgres_url)
+    try:
+        with holder.connect() as other:
+            other.execute(sa.text("SELECT 1 FROM visitors WHERE visitor_id = 'v1' FOR UPDATE"))
+            raises_busy_quickly(lambda: store.touch_visitor("shop", "v1", T0 + timedelta(minutes=1), TIMEOUT_S))
+            assert store.touch_visitor("shop", "v2", T0, TIMEOUT_S).page_views == 1  # other rows are free
+            other.execute(sa.text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+            raises_busy_quickly(lambda: store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]))
+            raises_busy_quickly(lambda: store.count_events("shop"))  # this lock stops readers too
+            other.rollback()
+    finally:
+        holder.dispose()
+    assert store.get_visitor("shop", "v1").page_views == 1
+    assert store.count_events("shop") == 0
+    assert store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]) == (1, 0)
+    store.close()
+
+
+def test_a_call_finding_no_free_connection_is_busy_quickly(busy_store: Store) -> None:
+    held = []
+    try:
+        with pytest.raises(sa.exc.TimeoutError):  # take every connection the pool has
+            while len(held) < 100:
+                held.append(busy_store.engine.connect())
+        raises_busy_quickly(lambda: busy_store.count_events("shop"))
+        raises_busy_quickly(lambda: busy_store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]))
+    finally:
+        for conn in held:
+            conn.close()
+    assert busy_store.count_events("shop") == 0
+    assert busy_store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]) == (1, 0)

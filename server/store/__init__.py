@@ -8,6 +8,11 @@ from typing import Iterable, Protocol, Sequence
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile
 
 
+# How long a store call waits for a lock or a connection unless told otherwise (the
+# server passes its `store_busy_timeout_ms` setting).
+DEFAULT_BUSY_TIMEOUT_MS = 2000
+
+
 class StoreBusy(Exception):
     """The store could not take this request within its bounded wait (a held write lock, a
     locked database, an exhausted connection pool). The web layer answers 503 with
@@ -53,7 +58,9 @@ class Store(Protocol):
     def closed_campaigns(self, shop: str, visitor_id: str) -> set[str]: ...
 
 
-def open_store(url: str, trending_half_life_hours: float = 72.0) -> Store:
+def open_store(url: str, trending_half_life_hours: float = 72.0, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Store:
+    """The store at this SQLAlchemy URL. No call waits longer than busy_timeout_ms for a lock
+    or a connection: it raises StoreBusy instead."""
     from server.store.sql import SqlStore
 
-    return SqlStore(url, trending_half_life_hours)
+    return SqlStore(url, trending_half_life_hours, busy_timeout_ms)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from alembic import command
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
 from server import trending
 from server.countries import to_iso
+from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy
 from server.store.schema import events, item_sales, item_trends, items, visitors
 from server.urls import web_url
 
@@ -27,36 +29,90 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 INTERACTION_EVENT_TYPES = {"view": "view_item", "cart": "add_to_cart", "purchase": "purchase", "rating": "rating"}
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit survives power loss, so a 202 for an event means it is on disk.
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+SQLITE_BUSY = 5  # the primary result code of "database is locked"
+PG_LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout running out (psycopg's LockNotAvailable)
 
 
-def create_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = sa.engine.make_url(url).database
-        if path and path != ":memory:":
+def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Engine:
+    """An engine whose every wait is bounded by busy_timeout_ms: for a free pooled connection,
+    and for a lock (SQLite's busy timeout, PostgreSQL's lock_timeout)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        in_memory = not path or path == ":memory:"
+        if not in_memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        pool = {} if in_memory else {"pool_timeout": busy_timeout_ms / 1000}  # one shared connection
+        connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+        engine = sa.create_engine(url, connect_args=connect_args, **pool)
+        sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    options = parsed.query.get("options", "")
+    options = " ".join(options) if isinstance(options, tuple) else options
+    connect_args = {"options": f"{options} -c lock_timeout={busy_timeout_ms}ms".strip()}
+    return sa.create_engine(url, pool_pre_ping=True, pool_timeout=busy_timeout_ms / 1000, connect_args=connect_args)
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss, so a 202 for an event means it is on disk.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.close()
+
+    return on_connect
+
+
+def _ran_out_of_wait(error: Exception) -> str | None:
+    """What a bounded wait was for, when this error is one running out; None for other errors."""
+    if isinstance(error, sa.exc.TimeoutError):
+        return "a free database connection"
+    orig = getattr(error, "orig", None)
+    if getattr(orig, "sqlstate", None) == PG_LOCK_NOT_AVAILABLE:
+        return "a lock held by another transaction"
+    if isinstance(orig, sqlite3.OperationalError):
+        code = getattr(orig, "sqlite_errorcode", None)
+        if (code is not None and code & 0xFF == SQLITE_BUSY) or str(orig).startswith(
+            ("database is locked", "database is busy")
+        ):
+            return "the database, locked by another writer"
+    return None
 
 
 class SqlStore:
-    def __init__(self, url: str, trending_half_life_hours: float = 72.0) -> None:
+    def __init__(
+        self, url: str, trending_half_life_hours: float = 72.0, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> None:
+        if busy_timeout_ms < 1:  # 0 would mean "no limit" to PostgreSQL, -1 forever to the lock
+            raise ValueError(f"the store's busy timeout must be at least 1 ms, not {busy_timeout_ms}")
         self.url = url
         self.half_life_hours = trending_half_life_hours
-        self.engine = create_engine(url)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.engine = create_engine(url, busy_timeout_ms)
         self.dialect = self.engine.dialect.name
         # SQLite has one writer at a time. Threads queueing on a lock wake as soon as the
         # writer commits; left to SQLite's busy handler they sleep in steps of up to
         # 100 ms, which is what made the tail latency of concurrent page calls.
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """Turns a wait that ran out (a locked database, a held lock, an exhausted pool) into
+        StoreBusy; every other error passes unchanged. The transaction was rolled back."""
+        try:
+            yield
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as error:
+            waited_for = _ran_out_of_wait(error)
+            if waited_for is None:
+                raise
+            raise StoreBusy(f"waited {self.busy_timeout_ms} ms for {waited_for}") from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self._bounded(), self.engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def _writing(self, durable: bool = True) -> Iterator[Connection]:
@@ -67,13 +123,19 @@ class SqlStore:
         of a page call's time; a power cut may lose the last moments of them. Everything
         acknowledged to a client (event batches, imports) is durable.
         """
-        if self._write_lock is None:
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        with self._write_lock, self.engine.begin() as conn:
-            conn.exec_driver_sql("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
-            yield conn
+        with self._bounded():
+            if self._write_lock is None:
+                with self.engine.begin() as conn:
+                    yield conn
+                return
+            if not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
+                raise StoreBusy(f"waited {self.busy_timeout_ms} ms for this process's other writers")
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+                    yield conn
+            finally:
+                self._write_lock.release()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -82,13 +144,13 @@ class SqlStore:
     def migrate(self) -> str:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:  # not _writing(): alembic manages it
+        with self._bounded(), self.engine.begin() as conn:  # not _writing(): alembic manages it
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
         return self.schema_version() or ""
 
     def schema_version(self) -> str | None:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     # -- catalog ---------------------------------------------------------------------
@@ -113,7 +175,7 @@ class SqlStore:
         if not item_ids:
             return []
         query = sa.select(items).where(items.c.shop == shop, items.c.item_id.in_(list(item_ids)))
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             by_id = {r.item_id: _row_item(r) for r in conn.execute(query)}
         return [by_id[i] for i in item_ids if i in by_id]
 
@@ -125,7 +187,7 @@ class SqlStore:
         query = sa.select(items.c.item_id, items.c.category, items.c.in_stock).where(
             items.c.shop == shop, items.c.item_id.in_(list(item_ids))
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return {r[0]: (r[1], bool(r[2])) for r in conn.execute(query)}
 
     def list_items(
@@ -139,7 +201,7 @@ class SqlStore:
             pattern = f"%{word.lower()}%"
             query = query.where(sa.func.lower(items.c.title + " " + items.c.description).like(pattern))
         query = query.order_by(items.c.title).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [_row_item(r) for r in conn.execute(query)]
 
     def bestsellers(self, shop: str, limit: int = 10, category: str | None = None) -> list[CatalogItem]:
@@ -153,12 +215,12 @@ class SqlStore:
         )
         if category:
             query = query.where(items.c.category == category)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [_row_item(r) for r in conn.execute(query)]
 
     def count_items(self, shop: str) -> int:
         query = sa.select(sa.func.count()).select_from(items).where(items.c.shop == shop)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return conn.execute(query).scalar_one()
 
     def categories(self, shop: str) -> list[tuple[str, int]]:
@@ -168,7 +230,7 @@ class SqlStore:
             .group_by(items.c.category)
             .order_by(sa.func.count().desc(), items.c.category)
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [(r[0], r[1]) for r in conn.execute(query)]
 
     # -- visitors --------------------------------------------------------------------
@@ -217,7 +279,7 @@ class SqlStore:
 
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
         query = sa.select(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id == visitor_id)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(query).first()
         return _row_profile(row._mapping) if row else None
 
@@ -298,7 +360,7 @@ class SqlStore:
             .order_by(item_trends.c.log_score.desc(), item_trends.c.item_id)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [r[0] for r in conn.execute(query)]
 
     def popular_searches(self, shop: str, since: datetime, limit: int = 10) -> list[tuple[str, int]]:
@@ -317,7 +379,7 @@ class SqlStore:
             .order_by(visitors_n.desc(), searched.c.term)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [(r[0], r[1]) for r in conn.execute(query) if r[0]]
 
     def _count_order(self, conn: Connection, shop: str, visitor_id: str, event: Event, now: datetime) -> None:
@@ -413,7 +475,7 @@ class SqlStore:
 
     def all_items(self, shop: str) -> list[CatalogItem]:
         query = sa.select(items).where(items.c.shop == shop).order_by(items.c.item_id)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [_row_item(r) for r in conn.execute(query)]
 
     def interactions(
@@ -427,7 +489,7 @@ class SqlStore:
             .order_by(events.c.ts, events.c.id)
         )
         found: list[Interacted] = []
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             for vid, item_id, type_, ts, value, order_id, props in conn.execute(query):
                 basket = order_id or f"{vid}@{ts.isoformat()}"
                 lines = (props or {}).get("items") or []
@@ -442,14 +504,14 @@ class SqlStore:
 
     def visitor_attributes(self, shop: str) -> dict[str, VisitorProfile]:
         query = sa.select(visitors).where(visitors.c.shop == shop)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return {r.visitor_id: _row_profile(r._mapping) for r in conn.execute(query)}
 
     def count_events(self, shop: str, type: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(events).where(events.c.shop == shop)
         if type:
             query = query.where(events.c.type == type)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return conn.execute(query).scalar_one()
 
     def visitor_events(self, shop: str, visitor_id: str, limit: int = 100) -> list[Event]:
@@ -459,7 +521,7 @@ class SqlStore:
             .order_by(events.c.ts.desc(), events.c.id.desc())
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [_row_event(r) for r in conn.execute(query)]
 
     def closed_campaigns(self, shop: str, visitor_id: str) -> set[str]:
@@ -469,7 +531,7 @@ class SqlStore:
             events.c.type == "close_promotion",
             events.c.campaign.is_not(None),
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return {r[0] for r in conn.execute(query)}
 
     # -- helpers ---------------------------------------------------------------------
