@@ -472,6 +472,24 @@ def test_closed_campaigns(store: Store) -> None:
     assert store.closed_campaigns("shop", "nobody") == set()
 
 
+def test_sql_errors_do_not_show_the_values_bound_to_the_statement(store: Store) -> None:
+    secret = "visitor-secret-search-term"
+    row = dict(shop="shop", event_id="e-1", visitor_id="v-secret-visitor", type="search", ts=T0,
+               props={"search_term": secret}, received_at=T0)
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(events_table), row)
+    with pytest.raises(sa.exc.IntegrityError) as duplicate:
+        with store.engine.begin() as conn:
+            conn.execute(sa.insert(events_table), row)  # the same (shop, event_id) again
+    with pytest.raises(sa.exc.DBAPIError) as unknown_column:  # OperationalError, ProgrammingError
+        with store.engine.connect() as conn:
+            conn.execute(sa.text("SELECT id FROM events WHERE no_such_column = :term"), {"term": secret})
+    for error in (duplicate.value, unknown_column.value):
+        message = str(error)
+        assert "events" in message  # the statement is still shown, for debugging
+        assert secret not in message and "v-secret-visitor" not in message, message
+
+
 # -- imports --------------------------------------------------------------------------
 
 

@@ -35,7 +35,11 @@ PG_LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout running out (psycopg
 
 def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Engine:
     """An engine whose every wait is bounded by busy_timeout_ms: for a free pooled connection,
-    and for a lock (SQLite's busy timeout, PostgreSQL's lock_timeout)."""
+    and for a lock (SQLite's busy timeout, PostgreSQL's lock_timeout).
+
+    hide_parameters: an error's message (and so the log) shows the SQL but not the values
+    bound to it, which are visitor data: search terms, visitor and order ids.
+    """
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database
@@ -44,13 +48,15 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         pool = {} if in_memory else {"pool_timeout": busy_timeout_ms / 1000}  # one shared connection
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
-        engine = sa.create_engine(url, connect_args=connect_args, **pool)
+        engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
         sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         return engine
     options = parsed.query.get("options", "")
     options = " ".join(options) if isinstance(options, tuple) else options
     connect_args = {"options": f"{options} -c lock_timeout={busy_timeout_ms}ms".strip()}
-    return sa.create_engine(url, pool_pre_ping=True, pool_timeout=busy_timeout_ms / 1000, connect_args=connect_args)
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_timeout=busy_timeout_ms / 1000, connect_args=connect_args, hide_parameters=True,
+    )
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
