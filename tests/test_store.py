@@ -427,6 +427,30 @@ def test_the_same_event_id_in_two_shops_is_stored_twice(store: Store) -> None:
     assert store.get_visitor("two", "v1").revenue == 2.0
 
 
+@pytest.mark.parametrize(
+    ("event", "where"),
+    [
+        (Event("inf-value", "purchase", T0, value=float("inf"), order_id="O-1"), "value is inf"),
+        (Event("nan-value", "add_to_cart", T0, item_id="a", value=float("nan")), "value is nan"),
+        (Event("inf-price", "purchase", T0, value=3.0, order_id="O-2",
+               props={"items": [{"item_id": "a", "price": 1.5}, {"item_id": "b", "price": float("inf")}]}),
+         "props.items[1].price is inf"),
+        (Event("nan-deep", "view_item", T0, item_id="a", props={"slot": {"scores": [1.0, float("-inf")]}}),
+         "props.slot.scores[1] is -inf"),
+    ],
+    ids=["value-inf", "value-nan", "line-item-price", "nested"],
+)
+def test_events_with_infinity_or_nan_are_refused_and_nothing_is_written(store: Store, event: Event, where: str) -> None:
+    fine = Event("fine-1", "page_view", T0)
+    with pytest.raises(ValueError, match=re.escape(f"event {event.event_id!r}: {where}, not a finite number")):
+        store.record_events("shop", "v1", [fine, event])
+    with pytest.raises(ValueError, match="not a finite number"):
+        store.touch_visitor("shop", "v1", T0, TIMEOUT_S, event=event)
+    assert store.count_events("shop") == 0  # the whole batch is refused, not half of it
+    assert store.get_visitor("shop", "v1") is None
+    assert store.record_events("shop", "v1", [fine]) == (1, 0)
+
+
 def test_visitor_events_come_newest_first_and_round_trip(store: Store) -> None:
     when = T0.replace(microsecond=123456)
     store.record_events(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -588,11 +589,26 @@ def _row_item(row: Any) -> CatalogItem:
 
 
 def _event_row(shop: str, visitor_id: str, event: Event, now: datetime) -> dict[str, Any]:
+    _refuse_non_finite(event)
     return dict(
         shop=shop, event_id=event.event_id, visitor_id=visitor_id, type=event.type, ts=event.ts,
         item_id=event.item_id, value=event.value, currency=event.currency, order_id=event.order_id,
         campaign=event.campaign, props=event.props, received_at=now,
     )
+
+
+def _refuse_non_finite(event: Event) -> None:
+    """Infinity and NaN are no amounts, PostgreSQL's JSON refuses them and SQLite's would be
+    unreadable JSON elsewhere: nothing non-finite is written, on either backend."""
+    pending: list[tuple[str, Any]] = [("value", event.value), ("props", event.props)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"event {event.event_id!r}: {where} is {value}, not a finite number")
+        if isinstance(value, dict):
+            pending += [(f"{where}.{key}", inner) for key, inner in value.items()]
+        elif isinstance(value, (list, tuple)):
+            pending += [(f"{where}[{n}]", inner) for n, inner in enumerate(value)]
 
 
 def _row_event(row: Any) -> Event:
