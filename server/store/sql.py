@@ -47,7 +47,8 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
         in_memory = not path or path == ":memory:"
         if not in_memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        pool = {} if in_memory else {"pool_timeout": busy_timeout_ms / 1000}  # one shared connection
+        # An in-memory database has one connection per thread and no pool to wait for.
+        pool = {} if in_memory else {"pool_timeout": busy_timeout_ms / 1000}
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
         sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
