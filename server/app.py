@@ -91,7 +91,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         recommender=recommender,
         search=SearchService(
             store, models, settings.resolved_data_dir / "search", settings.search_personal_weight,
-            settings.affinity_half_life_hours,
+            settings.affinity_half_life_hours, settings.popular_search_min_visitors,
         ),
         navigator=Navigator(store, recommender, settings.affinity_half_life_hours),
     )

@@ -21,6 +21,7 @@ its top results.
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -132,8 +133,10 @@ class VisitorSignals:
 class SearchService:
     def __init__(
         self, store: "Store", models: "ModelRegistry | None", root: Path, weight: float, half_life_hours: float,
+        popular_min_visitors: int = 10,
     ) -> None:
         self.store = store
+        self.popular_min_visitors = max(1, popular_min_visitors)
         self.models = models
         self.root = Path(root)
         self.weight = min(1.0, max(0.0, weight))
@@ -262,13 +265,18 @@ class SearchService:
 
     def popular(self, shop: str, limit: int = 8) -> tuple[list[str], str]:
         """Searches for an empty box: the shop's most searched terms of the last 30 days that
-        find something ("searches"), else its largest categories ("categories")."""
+        find something ("searches"), else its largest categories ("categories").
+
+        Everyone sees them, so one visitor's search is never enough: a term is shown once
+        `popular_min_visitors` distinct visitors searched it, only when it finds items in
+        the catalog, and never when it looks like personal data (`showable_term`)."""
         kept = self._popular.get((shop, limit))
         if kept is not None and time.monotonic() - kept[0] < self.popular_ttl_s:
             return kept[1]
         since = utcnow() - timedelta(days=POPULAR_DAYS)
         index = self.index(shop)
-        terms = [t for t, _ in self.store.popular_searches(shop, since, limit * 2) if index.search(t, 1)][:limit]
+        counted = self.store.popular_searches(shop, since, limit * 3, self.popular_min_visitors)
+        terms = [t for t, _ in counted if showable_term(t) and index.search(t, 1)][:limit]
         found = (terms, "searches") if terms else ([c for c, _ in self.store.categories(shop)[:limit]], "categories")
         self._popular[(shop, limit)] = (time.monotonic(), found)
         return found
@@ -278,6 +286,21 @@ class SearchService:
         index = self.index(shop)
         corrected = index.spelling(query[:MAX_QUERY_CHARS])
         return corrected if corrected and index.search(corrected, 1) else None
+
+
+_URL_LIKE = re.compile(r"://|^www\.|[a-z0-9-]{2,}\.(?:[a-z]{2,24})(?:[/:?#]|$)", re.IGNORECASE)
+_EMAIL_LIKE = re.compile(r"\S@\S")
+_DIGIT_RUN = re.compile(r"\d{6,}")
+MAX_POPULAR_CHARS = 40
+
+
+def showable_term(term: str) -> bool:
+    """May this search term be shown to other visitors? Not when it looks like a URL, an
+    e-mail address or a long digit run (a phone, card or order number), nor when it is long."""
+    squeezed = re.sub(r"[\s().-]", "", term)
+    return bool(term) and len(term) <= MAX_POPULAR_CHARS and not (
+        _URL_LIKE.search(term) or _EMAIL_LIKE.search(term) or _DIGIT_RUN.search(squeezed)
+    )
 
 
 def _blend(

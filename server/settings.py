@@ -128,8 +128,13 @@ class Settings:
         "Weight of the visitor's personal score (model and category affinity) against the text "
         "score in search results, 0 to 1: 0 is the plain text ranking.",
     )
+    popular_search_min_visitors: int = _setting(
+        10,
+        "Distinct visitors who must have searched a term before it is shown to everyone as a "
+        "popular search (terms that look like URLs, e-mail addresses or long digit runs never are).",
+    )
     debug: bool = _setting(
-        False, "Show debug output (templates considered, context) in fragments and errors."
+        False, "Append the debug comment (templates considered, context, decisions) to every fragment a caller with QA powers fetches, as if it asked for `_debug=1`."
     )
 
     # -- derived paths ---------------------------------------------------------------

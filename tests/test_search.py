@@ -263,6 +263,7 @@ def test_suggestions_as_you_type(shop, client) -> None:
 
 
 def test_an_empty_box_suggests_popular_searches_of_the_last_30_days(shop, client) -> None:
+    shop.search.popular_min_visitors = 2
     _, kind, response = search(client, q="", suggest="1")
     assert kind == "categories"  # no searches yet: the largest categories
     assert re.findall(r'data-suggestion="([^"]+)"', response.text)[:2] == ["Christmas", "Bags"]
@@ -271,14 +272,44 @@ def test_an_empty_box_suggests_popular_searches_of_the_last_30_days(shop, client
         send(client, token(shop, visitor), searched("Bag", n), searched("zzqxw", n + 10))
     send(client, token(shop, "v1"), searched("bag", 20))  # the same visitor again counts once
     send(client, token(shop, "v4"), searched("christmas", 30))
+    send(client, token(shop, "v6"), searched("Christmas ", 31), searched("retrospot", 32))
     record_history(shop, "demo", token(shop, "v5"), searched("cake", 40, days_ago=45), searched("wreath", 41))
+    send(client, token(shop, "v7"), searched("wreath", 42))
+    record_history(shop, "demo", token(shop, "v8"), searched("wreath", 43, days_ago=45))
     assert search(client, q="", suggest="1")[1] == "categories"  # each process keeps them a minute
     shop.search.popular_ttl_s = 0
     _, kind, response = search(client, q="", suggest="1")
     assert kind == "searches"
-    # Most visitors first; a term that finds nothing is left out; older than 30 days too.
+    # Most visitors first; a term that finds nothing is left out; one visitor is not enough
+    # ("retrospot"); searches older than 30 days do not count (the second "wreath").
     assert re.findall(r'data-suggestion="([^"]+)"', response.text) == ["bag", "christmas", "wreath"]
     assert shop.store.popular_searches("demo", utcnow() - timedelta(days=30))[0] == ("bag", 3)
+    assert ("retrospot", 1) not in shop.store.popular_searches("demo", utcnow() - timedelta(days=30), 50, min_visitors=2)
+
+
+@pytest.mark.parametrize("term", [
+    "bag www.evil.example", "https://evil.example/bag", "bag evil-shop.com", "bag me@example.com",
+    "bag 07700 900123", "bag 4111111111111111", "bag " + "x" * 40,
+])
+def test_popular_searches_never_show_what_looks_like_personal_data(shop, client, term) -> None:
+    shop.search.popular_min_visitors = 2
+    shop.search.popular_ttl_s = 0
+    for n in range(4):
+        send(client, token(shop, f"spam{n}"), searched(term, 50 + n), searched("wreath", 60 + n))
+    _, kind, response = search(client, q="", suggest="1")
+    assert kind == "searches"
+    shown = re.findall(r'data-suggestion="([^"]+)"', response.text)
+    assert shown == ["wreath"], shown
+
+
+def test_one_visitor_or_a_few_fake_ones_are_not_enough_by_default(shop, client) -> None:
+    shop.search.popular_ttl_s = 0
+    for n in range(9):  # the default needs 10 distinct visitors
+        send(client, token(shop, f"fake{n}"), searched("buy cheap pills", 70 + n), searched("wreath", 80 + n))
+    assert search(client, q="", suggest="1")[1] == "categories"
+    send(client, token(shop, "fake9"), searched("wreath", 99))
+    _, kind, response = search(client, q="", suggest="1")
+    assert kind == "searches" and re.findall(r'data-suggestion="([^"]+)"', response.text) == ["wreath"]
 
 
 def test_nothing_to_suggest_is_an_empty_fragment(shop, client) -> None:

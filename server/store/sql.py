@@ -371,8 +371,11 @@ class SqlStore:
         with self._reading() as conn:
             return [r[0] for r in conn.execute(query)]
 
-    def popular_searches(self, shop: str, since: datetime, limit: int = 10) -> list[tuple[str, int]]:
-        """Search terms (lowercased) searched since `since`, by how many visitors searched them."""
+    def popular_searches(
+        self, shop: str, since: datetime, limit: int = 10, min_visitors: int = 1,
+    ) -> list[tuple[str, int]]:
+        """Search terms (lowercased) searched since `since` by at least `min_visitors` distinct
+        visitors, by how many visitors searched them."""
         searched = (
             sa.select(sa.func.lower(sa.func.trim(events.c.props["search_term"].as_string())).label("term"),
                       events.c.visitor_id)
@@ -384,6 +387,7 @@ class SqlStore:
             sa.select(searched.c.term, visitors_n)
             .where(searched.c.term != "")
             .group_by(searched.c.term)
+            .having(visitors_n >= min_visitors)
             .order_by(visitors_n.desc(), searched.c.term)
             .limit(limit)
         )
