@@ -36,3 +36,23 @@ def test_an_event_batch_against_a_locked_database_gets_503_within_the_setting(se
     response = client.post("/v1/events?shop=demo", json={"shop": "demo", "token": token, "events": [event]})
     assert response.status_code == 202 and services.store.count_events("demo", "view_item") == 1
     services.close()
+
+
+def test_a_page_call_against_a_locked_database_is_503_fast_not_a_queue(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, store_busy_timeout_ms=200)
+    services = build_services(settings)
+    client = TestClient(create_app(settings, services), base_url="http://127.0.0.1:8000", client=("127.0.0.1", 40000))
+    body = {"shop": "demo", "slots": [{"id": "top", "widget": "banner", "attrs": {"placement": "top"}}]}
+    other = sqlite3.connect(settings.resolved_database_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.perf_counter()
+        statuses = [client.post("/v1/page?shop=demo", json=body).status_code for _ in range(3)]
+        elapsed = time.perf_counter() - started
+    finally:
+        other.rollback()
+        other.close()
+    assert statuses == [503, 503, 503]
+    assert elapsed < 3  # each gives up after about the setting
+    assert client.post("/v1/page?shop=demo", json=body).status_code == 200
+    services.close()
