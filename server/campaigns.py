@@ -5,10 +5,14 @@ Every decision carries its reasons, so QA can see why a campaign did or did not 
 
 from __future__ import annotations
 
+import re
+import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from server.urls import RULE, is_web_url
 
 if TYPE_CHECKING:
     from server.context import VisitorContext
@@ -16,6 +20,52 @@ if TYPE_CHECKING:
 VisitorKind = Literal["new", "returning", "customer"]
 DeviceClass = Literal["mobile", "tablet", "desktop", "bot", "other"]
 Medium = Literal["direct", "organic", "paid", "social", "email", "referral", "internal"]
+
+# The copy of a campaign and the facts it may name. Only coarse ones: a country or region,
+# never a city, so copy cannot feel like it knows where someone lives.
+COPY_FIELDS = ("title", "body", "cta", "link", "code", "reveal_text")
+COPY_PLACEHOLDERS = ("country", "country_name", "region", "visits")
+_ALLOWED = ", ".join(f"{{{name}}}" for name in COPY_PLACEHOLDERS[:-1]) + f" or {{{COPY_PLACEHOLDERS[-1]}}}"
+
+
+def copy_problem(text: str) -> str | None:
+    """Why `text` cannot be campaign copy, or None: only `{name}` of COPY_PLACEHOLDERS, with no
+    attribute, index, format spec or conversion; a literal brace is written `{{` or `}}`."""
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        return f"a lone {{ or }} ({exc}); write {{{{ or }}}} for a literal brace"
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        base = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if name in COPY_PLACEHOLDERS and (conversion or spec):
+            return f"placeholder {shown} has a conversion or format spec; write just {{{name}}}"
+        if base in COPY_PLACEHOLDERS and name != base:
+            return f"placeholder {shown} reaches into {{{base}}}; write just {{{base}}}"
+        if name not in COPY_PLACEHOLDERS:
+            return f"unknown placeholder {shown}; use {_ALLOWED}"
+    return None
+
+
+def fill_copy(text: str, values: dict[str, str]) -> str:
+    """`text` with its placeholders filled from `values`; the text as written if it is not valid copy."""
+    if "{" not in text and "}" not in text:
+        return text
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError:
+        return text
+    filled = []
+    for literal, name, spec, conversion in parts:
+        filled.append(literal)
+        if name is None:
+            continue
+        if name not in values or spec or conversion:
+            return text
+        filled.append(str(values[name]))
+    return "".join(filled)
 
 
 class Audience(BaseModel):
@@ -68,6 +118,23 @@ class Campaign(BaseModel):
     code: str = Field(default="", description="A code revealed in a second step (two-step offer)")
     reveal_text: str = ""
     theme: str = "default"
+
+    @field_validator(*COPY_FIELDS)
+    @classmethod
+    def _valid_copy(cls, text: str) -> str:
+        problem = copy_problem(text)
+        if problem:
+            raise ValueError(problem)
+        return text
+
+    @field_validator("link")
+    @classmethod
+    def _web_link(cls, link: str) -> str:
+        # The template text itself must be a web link, so no placeholder can make the scheme.
+        sample = fill_copy(link, dict.fromkeys(COPY_PLACEHOLDERS, "x"))
+        if link and not (link.lower().startswith(("http://", "https://", "/")) and is_web_url(sample)):
+            raise ValueError(f"{link!r} is not a web link: use {RULE}")
+        return link
 
 
 @dataclass

@@ -1,21 +1,26 @@
 """Per-shop config files (`<shops_dir>/<shop>.toml`): name, allowed origins, campaigns.
 
 A config is re-read when its file changes, so editing campaigns needs no restart; a file
-that fails to parse keeps the last good version serving and the error is logged.
+that fails to parse keeps the last good version serving and the error is logged, once per
+version of the file. Every problem names the file, the line and the field.
 """
 
 from __future__ import annotations
 
+import bisect
+import codecs
 import logging
 import re
 import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server.campaigns import Campaign
+from server.urls import RULE, is_web_url
 
 log = logging.getLogger("vitrine.shops")
 SHOP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -39,6 +44,13 @@ class NavConfig(BaseModel):
     url: str = Field(
         "/category/{slug}", description="Link of a category in the menu fragment; {slug} and {name} are filled in."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _web_link(cls, url: str) -> str:
+        if not is_web_url(url.replace("{slug}", "x").replace("{name}", "x")):
+            raise ValueError(f"{url!r} is not a web link: use {RULE} ({{slug}} and {{name}} are filled in)")
+        return url
 
 
 class QAConfig(BaseModel):
@@ -73,32 +85,238 @@ class ShopConfig(BaseModel):
 
 
 class ShopConfigError(ValueError):
-    pass
+    """A shop config that cannot be used; `problems` holds one `FILE:LINE: field: message` each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def parse_shop_config(shop: str, path: Path) -> ShopConfig:
+    """The shop's config from its file; ShopConfigError lists every problem with its line."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ShopConfigError([f"{path}: cannot read the file: {exc.strerror or exc}"]) from None
+    text = _decode(path, raw)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ShopConfigError(f"{path}: {exc}") from None
+        where = re.search(r"at line (\d+)", str(exc))
+        line = where.group(1) if where else text.count("\n") + 1
+        raise ShopConfigError([f"{path}:{line}: not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ShopConfigError([f"{path}:1: not valid TOML: arrays or tables nested too deeply"]) from None
     try:
-        config = ShopConfig(**data)
+        lines = field_lines(text)
+    except (ValueError, IndexError, tomllib.TOMLDecodeError):
+        lines = {}  # without lines, every problem is still reported (at line 1)
+    problems: list[tuple[int, str]] = []
+
+    def problem(loc: tuple, message: str) -> None:
+        line = locate(lines, loc)
+        problems.append((line, f"{path}:{line}: {field_name(data, loc)}: {message}"))
+
+    config = None
+    try:
+        config = ShopConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ShopConfigError(f"{path}: {problems}") from None
-    ids = [c.id for c in config.campaigns]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        raise ShopConfigError(f"{path}: campaigns.id: campaign ids must be unique; repeated: {', '.join(repeated)}")
+        for err in exc.errors():
+            error = (err.get("ctx") or {}).get("error")
+            problem(tuple(err["loc"]), str(error) if err["type"] == "value_error" and error else err["msg"])
+    for loc, message in _repeated_ids(data, lines):
+        problem(loc, message)
+    if problems or config is None:
+        raise ShopConfigError([message for _, message in sorted(problems, key=lambda p: p[0])])
     return config.model_copy(update={"id": shop, "name": config.name or shop})
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    body = raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (body.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ShopConfigError([
+            f"{path}:{line}: not valid UTF-8 (byte 0x{body[exc.start]:02x}) at line {line}, column {column}; "
+            "save the file as UTF-8"
+        ]) from None
+
+
+def _repeated_ids(data: dict, lines: dict[tuple, int]) -> list[tuple[tuple, str]]:
+    campaigns = data.get("campaigns")
+    if not isinstance(campaigns, list):
+        return []
+    first: dict[str, int] = {}
+    repeated = []
+    for index, campaign in enumerate(campaigns):
+        campaign_id = campaign.get("id") if isinstance(campaign, dict) else None
+        if not isinstance(campaign_id, str):
+            continue
+        if campaign_id in first:
+            line = locate(lines, ("campaigns", first[campaign_id], "id"))
+            repeated.append((("campaigns", index, "id"), f"campaign ids must be unique; {campaign_id!r} is used on line {line} too"))
+        else:
+            first[campaign_id] = index
+    return repeated
+
+
+def field_name(data: Any, loc: tuple) -> str:
+    """`campaigns[2] (id "welcome").title` for the loc ("campaigns", 2, "title")."""
+    name = ""
+    for part in loc:
+        if isinstance(part, int):
+            name += f"[{part}]"
+            data = data[part] if isinstance(data, list) and 0 <= part < len(data) else None
+            if isinstance(data, dict) and isinstance(data.get("id"), str):
+                name += f' (id "{data["id"]}")'
+        else:
+            name += f".{part}" if name else str(part)
+            data = data.get(part) if isinstance(data, dict) else None
+    return name or "(the file)"
+
+
+# -- where a field is in the TOML text --------------------------------------------------
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def locate(lines: dict[tuple, int], loc: tuple) -> int:
+    """The line of the field at `loc`, or of the nearest enclosing one that is written down."""
+    for end in range(len(loc), 0, -1):
+        if tuple(loc[:end]) in lines:
+            return lines[tuple(loc[:end])]
+    return 1
+
+
+def field_lines(text: str) -> dict[tuple, int]:
+    """Where each table, array element and key is written: {("campaigns", 2, "title"): 57, ...}.
+
+    Paths are the ones pydantic reports: `[[campaigns]]` elements are numbered from 0, and
+    `[campaigns.audience]` belongs to the latest element. Only a text tomllib accepted is scanned.
+    """
+    newlines = [i for i, c in enumerate(text) if c == "\n"]
+
+    def line_of(pos: int) -> int:
+        return bisect.bisect_left(newlines, pos) + 1
+
+    lines: dict[tuple, int] = {}
+    counts: dict[tuple, int] = {}  # each array of tables: its latest index
+    table: tuple = ()
+    pos = 0
+    while pos < len(text):
+        pos = _skip_blank(text, pos)
+        if pos >= len(text):
+            break
+        line = line_of(pos)
+        if text[pos] == "[":
+            array = text.startswith("[[", pos)
+            keys, pos = _read_key(text, pos + (2 if array else 1))
+            table = _resolve(keys[:-1] if array else keys, counts)
+            if array:
+                table += (keys[-1],)
+                counts[table] = counts.get(table, -1) + 1
+                lines.setdefault(table, line)
+                table += (counts[table],)
+            lines.setdefault(table, line)
+            pos = text.find("\n", pos)
+            pos = len(text) if pos < 0 else pos
+            continue
+        keys, pos = _read_key(text, pos)
+        for end in range(1, len(keys) + 1):
+            lines.setdefault(table + tuple(keys[:end]), line)
+        pos = _skip_value(text, text.index("=", pos) + 1)
+    return lines
+
+
+def _resolve(keys: list[str], counts: dict[tuple, int]) -> tuple:
+    path: tuple = ()
+    for key in keys:
+        path += (key,)
+        if path in counts:
+            path += (counts[path],)
+    return path
+
+
+def _skip_blank(text: str, pos: int) -> int:
+    while pos < len(text):
+        if text[pos] in " \t\r\n":
+            pos += 1
+        elif text[pos] == "#":
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+        else:
+            break
+    return pos
+
+
+def _read_key(text: str, pos: int) -> tuple[list[str], int]:
+    """A dotted key (bare or quoted parts) from `pos`; returns its parts and the position after it."""
+    keys: list[str] = []
+    while True:
+        while text[pos] in " \t":
+            pos += 1
+        if text[pos] in "\"'":
+            end = _string_end(text, pos)
+            keys.append(tomllib.loads(f"k = {text[pos:end]}")["k"])
+            pos = end
+        else:
+            match = _BARE_KEY.match(text, pos)
+            keys.append(match.group() if match else "")
+            pos = match.end() if match else pos + 1
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        if pos < len(text) and text[pos] == ".":
+            pos += 1
+            continue
+        return keys, pos
+
+
+def _string_end(text: str, pos: int) -> int:
+    """The position after the string (basic, literal, or multi-line) that starts at `pos`."""
+    quote = text[pos]
+    delimiter = quote * 3 if text.startswith(quote * 3, pos) else quote
+    pos += len(delimiter)
+    while pos < len(text):
+        if quote == '"' and text[pos] == "\\":
+            pos += 2
+        elif text.startswith(delimiter, pos):
+            pos += len(delimiter)
+            while len(delimiter) == 3 and pos < len(text) and text[pos] == quote:
+                pos += 1  # up to two quotes may close a multi-line string: """a""""
+            return pos
+        else:
+            pos += 1
+    return pos
+
+
+def _skip_value(text: str, pos: int) -> int:
+    """The position after the value that starts at `pos` (arrays and inline tables may span lines)."""
+    depth = 0
+    while pos < len(text):
+        c = text[pos]
+        if c in "\"'":
+            pos = _string_end(text, pos)
+            continue
+        if c == "#":
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+            continue
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+        elif c == "\n" and depth == 0:
+            return pos
+        pos += 1
+    return pos
 
 
 @dataclass
 class _Cached:
-    mtime: float
-    config: ShopConfig
+    version: tuple[int, int]  # the file's mtime (ns) and size
+    config: ShopConfig | None  # the last good config
+    problems: list[str] | None = None  # this version's problems, when it is broken
 
 
 class ShopRegistry:
@@ -111,29 +329,41 @@ class ShopRegistry:
         return self.shops_dir / f"{shop}.toml"
 
     def get(self, shop: str) -> ShopConfig | None:
-        """The shop's config, or None for an unknown shop."""
+        """The shop's config, or None for an unknown shop.
+
+        A broken version of the file is parsed and logged once; the last good config keeps
+        serving, and a shop that never had one raises ShopConfigError.
+        """
         if not SHOP_ID.match(shop or ""):
             return None
         path = self.path(shop)
         try:
-            mtime = path.stat().st_mtime
+            stat = path.stat()
         except OSError:
             return None
+        version = (stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(shop)
-        if cached and cached.mtime == mtime:
-            return cached.config
-        with self._lock:
-            try:
-                config = parse_shop_config(shop, path)
-            except (ShopConfigError, OSError) as exc:
-                if cached is None:
-                    raise ShopConfigError(str(exc)) from None
+        if cached is None or cached.version != version:
+            with self._lock:
+                cached = self._cache.get(shop)
+                if cached is None or cached.version != version:
+                    cached = self._load(shop, path, version, cached)
+        if cached.config is None:
+            raise ShopConfigError(cached.problems or [f"{path}: not loaded"])
+        return cached.config
+
+    def _load(self, shop: str, path: Path, version: tuple[int, int], previous: _Cached | None) -> _Cached:
+        last_good = previous.config if previous else None
+        try:
+            cached = _Cached(version, parse_shop_config(shop, path))
+        except ShopConfigError as exc:
+            if last_good is None:
+                log.error("shop %s is not served, its config is broken: %s", shop, exc)
+            else:
                 log.error("keeping the last good config of shop %s: %s", shop, exc)
-                # Remember the broken file's mtime so it is not re-read on every request.
-                self._cache[shop] = _Cached(mtime, cached.config)
-                return cached.config
-            self._cache[shop] = _Cached(mtime, config)
-            return config
+            cached = _Cached(version, last_good, exc.problems)
+        self._cache[shop] = cached
+        return cached
 
     def ids(self) -> list[str]:
         if not self.shops_dir.is_dir():

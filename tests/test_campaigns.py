@@ -151,34 +151,36 @@ BANNER = '[[campaigns]]\nid = "{id}"\nwidget = "banner"\n'
 
 
 @pytest.mark.parametrize(
-    "text, field, words",
+    "text, line, field, words",
     [
-        (BANNER.format(id="a") + '[campaigns.audience]\ncountry = ["GBR"]\n', "campaigns.0.audience.country", ("GBR", "two-letter")),
-        (BANNER.format(id="a") + '[campaigns.audience]\nnot_country = ["1x"]\n', "campaigns.0.audience.not_country", ("1x",)),
-        (BANNER.format(id="a") + 'colour = "red"\n', "campaigns.0.colour", ("Extra inputs",)),
-        (BANNER.format(id="a") + '[campaigns.audience]\nvisitors = ["new"]\n', "campaigns.0.audience.visitors", ("Extra inputs",)),
-        ('favourite = 1\n', "favourite", ("Extra inputs",)),
-        (BANNER.format(id="a") + BANNER.format(id="b") + '[campaigns.audience]\nvisitor = ["vip"]\n', "campaigns.1.audience.visitor.0", ("new", "returning")),
-        ('[[campaigns]]\nid = "a"\nwidget = "carousel"\n', "campaigns.0.widget", ("popup", "banner")),
-        (BANNER.format(id="has space"), "campaigns.0.id", ("pattern",)),
-        ('[[campaigns]]\nid = "p"\nwidget = "popup"\n[campaigns.trigger]\non = "delay"\nseconds = -1\n', "campaigns.0.trigger.seconds", ("greater than",)),
-        (BANNER.format(id="dup") + BANNER.format(id="ok") + BANNER.format(id="dup"), "campaigns.id", ("unique", "dup")),
+        (BANNER.format(id="a") + '[campaigns.audience]\ncountry = ["GBR"]\n', 5, 'campaigns[0] (id "a").audience.country', ("GBR", "two-letter")),
+        (BANNER.format(id="a") + '[campaigns.audience]\nnot_country = ["1x"]\n', 5, 'campaigns[0] (id "a").audience.not_country', ("1x",)),
+        (BANNER.format(id="a") + 'colour = "red"\n', 4, 'campaigns[0] (id "a").colour', ("Extra inputs",)),
+        (BANNER.format(id="a") + '[campaigns.audience]\nvisitors = ["new"]\n', 5, 'campaigns[0] (id "a").audience.visitors', ("Extra inputs",)),
+        ('favourite = 1\n', 1, "favourite", ("Extra inputs",)),
+        (BANNER.format(id="a") + BANNER.format(id="b") + '[campaigns.audience]\nvisitor = ["vip"]\n', 8, 'campaigns[1] (id "b").audience.visitor[0]', ("new", "returning")),
+        ('[[campaigns]]\nid = "a"\nwidget = "carousel"\n', 3, 'campaigns[0] (id "a").widget', ("popup", "banner")),
+        (BANNER.format(id="has space"), 2, 'campaigns[0] (id "has space").id', ("pattern",)),
+        ('[[campaigns]]\nid = "p"\nwidget = "popup"\n[campaigns.trigger]\non = "delay"\nseconds = -1\n', 6, 'campaigns[0] (id "p").trigger.seconds', ("greater than",)),
+        (BANNER.format(id="dup") + BANNER.format(id="ok") + BANNER.format(id="dup"), 8, 'campaigns[2] (id "dup").id', ("unique", "line 2")),
+        ('name = "x"\n[nav]\nurl = "javascript:void(0)"\n', 3, "nav.url", ("not a web link",)),
     ],
 )
-def test_config_errors_name_the_file_and_the_field(tmp_path: Path, text: str, field: str, words: tuple[str, ...]) -> None:
+def test_config_errors_name_the_file_the_line_and_the_field(
+    tmp_path: Path, text: str, line: int, field: str, words: tuple[str, ...]
+) -> None:
     path = write(tmp_path / "shop.toml", text)
     with pytest.raises(ShopConfigError) as caught:
         parse_shop_config("shop", path)
     message = str(caught.value)
-    assert message.startswith(f"{path}: ")
-    assert f"{field}: " in message
+    assert message.startswith(f"{path}:{line}: {field}: "), message
     for word in words:
         assert word in message, message
 
 
 def test_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path / "shop.toml", 'name = "x"\nthis is not toml\n')
-    with pytest.raises(ShopConfigError, match=r"shop\.toml: .*line 2"):
+    with pytest.raises(ShopConfigError, match=r"shop\.toml:2: not valid TOML: .*line 2"):
         parse_shop_config("shop", path)
 
 
@@ -247,3 +249,16 @@ def test_a_broken_edit_keeps_the_app_serving(client, settings) -> None:
     r = client.get("/v1/fragments/banner?shop=demo&placement=top&country=GB")
     assert r.status_code == 200
     assert r.headers["x-vitrine-campaigns"] == "uk-delivery"
+
+
+# -- copy: never an error ---------------------------------------------
+@pytest.mark.parametrize(
+    "text", ["Use {SAVE10 now", "a } b {country}", "Hi {city} from {country}", "{0}", "{}", "{country.__class__}", "{visits:>999999999}", "{country!r}"]
+)
+def test_campaign_copy_shows_text_that_is_not_valid_copy_as_written(text: str) -> None:
+    from widgets.base import campaign_copy
+
+    # Configs refuse such copy when loaded; a campaign made without validation must not break a page.
+    c = Campaign.model_construct(**{**campaign().model_dump(), **dict.fromkeys(("title", "body", "code"), text)})
+    copy = campaign_copy(c, visitor())
+    assert copy["title"] == copy["body"] == copy["code"] == text
