@@ -114,6 +114,90 @@ def test_shops_create_refuses_a_bad_id_or_an_existing_shop(data_dir: Path) -> No
     assert config.read_text() == before
 
 
+def test_shops_create_writes_a_config_that_explains_qa_and_is_not_open(data_dir: Path) -> None:
+    from server.shops import parse_shop_config
+
+    create_shop(data_dir, "myshop")
+    config = data_dir / "shops" / "myshop.toml"
+    text = config.read_text()
+    assert "[qa]" in text and "vitrine shops qa-key myshop" in text and "vitrine shops check myshop" in text
+    assert parse_shop_config("myshop", config).qa.open is False
+
+
+def test_shops_check_says_ok_with_the_number_of_campaigns(data_dir: Path) -> None:
+    with_demo_shop(data_dir)
+    result = vitrine(data_dir, "shops", "check", "demo")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 5 campaigns\n"
+
+
+def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Path) -> None:
+    with_demo_shop(data_dir)
+    path = data_dir / "shops" / "demo.toml"
+    text = path.read_text().replace('title = "Welcome back!"', 'title = "Welcome back, {city}"')
+    text = text.replace('link = "/demo/category/christmas"', 'link = "javascript:alert(1)"')
+    write(path, text)
+    lines = text.splitlines()
+    title_line = lines.index('title = "Welcome back, {city}"') + 1
+    link_line = lines.index('link = "javascript:alert(1)"') + 1
+    result = vitrine(data_dir, "shops", "check", "demo")
+    assert result.exit_code == 2
+    shown = path.resolve()
+    assert result.output.splitlines() == [
+        f'{shown}:{title_line}: campaigns[3] (id "returning-christmas").title: '
+        "unknown placeholder {city}; use {country}, {country_name}, {region} or {visits}",
+        f'{shown}:{link_line}: campaigns[3] (id "returning-christmas").link: '
+        "'javascript:alert(1)' is not a web link: use an http(s):// URL or a path starting with a single /",
+    ]
+
+
+def test_shops_check_names_a_file_that_is_not_utf8(data_dir: Path) -> None:
+    create_shop(data_dir, "myshop")
+    path = data_dir / "shops" / "myshop.toml"
+    path.write_bytes(path.read_bytes() + b'currency = "\xa3"\n')
+    result = vitrine(data_dir, "shops", "check", "myshop")
+    assert result.exit_code == 2
+    line = len(path.read_bytes().splitlines())
+    assert result.output == (
+        f"{path.resolve()}:{line}: not valid UTF-8 (byte 0xa3) at line {line}, column 13; save the file as UTF-8\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["check", "qa-key"])
+def test_shops_check_and_qa_key_refuse_an_unknown_shop(data_dir: Path, command: str) -> None:
+    result = vitrine(data_dir, "shops", command, "nope")
+    assert result.exit_code == 2
+    assert "unknown shop 'nope'" in result.stderr and "vitrine shops create nope" in result.stderr
+    bad = vitrine(data_dir, "shops", command, "../etc")
+    assert bad.exit_code == 2 and "bad shop id" in bad.stderr
+
+
+def test_shops_qa_key_prints_the_derived_or_the_configured_key(data_dir: Path) -> None:
+    from server.qa import derived_qa_key
+
+    create_shop(data_dir, "myshop")
+    result = vitrine(data_dir, "shops", "qa-key", "myshop", env={"VITRINE_SECRET_KEYS": "old-key,new-key"})
+    assert result.exit_code == 0, result.output
+    key, how = result.output.splitlines()
+    assert key == derived_qa_key("new-key", "myshop")
+    assert "X-Vitrine-QA-Key" in how and "_qa_key=" in how and "open" not in how
+
+    config = data_dir / "shops" / "myshop.toml"
+    write(config, config.read_text() + '[qa]\nkey = "my-own-qa-key"\n')
+    configured = vitrine(data_dir, "shops", "qa-key", "myshop")
+    assert configured.output.splitlines()[0] == "my-own-qa-key"
+
+
+def test_shops_qa_key_says_when_a_shop_is_open_and_refuses_a_broken_config(data_dir: Path) -> None:
+    with_demo_shop(data_dir)
+    result = vitrine(data_dir, "shops", "qa-key", "demo")
+    assert result.exit_code == 0 and "open for QA" in result.output
+    path = data_dir / "shops" / "demo.toml"
+    write(path, path.read_text().replace("open = true", "open = \"maybe\""))
+    broken = vitrine(data_dir, "shops", "qa-key", "demo")
+    assert broken.exit_code == 2 and ": qa.open: " in broken.output
+
+
 # -- imports --------------------------------------------------------------------------
 
 
