@@ -174,7 +174,7 @@ id = "xss"
 widget = "banner"
 title = "<script>alert('title')</script>"
 body = "Tom & Jerry's \\"deals\\" <b>bold</b>"
-link = "javascript:alert(1)\\" onmouseover=\\"alert(2)"
+link = "/deals\\" onmouseover=\\"alert(2)"
 cta = "<img src=x onerror=alert(3)>"
 """
 
