@@ -81,6 +81,8 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, f"request body too large (at most {limit} bytes)")
     if not body:
         raise ApiError(400, "empty request body: send a JSON object")
+    if b"\\u0000" in body:  # a NUL in a JSON string: no store can hold it
+        raise ApiError(400, "the request body contains a NUL character (\\u0000)")
     return bytes(body)
 
 

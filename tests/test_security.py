@@ -358,3 +358,16 @@ def test_the_signing_key_file_is_never_readable_by_others(tmp_path, monkeypatch)
         os.umask(old)
     assert seen == [0o600]
     assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("method, path, kwargs", [
+    ("get", "/demo/product/a%00b", {}),
+    ("get", "/v1/fragments/recommendations?shop=demo&strategy=similar&item=a%00b", {}),
+    ("get", "/demo/search?q=bag%00", {}),
+    ("post", "/v1/events?shop=demo", {"content": b'{"shop":"demo","events":[{"event_id":"nul-000001","type":"view_item","item_id":"a\\u0000b"}]}'}),
+    ("post", "/v1/page?shop=demo", {"content": b'{"shop":"demo","page":{"item_id":"a\\u0000"},"slots":[]}'}),
+])
+def test_a_nul_character_anywhere_is_400(client, services, method, path, kwargs) -> None:
+    r = getattr(client, method)(path, **kwargs)
+    assert r.status_code == 400 and "NUL" in r.json()["error"], r.text
+    assert services.store.count_events("demo") == 0

@@ -61,6 +61,10 @@ class FrontDoor:
             await send(message)
 
         try:
+            if _has_nul(scope):
+                # No store can hold it (PostgreSQL text refuses NUL) and no page needs it.
+                await send_json(send_logged, 400, {"error": "the request's path or query string contains a NUL character"})
+                return
             if scope["path"].startswith(self.prefix):
                 try:
                     params = query_once(scope.get("query_string", b""))
@@ -75,6 +79,11 @@ class FrontDoor:
             access_log.info(
                 "%s %s %d %.1fms", scope["method"], scope["path"][:200], status, (time.perf_counter() - started) * 1000
             )
+
+
+def _has_nul(scope: Scope) -> bool:
+    query = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"\x00" in query or b"%00" in query
 
 
 def request_shop(request: Request | Scope) -> str | None:
