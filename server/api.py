@@ -202,7 +202,7 @@ async def fragment(request: Request) -> Response:
     if not qa and (params.get("_context") or params.get("_debug")):
         raise ApiError(
             403,
-            f"_context and _debug need shop {shop.id!r}'s QA key: send it as the {QA_HEADER} header or the "
+            f"_context and _debug need the QA key of shop {shop.id!r}: send it as the {QA_HEADER} header or the "
             f"{QA_PARAM} parameter (`vitrine shops qa-key {shop.id}` prints it)",
         )
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name)

@@ -24,7 +24,7 @@ from alembic.config import Config
 
 from conftest import HEAD
 from server.models import CatalogItem, Event, Interaction
-from server.store import Store, StoreBusy, open_store
+from server.store import Store, StoreBusy, StoreError, open_store
 from server.store.schema import events as events_table
 from server.store.sql import MIGRATIONS, imported_visitor_id
 
@@ -587,7 +587,7 @@ def test_import_interactions_is_all_or_nothing(store: Store) -> None:
     # The driver cannot bind an arbitrary object: the statement for the second chunk of
     # rows fails after the first chunk went in, inside the same transaction.
     unbindable = Interaction("user-x", object(), "view", at(9))  # type: ignore[arg-type]
-    with pytest.raises(sa.exc.StatementError):
+    with pytest.raises(StoreError):
         store.import_interactions("shop", good + [unbindable])
     assert store.count_events("shop") == 0
     assert store.get_visitor("shop", imported_visitor_id("user-1")) is None
@@ -755,3 +755,19 @@ def test_a_call_finding_no_free_connection_is_busy_quickly(busy_store: Store) ->
             conn.close()
     assert busy_store.count_events("shop") == 0
     assert busy_store.record_events("shop", "v1", [purchase("p1", "a", value=3.0)]) == (1, 0)
+
+
+def test_database_errors_reach_callers_without_values(store: Store) -> None:
+    secret = "visitor-secret-order-42"
+    statement = sa.text("INSERT INTO events (shop, event_id, visitor_id, type, ts, received_at, order_id) "
+                        "VALUES ('shop', :event_id, 'v-1', 'purchase', :ts, :ts, :secret)")
+    values = {"event_id": "dup-000001", "ts": T0, "secret": secret}
+    with store._writing() as conn:
+        conn.execute(statement, values)
+    with pytest.raises(StoreError) as refused:  # the same (shop, event_id) again, through the store boundary
+        with store._writing() as conn:
+            conn.execute(statement, values)
+    message = str(refused.value)
+    assert "IntegrityError" in message or "UniqueViolation" in message, message
+    assert "INSERT INTO events" in message and secret not in message and "dup-000001" not in message
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__  # no chained DETAIL in a traceback

@@ -13,6 +13,12 @@ from server.models import CatalogItem, Event, Interacted, Interaction, VisitorPr
 DEFAULT_BUSY_TIMEOUT_MS = 2000
 
 
+class StoreError(Exception):
+    """The database refused a statement (a bug, a broken schema, a full disk). The message
+    names the error class, SQLSTATE and statement, never a value: the database's own text
+    (PostgreSQL's DETAIL lines quote the row) can hold visitors' data, and errors get logged."""
+
+
 class StoreBusy(Exception):
     """The store could not take this request within its bounded wait (a held write lock, a
     locked database, an exhausted connection pool). The web layer answers 503 with

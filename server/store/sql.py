@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
 from server import trending
 from server.countries import to_iso
-from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy
+from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreError
 from server.store.schema import events, item_sales, item_trends, items, visitors
 from server.urls import web_url
 
@@ -108,14 +108,17 @@ class SqlStore:
     @contextmanager
     def _bounded(self) -> Iterator[None]:
         """Turns a wait that ran out (a locked database, a held lock, an exhausted pool) into
-        StoreBusy; every other error passes unchanged. The transaction was rolled back."""
+        StoreBusy, and any other error of the database into StoreError without its values.
+        The transaction was rolled back."""
         try:
             yield
         except (sa.exc.DBAPIError, sa.exc.TimeoutError) as error:
             waited_for = _ran_out_of_wait(error)
-            if waited_for is None:
-                raise
-            raise StoreBusy(f"waited {self.busy_timeout_ms} ms for {waited_for}") from error
+            if waited_for is not None:
+                raise StoreBusy(f"waited {self.busy_timeout_ms} ms for {waited_for}") from None
+            if isinstance(error, sa.exc.DBAPIError):
+                raise StoreError(_describe(error)) from None
+            raise
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -561,6 +564,14 @@ class SqlStore:
         else:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table)
+
+
+def _describe(error: sa.exc.DBAPIError) -> str:
+    """An error of the database as class, SQLSTATE and statement: no value, no DETAIL."""
+    orig = error.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None) or ""
+    statement = " ".join((error.statement or "").split())[:300]
+    return f"{type(orig).__name__}{f' ({state})' if state else ''} in: {statement}"
 
 
 def imported_visitor_id(user_id: str) -> str:
