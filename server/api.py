@@ -265,9 +265,8 @@ def _check_work(slots: list[Slot], default_count: int, most_items: int) -> None:
 
 
 def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool = False) -> RenderContext:
-    closed = svc.store.closed_campaigns(shop.id, ctx.visitor_id) if not ctx.is_new_token else set()
     return RenderContext(
-        ctx=ctx, shop=shop, templates=svc.templates, closed=closed, standalone=standalone,
+        ctx=ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
         recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
         navigator=svc.navigator,
     )

@@ -45,6 +45,20 @@ class VisitorContext:
     page: PageContext
 
     @property
+    def history(self) -> list[Event]:
+        """The visitor's recent events, newest first, from the visitor state (read with the
+        profile: no query of its own); none for a visitor without a valid token."""
+        if self.is_new_token or self.profile.state is None:
+            return []
+        return self.profile.state.events()
+
+    @property
+    def closed_campaigns(self) -> frozenset[str]:
+        if self.is_new_token or self.profile.state is None:
+            return frozenset()
+        return self.profile.state.closed
+
+    @property
     def visitor_kind(self) -> str:
         """new (first visit), returning (came back, never bought) or customer (has ordered)."""
         if self.profile.orders > 0:

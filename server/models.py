@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.visitors.state import VisitorState
 
 INTERACTION_KINDS = ("view", "cart", "purchase", "rating")
 
@@ -77,6 +81,7 @@ class VisitorProfile:
     device_class: str = ""
     source: str = ""  # traffic medium the current visit started with
     new_visit: bool = False  # this request started a visit
+    state: "VisitorState | None" = None  # recent events and closed campaigns (None: nothing yet)
 
     @property
     def is_customer(self) -> bool:

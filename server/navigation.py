@@ -35,7 +35,6 @@ SORTS = ("personal", "bestsellers", "trending")
 MAX_MENU_ENTRIES = 60
 MAX_PER_PAGE = 96
 MAX_CATEGORY_ITEMS = 10_000  # items of one category ordered per request
-HISTORY_EVENTS = 200  # a visitor's recent events read per request
 MODEL_PICKS = 30  # top picks whose categories stand in for a short history
 # The catalog's categories are read once per shop in this time: a group-by over every item
 # (6.6 ms for 100,000 items) on every page call with a menu would cost more than the rest.
@@ -173,9 +172,7 @@ class Navigator:
 
     def history(self, ctx: "VisitorContext") -> list[Event]:
         """The visitor's recent events, newest first, a product page counted once (none for a fresh visitor)."""
-        if ctx.is_new_token:
-            return []
-        return _one_event_per_view(self.store.visitor_events(ctx.shop, ctx.visitor_id, limit=HISTORY_EVENTS))
+        return _one_event_per_view(ctx.history)
 
     def affinity(self, ctx: "VisitorContext", events: list[Event]) -> Affinity:
         """The visitor's affinity by catalog category."""

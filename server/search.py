@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from server.store import Store
 
 CANDIDATES = 200  # BM25 hits re-ranked per search; also the most results a search has
-HISTORY_EVENTS = 200  # recent events of the visitor read per search
 MODEL_ITEMS = 10  # items the visitor interacted with lately that steer the model vector
 SEARCH_TERMS = 5  # recent distinct searches that count in the category affinity
 SEARCH_TOP = 5  # a past search counts toward the categories of this many top results
@@ -192,7 +191,7 @@ class SearchService:
     # -- searching -------------------------------------------------------------------
     def search(self, ctx: "VisitorContext", query: str, limit: int = 24, offset: int = 0) -> SearchResults:
         """The visitor's page of results for `query`."""
-        events = self._events(ctx)
+        events = ctx.history
         model = self.models.get(ctx.shop) if self.models else None
         return self.rank(ctx.shop, query, ctx.visitor_id, events, utcnow(), model, limit, offset)
 
@@ -252,11 +251,6 @@ class SearchService:
                 affinity.scores[category] = affinity.scores.get(category, 0.0) + decayed / len(categories)
                 affinity.evidence[category] = affinity.evidence.get(category, 0) + 1
         return affinity
-
-    def _events(self, ctx: "VisitorContext") -> list[Event]:
-        if ctx.is_new_token:
-            return []
-        return self.store.visitor_events(ctx.shop, ctx.visitor_id, limit=HISTORY_EVENTS)
 
     # -- the search box --------------------------------------------------------------
     def suggest(self, shop: str, prefix: str, limit: int = 8) -> list[str]:

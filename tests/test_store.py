@@ -492,8 +492,51 @@ def test_closed_campaigns(store: Store) -> None:
     )
     store.record_events("shop", "v2", [Event("d1", "close_promotion", T0, campaign="other-visitor")])
     store.record_events("other", "v1", [Event("d2", "close_promotion", T0, campaign="other-shop")])
-    assert store.closed_campaigns("shop", "v1") == {"welcome", "uk-delivery"}
-    assert store.closed_campaigns("shop", "nobody") == set()
+    assert store.get_visitor("shop", "v1").state.closed == {"welcome", "uk-delivery"}
+    assert store.get_visitor("shop", "v2").state.closed == {"other-visitor"}
+    assert store.get_visitor("other", "v1").state.closed == {"other-shop"}
+    assert store.get_visitor("shop", "nobody") is None
+
+
+# -- the visitor state ----------------------------------------------------------------
+def test_the_visitor_state_follows_the_events_written(store: Store) -> None:
+    base = T0 - timedelta(days=1)
+    batch = [Event(f"s-{n:03d}", "view_item", base + timedelta(minutes=n), item_id=f"i{n}") for n in range(250)]
+    batch += [
+        Event("s-search", "search", base + timedelta(hours=10), props={"search_term": "red bag"}),
+        Event("s-seen", "view_promotion", base + timedelta(hours=11), campaign="summer"),  # not history
+        Event("s-buy", "purchase", base + timedelta(hours=12), value=3.0, order_id="o-1",
+              props={"items": [{"item_id": "i1", "quantity": 1}, {"item_id": "i2", "quantity": 2}]}),
+    ]
+    store.record_events("shop", "v1", batch)
+    history = store.get_visitor("shop", "v1").state.events()
+    assert len(history) == 200  # the newest 200 of the kept kinds
+    assert [e.type for e in history[:2]] == ["purchase", "search"]
+    assert history[0].item_ids() == ["i1", "i2"] and history[0].ts == base + timedelta(hours=12)
+    assert history[1].props == {"search_term": "red bag"}
+    assert history[2].item_id == "i249" and history[-1].item_id == "i52"
+    # An event sent again changes nothing; an older one arriving late takes its place by time.
+    store.record_events("shop", "v1", [batch[0], Event("s-late", "add_to_cart", base + timedelta(hours=11, minutes=30), item_id="i7")])
+    history = store.get_visitor("shop", "v1").state.events()
+    assert [e.type for e in history[:3]] == ["purchase", "add_to_cart", "search"] and len(history) == 200
+
+
+def test_a_page_view_comes_back_in_the_state_of_the_same_call(store: Store) -> None:
+    view = Event("pv-1", "page_view", T0, item_id="22632", props={"page_type": "product"})
+    profile = store.touch_visitor("shop", "v1", T0, 1800, event=view)
+    assert profile.visits == 1 and profile.new_visit
+    assert [e.item_id for e in profile.state.events()] == ["22632"]
+    home = Event("pv-2", "page_view", T0 + timedelta(seconds=5), props={"page_type": "home"})  # no item: not history
+    profile = store.touch_visitor("shop", "v1", T0 + timedelta(seconds=5), 1800, event=home)
+    assert profile.page_views == 2 and [e.item_id for e in profile.state.events()] == ["22632"]
+    assert store.get_visitor("shop", "v1").state == profile.state
+
+
+def test_imported_customers_get_their_state(store: Store) -> None:
+    store.import_interactions("shop", IMPORTED)
+    customer = store.get_visitor("shop", imported_visitor_id("17850"))
+    assert customer.state is not None and customer.state.events()
+    assert {i for e in customer.state.events() for i in e.item_ids()} >= {"71053", "22632"}
 
 
 def test_sql_errors_do_not_show_the_values_bound_to_the_statement(store: Store) -> None:

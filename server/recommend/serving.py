@@ -36,7 +36,6 @@ FALLBACKS = ("trending", "bestsellers", "catalog")
 # A panel titled "Recently viewed" or "Buy it again" must not be padded with other items:
 # these fall back only when they have nothing at all.
 NOT_PADDED = {"recently_viewed", "buy_again"}
-HISTORY_EVENTS = 200  # recent events of a visitor read per request
 SESSION_VIEWS = 10  # views that steer the panel within a session
 
 
@@ -117,8 +116,7 @@ class Recommender:
         """`shown`: items already in other panels of this page, left out so panels differ."""
         if strategy not in self._strategies:
             raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-        events = self.store.visitor_events(ctx.shop, ctx.visitor_id, limit=HISTORY_EVENTS) if not ctx.is_new_token else []
-        history = History.from_events(events)
+        history = History.from_events(ctx.history)
         page_item = item_id or ctx.page.item_id
         anchor = page_item or (history.viewed[0] if history.viewed else "")
         model = self.models.get(ctx.shop) if self.models else None

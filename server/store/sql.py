@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import sqlite3
@@ -23,6 +24,10 @@ from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreError
 from server.store.schema import events, item_sales, item_trends, items, visitors
 from server.urls import web_url
+from server.visitors.state import EMPTY as EMPTY_STATE
+from server.visitors.state import HISTORY_EVENTS as HISTORY_STATE_EVENTS
+from server.visitors.state import KEPT as STATE_TYPES
+from server.visitors.state import VisitorState
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -257,9 +262,11 @@ class SqlStore:
         `event` (the page view itself) is stored in the same transaction: one commit.
         """
         with self._writing(durable=False) as conn:
+            profile = self._touch(conn, shop, visitor_id, now, visit_timeout_s, country, device_class, page_view, source)
             if event is not None:
-                self._store_events(conn, shop, visitor_id, [event])
-            return self._touch(conn, shop, visitor_id, now, visit_timeout_s, country, device_class, page_view, source)
+                _, state = self._store_events(conn, shop, visitor_id, [event], profile.state or EMPTY_STATE)
+                profile = dataclasses.replace(profile, state=state)
+            return profile
 
     def _touch(
         self, conn: Connection, shop: str, visitor_id: str, now: datetime, visit_timeout_s: int,
@@ -267,15 +274,20 @@ class SqlStore:
     ) -> VisitorProfile:
         key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
         views = 1 if page_view else 0
-        row = conn.execute(sa.select(visitors).where(key)).first()
+        # FOR UPDATE (PostgreSQL; SQLite has one writer): two workers counting the same
+        # visitor's page views at once must not lose one.
+        row = conn.execute(sa.select(visitors).where(key).with_for_update()).first()
         if row is None:
             values = dict(
                 shop=shop, visitor_id=visitor_id, first_seen=now, last_seen=now, visits=1,
                 page_views=views, orders=0, revenue=0.0, country=country, device_class=device_class,
                 source=source,
             )
-            conn.execute(self._insert(visitors).values(**values).on_conflict_do_nothing())
-            return _row_profile(values, new_visit=True)
+            inserted = conn.execute(self._insert(visitors).values(**values).on_conflict_do_nothing()
+                                    .returning(visitors.c.visitor_id)).first()
+            if inserted is not None:
+                return _row_profile(values, new_visit=True)
+            row = conn.execute(sa.select(visitors).where(key).with_for_update()).first()  # another worker won
         new_visit = now - row.last_seen > timedelta(seconds=visit_timeout_s)
         values = dict(
             last_seen=max(now, row.last_seen),
@@ -298,19 +310,24 @@ class SqlStore:
     def record_events(self, shop: str, visitor_id: str, batch: Sequence[Event]) -> tuple[int, int]:
         """Store a batch in one durable transaction; returns (stored, duplicates)."""
         with self._writing() as conn:
-            stored = self._store_events(conn, shop, visitor_id, batch)
+            stored, _ = self._store_events(conn, shop, visitor_id, batch)
         return stored, len(batch) - stored
 
-    def _store_events(self, conn: Connection, shop: str, visitor_id: str, batch: Sequence[Event]) -> int:
+    def _store_events(
+        self, conn: Connection, shop: str, visitor_id: str, batch: Sequence[Event], state: VisitorState | None = None,
+    ) -> tuple[int, VisitorState | None]:
+        """Insert the batch's new events and fold them into counters, aggregates and the
+        visitor state (read here, locked, unless the caller passes the one it holds).
+        Returns how many were new, and the visitor state after them."""
         now = utcnow()
-        stored = 0
+        stored: list[Event] = []
         insert = self._event_insert()
         trends: list[tuple[str, str, datetime]] = []
         for event in batch:
             result = conn.execute(insert.values(**_event_row(shop, visitor_id, event, now)))
             if result.first() is None:
                 continue  # an event_id already stored, or an order this visitor already sent
-            stored += 1
+            stored.append(event)
             if event.type == "purchase":
                 self._count_order(conn, shop, visitor_id, event, now)
                 self._add_sales(conn, shop, event.item_ids())
@@ -320,7 +337,27 @@ class SqlStore:
             key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
             country = conn.execute(sa.select(visitors.c.country).where(key)).scalar() or ""
             self._add_trends(conn, shop, [(item, type_, ts, country) for item, type_, ts in trends])
-        return stored
+        return len(stored), self._add_to_state(conn, shop, visitor_id, stored, state, now)
+
+    def _add_to_state(
+        self, conn: Connection, shop: str, visitor_id: str, new: list[Event], state: VisitorState | None,
+        now: datetime,
+    ) -> VisitorState | None:
+        """Fold new events into the visitor state, in the transaction that stored them."""
+        if not new:
+            return state
+        key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
+        if state is None:
+            found = conn.execute(sa.select(visitors.c.state).where(key).with_for_update()).first()
+            if found is None:  # events from a visitor who made no page call: the row holds the state
+                conn.execute(self._insert(visitors).values(shop=shop, visitor_id=visitor_id, first_seen=now,
+                                                           last_seen=now, page_views=0).on_conflict_do_nothing())
+                found = conn.execute(sa.select(visitors.c.state).where(key).with_for_update()).first()
+            state = VisitorState.from_json(found[0] if found else None)
+        updated = state.add(new)
+        if updated is not state:
+            conn.execute(sa.update(visitors).where(key).values(state=updated.to_json()))
+        return updated
 
     def _add_sales(self, conn: Connection, shop: str, item_ids: Iterable[str]) -> None:
         counts: dict[str, int] = {}
@@ -487,6 +524,7 @@ class SqlStore:
                 )
                 stmt = self._insert(visitors).values(shop=shop, visitor_id=vid, **values)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["shop", "visitor_id"], set_=values))
+        rebuild_visitor_states(conn, shop, ids)
 
     def all_items(self, shop: str) -> list[CatalogItem]:
         query = sa.select(items).where(items.c.shop == shop).order_by(items.c.item_id)
@@ -538,16 +576,6 @@ class SqlStore:
         )
         with self._reading() as conn:
             return [_row_event(r) for r in conn.execute(query)]
-
-    def closed_campaigns(self, shop: str, visitor_id: str) -> set[str]:
-        query = sa.select(events.c.campaign).distinct().where(
-            events.c.shop == shop,
-            events.c.visitor_id == visitor_id,
-            events.c.type == "close_promotion",
-            events.c.campaign.is_not(None),
-        )
-        with self._reading() as conn:
-            return {r[0] for r in conn.execute(query)}
 
     # -- helpers ---------------------------------------------------------------------
     def _event_insert(self) -> Any:
@@ -640,5 +668,28 @@ def _row_profile(row: Any, new_visit: bool = False) -> VisitorProfile:
         visits=row["visits"], page_views=row["page_views"], orders=row.get("orders", 0),
         revenue=row.get("revenue", 0.0), last_order_at=row.get("last_order_at"),
         country=row.get("country", ""), device_class=row.get("device_class", ""),
-        source=row.get("source", ""), new_visit=new_visit,
+        source=row.get("source", ""), new_visit=new_visit, state=VisitorState.from_json(row.get("state")),
     )
+
+
+def rebuild_visitor_states(conn: Connection, shop: str | None = None, visitor_ids: Sequence[str] | None = None) -> int:
+    """The visitor state of these visitors (or every visitor), rebuilt from their events: for
+    a migration and after an import, never on a request. Returns how many were written."""
+    query = sa.select(events).where(events.c.type.in_(sorted(STATE_TYPES | {"close_promotion"})))
+    if shop is not None:
+        query = query.where(events.c.shop == shop)
+    chunks = [list(visitor_ids[i : i + 500]) for i in range(0, len(visitor_ids), 500)] if visitor_ids is not None else [None]
+    written = 0
+    for chunk in chunks:
+        selected = query.where(events.c.visitor_id.in_(chunk)) if chunk is not None else query
+        by_visitor: dict[tuple[str, str], list[Event]] = {}
+        ordered = selected.order_by(events.c.shop, events.c.visitor_id, events.c.ts.desc(), events.c.id.desc())
+        for row in conn.execute(ordered):
+            kept = by_visitor.setdefault((row.shop, row.visitor_id), [])
+            if len(kept) < 4 * HISTORY_STATE_EVENTS:  # enough to fill the state after filtering
+                kept.append(_row_event(row))
+        for (shop_id, vid), newest_first in by_visitor.items():
+            state = VisitorState.from_events(newest_first)
+            key = (visitors.c.shop == shop_id) & (visitors.c.visitor_id == vid)
+            written += conn.execute(sa.update(visitors).where(key).values(state=state.to_json())).rowcount or 0
+    return written

@@ -1,0 +1,1 @@
+"""The visitor: the per-visitor state every request reads (identity, context and audiences join it here)."""

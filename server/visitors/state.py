@@ -1,0 +1,109 @@
+"""The visitor state: the compact per-visitor record every widget reads, kept up to date as
+events are written, so that a request reads one row instead of the visitor's events.
+
+It holds the visitor's recent meaningful events (items viewed, put in the cart, bought,
+searches), newest first and at most `HISTORY_EVENTS`, and the campaigns they closed. It is
+stored as JSON beside the visitor's counters (`visitors.state`) and changed in the same
+transaction as the events it comes from. What widgets derive from it (recently viewed,
+category affinity, recent searches, purchases) they derive from `events()`, so the rules
+stay where they were; only the reading of raw events is gone from the request path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Sequence
+
+from server.models import Event
+
+HISTORY_EVENTS = 200  # recent events kept per visitor
+MAX_ITEMS = 100  # line items kept per event (a batch's event has at most 100)
+MAX_CLOSED = 200  # campaigns remembered as closed
+# Event types the state keeps: what recommendations, navigation and search read. Impressions,
+# clicks on promotions and checkouts are measured elsewhere and would crowd out the history.
+KEPT = frozenset({"page_view", "view_item", "select_item", "add_to_cart", "remove_from_cart", "purchase", "search"})
+EPOCH = datetime(1970, 1, 1)
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class VisitorState:
+    """Recent events as compact tuples (type, seconds since the epoch, item ids, search term)."""
+
+    recent: tuple[tuple[str, float, tuple[str, ...], str], ...] = ()
+    closed: frozenset[str] = frozenset()
+    _events: list[Event] | None = field(default=None, compare=False, repr=False)
+
+    def events(self) -> list[Event]:
+        """The recent events, newest first, as Event records (made once per state)."""
+        if self._events is None:
+            made = [_event(n, entry) for n, entry in enumerate(self.recent)]
+            object.__setattr__(self, "_events", made)
+            return made
+        return self._events
+
+    def add(self, events: Iterable[Event]) -> "VisitorState":
+        """The state after these events (in any order; kept newest first, at most HISTORY_EVENTS)."""
+        new = [_entry(e) for e in events if _kept(e)]
+        closed = set(self.closed) | {e.campaign for e in events if e.type == "close_promotion" and e.campaign}
+        if not new and len(closed) == len(self.closed):
+            return self
+        # A stable sort: among equal times the newer write stays first, as the events query ordered by id.
+        recent = sorted([*reversed(new), *self.recent], key=lambda entry: -entry[1])[:HISTORY_EVENTS]
+        return VisitorState(tuple(recent), frozenset(sorted(closed)[:MAX_CLOSED]))
+
+    # -- storage ---------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"v": VERSION, "recent": [list(e[:2]) + [list(e[2]), e[3]] for e in self.recent],
+                "closed": sorted(self.closed)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "VisitorState":
+        """The stored state; anything unreadable is an empty state (it refills as events come)."""
+        if not isinstance(data, dict) or data.get("v") != VERSION:
+            return EMPTY
+        try:
+            recent = tuple(
+                (str(t), float(ts), tuple(str(i) for i in items), str(term or ""))
+                for t, ts, items, term in data.get("recent", ())
+            )
+            closed = frozenset(str(c) for c in data.get("closed", ()))
+        except (TypeError, ValueError):
+            return EMPTY
+        return cls(recent, closed)
+
+    @classmethod
+    def from_events(cls, newest_first: Sequence[Event]) -> "VisitorState":
+        """A state rebuilt from stored events (migrations and imports, never a request)."""
+        return EMPTY.add(reversed(list(newest_first)))
+
+
+EMPTY = VisitorState()
+
+
+def _kept(event: Event) -> bool:
+    if event.type not in KEPT:
+        return False
+    if event.type == "search":
+        return bool((event.props or {}).get("search_term"))
+    return bool(event.item_ids())
+
+
+def _entry(event: Event) -> tuple[str, float, tuple[str, ...], str]:
+    term = str((event.props or {}).get("search_term", ""))[:200] if event.type == "search" else ""
+    seconds = round((event.ts - EPOCH).total_seconds(), 3)
+    return (event.type, seconds, tuple(event.item_ids()[:MAX_ITEMS]), term)
+
+
+def _event(n: int, entry: tuple[str, float, tuple[str, ...], str]) -> Event:
+    type_, seconds, items, term = entry
+    props: dict[str, Any] = {}
+    if len(items) > 1:
+        props["items"] = [{"item_id": i} for i in items]
+    if term:
+        props["search_term"] = term
+    return Event(
+        event_id=f"state:{n}", type=type_, ts=EPOCH + timedelta(seconds=seconds),
+        item_id=items[0] if len(items) == 1 else None, props=props or None,
+    )
