@@ -26,6 +26,7 @@ from conftest import HEAD
 from server.models import CatalogItem, Event, Interaction
 from server.store import Store, StoreBusy, StoreError, open_store
 from server.store.schema import events as events_table
+from server.store.schema import visitors as visitors_table
 from server.store.sql import MIGRATIONS, imported_visitor_id
 
 POSTGRES_URL = os.environ.get(
@@ -410,6 +411,26 @@ def test_migrating_existing_events_keeps_the_oldest_purchase_of_each_order_per_v
     again = Event("a-fourth", "purchase", T0, value=1.0, order_id="1001")
     assert fresh_store.record_events("shop", "A", [again]) == (0, 1)
     assert fresh_store.record_events("shop", "C", [again]) == (1, 0)
+
+
+def test_migrating_builds_the_state_of_visitors_who_have_events(fresh_store: Store) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with fresh_store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")  # before the visitor state
+        conn.execute(sa.insert(visitors_table), [
+            dict(shop="shop", visitor_id=v, first_seen=T0, last_seen=T0) for v in ("A", "B")])
+        conn.execute(sa.insert(events_table), [
+            dict(shop="shop", event_id=f"a-{n}", visitor_id="A", type="view_item", item_id=f"i{n}",
+                 ts=T0 + timedelta(minutes=n), received_at=T0) for n in range(3)
+        ])
+        conn.execute(sa.insert(events_table), [dict(shop="shop", event_id="a-close", visitor_id="A",
+                                                    type="close_promotion", campaign="welcome", ts=T0, received_at=T0)])
+    assert fresh_store.migrate() == HEAD
+    a, b = fresh_store.get_visitor("shop", "A"), fresh_store.get_visitor("shop", "B")
+    assert [e.item_id for e in a.state.events()] == ["i2", "i1", "i0"] and a.state.closed == {"welcome"}
+    assert b.state.events() == [] and not b.state.closed
 
 
 def test_a_purchase_from_an_unseen_visitor_creates_the_visitor(store: Store) -> None:
