@@ -45,6 +45,7 @@ class VisitorState:
 
     def add(self, events: Iterable[Event]) -> "VisitorState":
         """The state after these events (in any order; kept newest first, at most HISTORY_EVENTS)."""
+        events = list(events)
         new = [_entry(e) for e in events if _kept(e)]
         closed = set(self.closed) | {e.campaign for e in events if e.type == "close_promotion" and e.campaign}
         if not new and len(closed) == len(self.closed):
