@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from threadpoolctl import threadpool_limits
 from starlette.exceptions import HTTPException
@@ -27,6 +30,7 @@ from server.settings import Settings
 from server.shops import ShopConfig, ShopConfigError, ShopRegistry
 from server.store import Store, StoreBusy, open_store
 from server.web.front import FrontDoor
+from server.web.overload import InFlightLimit
 from widgets.base import Templates
 
 log = logging.getLogger("vitrine")
@@ -122,10 +126,24 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/v1/fragments/{kind}", api.fragment, methods=["GET"]),
         Mount("/demo", routes=demo_routes()),
     ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # In every worker process: as many threads as cores, not anyio's 40 fighting for the
+        # GIL. The in-flight limit (inside CORS, so a 503 carries CORS headers) keeps the
+        # queue for them short.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.resolved_request_threads
+        yield
+
     app = Starlette(
         debug=False,
         routes=routes,
-        middleware=[Middleware(FrontDoor), Middleware(ShopCORSMiddleware, origins_for=origins_for)],
+        middleware=[
+            Middleware(FrontDoor),
+            Middleware(ShopCORSMiddleware, origins_for=origins_for),
+            Middleware(InFlightLimit, limit=settings.resolved_max_in_flight),
+        ],
+        lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error, StoreBusy: _store_busy, HTTPException: _http_error, Exception: _server_error,
         },

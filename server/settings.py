@@ -70,6 +70,19 @@ class Settings:
     host: str = _setting("127.0.0.1", "Address `vitrine serve` and `vitrine demo` listen on.")
     port: int = _setting(8000, "Port `vitrine serve` and `vitrine demo` listen on.")
     workers: int = _setting(1, "Number of web worker processes for `vitrine serve`.")
+    request_threads: int = _setting(
+        0,
+        "Threads per worker process that run requests' blocking work (store calls, rendering). "
+        "0 means one per CPU core, at least 2.",
+        minimum=0,
+    )
+    max_in_flight: int = _setting(
+        0,
+        "Page calls, event batches and fragment requests one worker process handles at once; "
+        "one more gets 503 with Retry-After at once instead of waiting in a queue. "
+        "0 means 4 × request_threads.",
+        minimum=0,
+    )
     public_url: str = _setting(
         "",
         "Public base URL of this server as shops reach it (e.g. https://vitrine.example.com). "
@@ -150,6 +163,14 @@ class Settings:
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.resolved_data_dir / 'vitrine.db'}"
 
+    @property
+    def resolved_request_threads(self) -> int:
+        return self.request_threads or max(2, _cpu_cores())
+
+    @property
+    def resolved_max_in_flight(self) -> int:
+        return self.max_in_flight or 4 * self.resolved_request_threads
+
     def signing_keys(self) -> list[str]:
         """Keys for visitor tokens, oldest first; creates the data dir's key on first use."""
         if self.secret_keys:
@@ -201,6 +222,14 @@ def setting_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(Settings))
 
 
+def _cpu_cores() -> int:
+    """The cores this process may run on (a CPU set narrows them), else all of the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -230,11 +259,15 @@ def _cast(name: str, value: Any) -> Any:
                 return False
             raise ValueError(value)
         if kind == "int":
-            return int(value)
+            number = int(value)
+            if number < f.metadata.get("minimum", number):
+                raise ValueError(value)
+            return number
         if kind == "float":
             return float(value)
         if kind.startswith("Path"):
             return Path(value) if str(value) else None if "None" in kind else Path(".")
         return str(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"setting {name} ({ENV_PREFIX}{name.upper()}): bad value {value!r}") from None
+        at_least = f" (at least {f.metadata['minimum']})" if "minimum" in f.metadata else ""
+        raise SettingsError(f"setting {name} ({ENV_PREFIX}{name.upper()}): bad value {value!r}{at_least}") from None
