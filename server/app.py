@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 
 from server import api
+from server.catalog import Catalog
 from server.context import ContextBuilder
 from server.errors import ApiError
 from server.geo import GeoLocator, bundled_database_path
@@ -42,6 +43,7 @@ class Services:
 
     settings: Settings
     store: Store
+    catalog: Catalog
     shops: ShopRegistry
     templates: Templates
     geo: GeoLocator
@@ -83,10 +85,12 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     geo = GeoLocator(settings.geoip_database or bundled_database_path())
     shops_dir = settings.resolved_shops_dir
     models = ModelRegistry(settings.resolved_data_dir / "models")
-    recommender = Recommender(store, models)
+    catalog = Catalog(store)
+    recommender = Recommender(catalog, models)
     return Services(
         settings=settings,
         store=store,
+        catalog=catalog,
         shops=ShopRegistry(shops_dir),
         templates=Templates([settings.resolved_data_dir / "templates"]),
         geo=geo,
@@ -95,9 +99,9 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         recommender=recommender,
         search=SearchService(
             store, models, settings.resolved_data_dir / "search", settings.search_personal_weight,
-            settings.affinity_half_life_hours, settings.popular_search_min_visitors,
+            settings.affinity_half_life_hours, settings.popular_search_min_visitors, catalog,
         ),
-        navigator=Navigator(store, recommender, settings.affinity_half_life_hours),
+        navigator=Navigator(catalog, recommender, settings.affinity_half_life_hours),
     )
 
 

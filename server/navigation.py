@@ -23,10 +23,10 @@ from server import trending
 from server.affinity import Affinity, category_affinity
 from server.models import CatalogItem, Event, utcnow
 from server.shops import NavConfig
-from server.store import Store
 from server.taxonomy import slugify
 
 if TYPE_CHECKING:
+    from server.catalog import Catalog
     from server.context import VisitorContext
     from server.recommend.serving import Recommender
 
@@ -38,7 +38,6 @@ MAX_CATEGORY_ITEMS = 10_000  # items of one category ordered per request
 MODEL_PICKS = 30  # top picks whose categories stand in for a short history
 # The catalog's categories are read once per shop in this time: a group-by over every item
 # (6.6 ms for 100,000 items) on every page call with a menu would cost more than the rest.
-CATEGORIES_TTL_S = 30.0
 # A product page is recorded twice: the page call's page view, and the shop's own
 # view_item by beacon. Within this window they are one view.
 SAME_VIEW = timedelta(minutes=30)
@@ -155,18 +154,18 @@ class UnknownCategory(ValueError):
 
 # -- the service -----------------------------------------------------------------------
 class Navigator:
-    def __init__(self, store: Store, recommender: "Recommender | None", half_life_hours: float) -> None:
-        self.store = store
+    def __init__(self, catalog: "Catalog", recommender: "Recommender | None", half_life_hours: float) -> None:
+        self.catalog = catalog
         self.recommender = recommender
         self.half_life_hours = half_life_hours
-        self._categories: dict[str, tuple[float, CategoryIndex]] = {}  # shop -> (expires, index)
+        self._categories: dict[str, tuple[int, CategoryIndex]] = {}  # shop -> (catalog version, index)
 
     def categories(self, shop: str) -> CategoryIndex:
-        """The shop's catalog categories, at most CATEGORIES_TTL_S old."""
-        now = time.monotonic()
+        """The shop's catalog categories, built again when the catalog changed."""
+        shop_catalog = self.catalog.shop(shop)
         cached = self._categories.get(shop)
-        if cached is None or now >= cached[0]:
-            cached = (now + CATEGORIES_TTL_S, CategoryIndex.build(self.store.categories(shop)))
+        if cached is None or cached[0] != shop_catalog.version:
+            cached = (shop_catalog.version, CategoryIndex.build(shop_catalog.categories))
             self._categories[shop] = cached
         return cached[1]
 
@@ -177,7 +176,7 @@ class Navigator:
     def affinity(self, ctx: "VisitorContext", events: list[Event]) -> Affinity:
         """The visitor's affinity by catalog category."""
         ids = list(dict.fromkeys(i for e in events for i in e.item_ids()))
-        category_of = {item.item_id: item.category for item in self.store.get_items(ctx.shop, ids)}
+        category_of = {item.item_id: item.category for item in self.catalog.shop(ctx.shop).get(ids)}
         return category_affinity(events, category_of, utcnow(), self.half_life_hours)
 
     # -- the menu ------------------------------------------------------------------------
@@ -272,8 +271,9 @@ class Navigator:
             raise UnknownCategory(f"unknown category {category!r}")
         members = index.members[slug]
         items: list[CatalogItem] = []
+        shop_catalog = self.catalog.shop(ctx.shop)
         for member in members:
-            items += self.store.list_items(ctx.shop, category=member, limit=MAX_CATEGORY_ITEMS)
+            items += shop_catalog.in_category(member, MAX_CATEGORY_ITEMS)
         served, scores = sort, {}
         if sort == "personal":
             scores = self._personal_scores(ctx, items)
@@ -294,9 +294,9 @@ class Navigator:
         """Bestsellers: purchase rank; trending: decayed popularity rank. Higher is better."""
         if sort == "bestsellers":
             category = members[0] if len(members) == 1 else None
-            ranked = [i.item_id for i in self.store.bestsellers(shop, MAX_CATEGORY_ITEMS, category)]
+            ranked = self.catalog.bestsellers(shop, MAX_CATEGORY_ITEMS, category)
         else:
-            ranked = self.store.trending(shop, trending.GLOBAL, MAX_CATEGORY_ITEMS)
+            ranked = self.catalog.trending(shop, trending.GLOBAL, MAX_CATEGORY_ITEMS)
         ranked = [i for i in ranked if i in ids]
         return {item_id: float(len(ranked) - n) for n, item_id in enumerate(ranked)}
 

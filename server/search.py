@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from server.affinity import WEIGHTS as AFFINITY_WEIGHTS
+from server.catalog import Catalog
 from server.affinity import Affinity, category_affinity
 from server.models import CatalogItem, Event, utcnow
 from server.recommend.serving import visitor_vector
@@ -132,9 +133,10 @@ class VisitorSignals:
 class SearchService:
     def __init__(
         self, store: "Store", models: "ModelRegistry | None", root: Path, weight: float, half_life_hours: float,
-        popular_min_visitors: int = 10,
+        popular_min_visitors: int = 10, catalog: "Catalog | None" = None,
     ) -> None:
         self.store = store
+        self.catalog = catalog or Catalog(store)  # what a search reads of items: memory
         self.popular_min_visitors = max(1, popular_min_visitors)
         self.models = models
         self.root = Path(root)
@@ -209,7 +211,8 @@ class SearchService:
         search_tops = {term: self._past_search_top(shop, term) for term, _ in searches}
         # One read for the candidates and for the items the visitor's history is about.
         wanted = [h.item_id for h in hits] + interacted + [i for top in search_tops.values() for i in top]
-        facts = self.store.item_facts(shop, list(dict.fromkeys(wanted)))
+        shop_catalog = self.catalog.shop(shop)
+        facts = shop_catalog.facts(list(dict.fromkeys(wanted)))
         category_of = {item_id: category for item_id, (category, _) in facts.items()}
         signals = VisitorSignals(
             self._affinity(events, searches, search_tops, category_of, now),
@@ -219,7 +222,7 @@ class SearchService:
         candidates = [h for h in hits if h.item_id in facts]  # not an item the store no longer has
         scored = _blend(candidates, facts, signals, model, weight)
         page = scored[offset : offset + limit]
-        items = {i.item_id: i for i in self.store.get_items(shop, [s.item_id for s in page])}
+        items = {i.item_id: i for i in shop_catalog.get([s.item_id for s in page])}
         return SearchResults(
             query=query, items=[replace(s, item=items[s.item_id]) for s in page if s.item_id in items],
             total=len(scored), more=more, offset=offset, limit=limit, personalized=weight > 0, weight=weight,
@@ -271,7 +274,7 @@ class SearchService:
         index = self.index(shop)
         counted = self.store.popular_searches(shop, since, limit * 3, self.popular_min_visitors)
         terms = [t for t, _ in counted if showable_term(t) and index.search(t, 1)][:limit]
-        found = (terms, "searches") if terms else ([c for c, _ in self.store.categories(shop)[:limit]], "categories")
+        found = (terms, "searches") if terms else ([c for c, _ in self.catalog.shop(shop).categories[:limit]], "categories")
         self._popular[(shop, limit)] = (time.monotonic(), found)
         return found
 

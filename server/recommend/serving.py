@@ -17,9 +17,9 @@ import numpy as np
 
 from server import trending
 from server.models import CatalogItem, Event, utcnow
-from server.store import Store
 
 if TYPE_CHECKING:
+    from server.catalog import Catalog
     from server.context import VisitorContext
     from server.recommend.artifact import ModelArtifact, ModelRegistry
 
@@ -93,8 +93,8 @@ class _Request:
 
 
 class Recommender:
-    def __init__(self, store: Store, models: "ModelRegistry | None") -> None:
-        self.store = store
+    def __init__(self, catalog: "Catalog", models: "ModelRegistry | None") -> None:
+        self.catalog = catalog
         self.models = models
         self._normalised: dict[int, np.ndarray] = {}  # id(item_vectors) -> unit rows, for cosine
         self._strategies: dict[str, Callable[[_Request], list[str]]] = {
@@ -129,10 +129,11 @@ class Recommender:
             exclude |= set(history.purchases)
 
         result = Recommendation(items=[], strategy="")
+        shop_catalog = self.catalog.shop(ctx.shop)
         for name in dict.fromkeys((strategy, *STAND_INS.get(strategy, ()), *FALLBACKS)):
             candidates = [c for c in self._strategies[name](request) if c not in exclude]
             fresh = [c for c in candidates if c not in {i.item_id for i in result.items}]
-            usable = [i for i in self.store.get_items(ctx.shop, fresh[: count * 3]) if i.in_stock and filters.accept(i)]
+            usable = [i for i in shop_catalog.get(fresh[: count * 3]) if i.in_stock and filters.accept(i)]
             taken = usable[: count - len(result.items)]
             result.chain.append({"strategy": name, "candidates": len(candidates), "used": len(taken)})
             if taken and not result.strategy:
@@ -205,20 +206,18 @@ class Recommender:
 
     # -- popularity ------------------------------------------------------------------
     def _trending(self, request: _Request) -> list[str]:
-        return self.store.trending(request.ctx.shop, trending.GLOBAL, request.limit)
+        return self.catalog.trending(request.ctx.shop, trending.GLOBAL, request.limit)
 
     def _trending_near_you(self, request: _Request) -> list[str]:
         country = request.ctx.geo.country
-        return self.store.trending(request.ctx.shop, f"country:{country}", request.limit) if country else []
+        return self.catalog.trending(request.ctx.shop, f"country:{country}", request.limit) if country else []
 
     def _bestsellers(self, request: _Request) -> list[str]:
-        category = request.filters.category or None
-        return [i.item_id for i in self.store.bestsellers(request.ctx.shop, request.limit, category)]
-
+        return self.catalog.bestsellers(request.ctx.shop, request.limit, request.filters.category or None)
 
     def _catalog(self, request: _Request) -> list[str]:
         category = request.filters.category or None
-        return [i.item_id for i in self.store.list_items(request.ctx.shop, category=category, limit=request.limit)]
+        return [i.item_id for i in self.catalog.shop(request.ctx.shop).in_category(category, request.limit)]
 
 
 def visitor_features(ctx: "VisitorContext") -> set[str]:

@@ -98,3 +98,12 @@ item_sales = sa.Table(
     sa.Column("purchases", sa.Integer, nullable=False),  # order lines with this item
     sa.Index("ix_item_sales_rank", "shop", "purchases"),
 )
+
+shop_versions = sa.Table(
+    "shop_versions",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    # Bumped in the transaction that changes the shop's catalog: every worker polls it (at
+    # most once a second) and reloads its in-memory catalog when it moved.
+    sa.Column("catalog", sa.Integer, nullable=False, server_default="0"),
+)

@@ -22,7 +22,7 @@ from server.models import CatalogItem, Event, Interacted, Interaction, VisitorPr
 from server import trending
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreError
-from server.store.schema import events, item_sales, item_trends, items, visitors
+from server.store.schema import events, item_sales, item_trends, items, shop_versions, visitors
 from server.urls import web_url
 from server.visitors.state import EMPTY as EMPTY_STATE
 from server.visitors.state import HISTORY_EVENTS as HISTORY_STATE_EVENTS
@@ -181,7 +181,15 @@ class SqlStore:
         with self._writing() as conn:
             for start in range(0, len(rows), 500):
                 conn.execute(stmt, rows[start : start + 500])
+            bump = self._insert(shop_versions).values(shop=shop, catalog=1)
+            conn.execute(bump.on_conflict_do_update(index_elements=["shop"], set_={"catalog": shop_versions.c.catalog + 1}))
         return len(rows)
+
+    def catalog_version(self, shop: str) -> int:
+        """A number that changes whenever the shop's catalog does (0: never imported)."""
+        query = sa.select(shop_versions.c.catalog).where(shop_versions.c.shop == shop)
+        with self._reading() as conn:
+            return conn.execute(query).scalar() or 0
 
     def get_item(self, shop: str, item_id: str) -> CatalogItem | None:
         found = self.get_items(shop, [item_id])
