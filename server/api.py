@@ -6,10 +6,12 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from server.context import OVERRIDES, PageContext, VisitorContext
 from server.errors import ApiError
@@ -98,9 +100,15 @@ def _respond_with_token(request: Request, payload: dict, shop: str, visitor_id: 
 
 
 # -- endpoints -----------------------------------------------------------------------
+# The embed script is part of the installed package: read once per process, served from
+# memory (no thread, no file system call), so it answers at once even when the request
+# threads are all busy.
+_SCRIPT = (STATIC_DIR / "vitrine.js").read_bytes()
+
+
 async def script(request: Request) -> Response:
-    return FileResponse(
-        STATIC_DIR / "vitrine.js",
+    return Response(
+        _SCRIPT,
         media_type="text/javascript; charset=utf-8",
         headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
     )
@@ -108,7 +116,12 @@ async def script(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     svc = _services(request)
-    version = await run_in_threadpool(svc.store.schema_version)
+    # A thread of its own (per app and event loop): a worker whose request threads are all
+    # busy still answers its health check.
+    limiter = getattr(request.app.state, "health_thread", None)
+    if limiter is None:
+        limiter = request.app.state.health_thread = anyio.CapacityLimiter(1)
+    version = await anyio.to_thread.run_sync(svc.store.schema_version, limiter=limiter)
     return JSONResponse({"status": "ok", "schema": version})
 
 

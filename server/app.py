@@ -84,15 +84,16 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         store.migrate()
     geo = GeoLocator(settings.geoip_database or bundled_database_path())
     shops_dir = settings.resolved_shops_dir
-    models = ModelRegistry(settings.resolved_data_dir / "models")
-    catalog = Catalog(store)
+    interval = settings.change_check_interval_s
+    models = ModelRegistry(settings.resolved_data_dir / "models", check_interval_s=interval)
+    catalog = Catalog(store, check_interval_s=interval)
     recommender = Recommender(catalog, models)
     return Services(
         settings=settings,
         store=store,
         catalog=catalog,
-        shops=ShopRegistry(shops_dir),
-        templates=Templates([settings.resolved_data_dir / "templates"]),
+        shops=ShopRegistry(shops_dir, check_interval_s=interval),
+        templates=Templates([settings.resolved_data_dir / "templates"], check_interval_s=interval),
         geo=geo,
         signer=TokenSigner(settings.signing_keys(), settings.token_max_age_days * 86400),
         contexts=ContextBuilder(store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60),

@@ -146,6 +146,12 @@ class Settings:
         "Distinct visitors who must have searched a term before it is shown to everyone as a "
         "popular search (terms that look like URLs, e-mail addresses or long digit runs never are).",
     )
+    change_check_interval_s: float = _setting(
+        1.0,
+        "Seconds between a worker's checks for changed shop configs, override templates, catalog "
+        "(its version in the store) and model versions: changes reach every worker within this time, "
+        "and no request pays for a check.",
+    )
     debug: bool = _setting(
         False, "Append the debug comment (templates considered, context, decisions) to every fragment a caller with QA powers fetches, as if it asked for `_debug=1`."
     )

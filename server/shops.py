@@ -12,6 +12,7 @@ import codecs
 import logging
 import re
 import threading
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,9 +321,14 @@ class _Cached:
 
 
 class ShopRegistry:
-    def __init__(self, shops_dir: Path) -> None:
+    """Shop configs, each file checked for changes at most every `check_interval_s` (not on
+    every request: a `stat` per request was a tenth of a page call)."""
+
+    def __init__(self, shops_dir: Path, check_interval_s: float = 1.0) -> None:
         self.shops_dir = shops_dir
+        self.check_interval_s = check_interval_s
         self._cache: dict[str, _Cached] = {}
+        self._checked: dict[str, tuple[float, bool]] = {}  # shop -> (when checked, file exists)
         self._lock = threading.Lock()
 
     def path(self, shop: str) -> Path:
@@ -336,20 +342,34 @@ class ShopRegistry:
         """
         if not SHOP_ID.match(shop or ""):
             return None
+        now = time.monotonic()
+        checked = self._checked.get(shop)
+        cached = self._cache.get(shop)
+        if checked is not None and now - checked[0] < self.check_interval_s:
+            if not checked[1]:
+                return None
+            if cached is not None:
+                return self._served(cached, shop)
         path = self.path(shop)
         try:
             stat = path.stat()
         except OSError:
+            self._checked[shop] = (now, False)
             return None
+        if len(self._checked) > 10_000:  # requests naming made-up shops: forget them all
+            self._checked.clear()
+        self._checked[shop] = (now, True)
         version = (stat.st_mtime_ns, stat.st_size)
-        cached = self._cache.get(shop)
         if cached is None or cached.version != version:
             with self._lock:
                 cached = self._cache.get(shop)
                 if cached is None or cached.version != version:
                     cached = self._load(shop, path, version, cached)
+        return self._served(cached, shop)
+
+    def _served(self, cached: "_Cached", shop: str) -> ShopConfig:
         if cached.config is None:
-            raise ShopConfigError(cached.problems or [f"{path}: not loaded"])
+            raise ShopConfigError(cached.problems or [f"{self.path(shop)}: not loaded"])
         return cached.config
 
     def _load(self, shop: str, path: Path, version: tuple[int, int], previous: _Cached | None) -> _Cached:

@@ -31,7 +31,9 @@ def settings(tmp_path: Path) -> Settings:
     shops = tmp_path / "shops"
     shops.mkdir()
     shutil.copyfile(DEMO_CONFIG, shops / "demo.toml")
-    return Settings.load(environ={}, data_dir=tmp_path, secret_keys="test-key-1")
+    # Changes to configs, templates and the catalog are seen at once here; the one-second
+    # checks themselves are tested on their own (tests/test_catalog.py, tests/test_reload.py).
+    return Settings.load(environ={}, data_dir=tmp_path, secret_keys="test-key-1", change_check_interval_s=0)
 
 
 @pytest.fixture

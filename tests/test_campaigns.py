@@ -200,7 +200,7 @@ def bump_mtime(path: Path, seconds: int) -> None:
 
 def test_registry_reloads_an_edited_config(tmp_path: Path) -> None:
     path = write(tmp_path / "shop.toml", 'name = "First"\n')
-    registry = ShopRegistry(tmp_path)
+    registry = ShopRegistry(tmp_path, check_interval_s=0)
     assert registry.get("shop").name == "First"
     write(path, 'name = "Second"\n')
     bump_mtime(path, 5)
@@ -209,7 +209,7 @@ def test_registry_reloads_an_edited_config(tmp_path: Path) -> None:
 
 def test_a_broken_edit_keeps_the_last_good_config(tmp_path: Path, caplog) -> None:
     path = write(tmp_path / "shop.toml", BANNER.format(id="good"))
-    registry = ShopRegistry(tmp_path)
+    registry = ShopRegistry(tmp_path, check_interval_s=0)
     assert [c.id for c in registry.get("shop").campaigns] == ["good"]
 
     write(path, BANNER.format(id="x") + '[campaigns.audience]\ncountry = ["England"]\n')
@@ -233,7 +233,7 @@ def test_a_config_broken_from_the_start_is_an_error(tmp_path: Path) -> None:
 
 def test_unknown_and_malformed_shop_ids_are_none(tmp_path: Path) -> None:
     write(tmp_path / "shop.toml", "")
-    registry = ShopRegistry(tmp_path)
+    registry = ShopRegistry(tmp_path, check_interval_s=0)
     assert registry.get("nope") is None
     assert registry.get("../shop") is None
     assert registry.get("Shop") is None

@@ -396,11 +396,6 @@ def test_health_the_script_and_preflights_are_never_refused(overload: Overload) 
     assert max(r.seconds for r in overload.cheap.values()) < MAX_IN_FLIGHT * BUSY_TIMEOUT_S + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/v1/health and /v1/vitrine.js run their file and store calls on the request threads "
-    "(server/api.py), so they wait behind the admitted page calls for a thread",
-)
 def test_health_and_the_script_answer_quickly_while_the_worker_is_full(overload: Overload) -> None:
     assert overload.cheap["health"].seconds < FAST_S and overload.cheap["script"].seconds < FAST_S
 

@@ -185,7 +185,7 @@ def test_a_web_nav_url_is_not_reported_beside_a_bad_link(tmp_path: Path, url: st
 # -- the registry: logged once per version ------------------------------------------------
 def test_a_broken_config_is_logged_once_per_version_of_the_file(tmp_path: Path, caplog) -> None:
     path = write(tmp_path / "shop.toml", HEAD + banner("b", title="Hi {city}"))
-    registry = ShopRegistry(tmp_path)
+    registry = ShopRegistry(tmp_path, check_interval_s=0)
     with caplog.at_level(logging.ERROR, logger="vitrine.shops"):
         for _ in range(3):
             with pytest.raises(ShopConfigError):
@@ -203,7 +203,7 @@ def test_a_broken_config_is_logged_once_per_version_of_the_file(tmp_path: Path, 
 
 def test_a_broken_edit_keeps_the_last_good_config_and_is_logged_once(tmp_path: Path, caplog) -> None:
     path = write(tmp_path / "shop.toml", HEAD + banner("b", title="Good"))
-    registry = ShopRegistry(tmp_path)
+    registry = ShopRegistry(tmp_path, check_interval_s=0)
     assert registry.get("shop").campaign("b").title == "Good"
     write(path, HEAD + banner("b", title="Use {SAVE10 now"))
     bump_mtime(path, 5)

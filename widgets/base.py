@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -118,17 +121,26 @@ class Templates:
     `banner-<shop>.html`, `banner.html`.
     """
 
-    def __init__(self, override_dirs: list[Path]) -> None:
+    def __init__(self, override_dirs: list[Path], check_interval_s: float = 1.0) -> None:
         builtin = jinja2.FileSystemLoader([str(p) for p in sorted(WIDGETS_DIR.glob("*/templates"))])
         loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader([str(d) for d in override_dirs])]
         loaders += [jinja2.PrefixLoader({"default": builtin}, delimiter=":"), builtin]
+        # Compiled once; a designer's edit of an override is seen through one listing of the
+        # override folders at most every check_interval_s, never a stat per render.
         self.env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(loaders),
             autoescape=True,
-            auto_reload=True,
+            auto_reload=False,
+            cache_size=-1,
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.override_dirs = list(override_dirs)
+        self.check_interval_s = check_interval_s
+        self._chosen: dict[tuple[str, ...], jinja2.Template] = {}  # names -> the most specific that exists
+        self._checked_at = -float("inf")
+        self._signature = self._overrides_now()
+        self._lock = threading.Lock()
         self.env.filters["money"] = money
         # Every link and image a template renders goes through it: only http(s) and paths.
         self.env.filters["web_url"] = web_url
@@ -139,8 +151,44 @@ class Templates:
         return names + [f"{kind}-{shop}.html", f"{kind}.html"]
 
     def render(self, names: list[str], **context: Any) -> tuple[str, str]:
-        template = self.env.select_template(names)
+        template = self.select(names)
         return template.render(**context), template.name or names[-1]
+
+    def select(self, names: list[str]) -> jinja2.Template:
+        """The first of `names` that exists, compiled; remembered until an override changes."""
+        self._check_overrides()
+        key = tuple(names)
+        template = self._chosen.get(key)
+        if template is None:
+            template = self._chosen[key] = self.env.select_template(names)
+        return template
+
+    def _check_overrides(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self.check_interval_s:
+            return
+        with self._lock:
+            if now - self._checked_at < self.check_interval_s:
+                return
+            signature = self._overrides_now()
+            if signature != self._signature:
+                self.env.cache.clear()
+                self._chosen = {}
+                self._signature = signature
+            self._checked_at = now
+
+    def _overrides_now(self) -> tuple:
+        found = []
+        for folder in self.override_dirs:
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_file():
+                            info = entry.stat()
+                            found.append((folder, entry.name, info.st_mtime_ns, info.st_size))
+            except OSError:
+                continue
+        return tuple(sorted(found))
 
 
 def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
