@@ -164,6 +164,45 @@
     dialog.showModal();
   }
 
+  // -- reserved heights ---------------------------------------------------------------
+  // "h:<slot>" = "<width>:<px>", the slot's height when last filled at this viewport width,
+  // reserved as its min-height before the first paint (later, the reserve itself would shift).
+  var sheet, ID = /^[\w-]{1,64}$/;
+  function slotEls() { return d.querySelectorAll("[data-vitrine-slot]"); }
+  function hold(px) {
+    var css = "";
+    for (var id in px) css += '[data-vitrine-slot="' + id + '"]{min-height:' + px[id] + "px}";
+    if (!sheet && css) (d.head || d.documentElement).appendChild((sheet = d.createElement("style")));
+    if (sheet) sheet.textContent = css;
+  }
+  function reserve() {
+    var px = {}, p = w.performance, k, id, m;
+    sheet = d.querySelector("style[data-vitrine-h]"); // the page's own reserve (docs/embedding.md), ours to release
+    if (p && p.getEntriesByType && p.getEntriesByType("paint").length) return;
+    for (var i = 0; i < localStorage.length; i++) {
+      k = localStorage.key(i);
+      id = k.slice(KEY.length + 2);
+      m = !k.indexOf(KEY + "h:") && ID.test(id) && /^(\d+):(\d+)$/.exec(localStorage.getItem(k));
+      if (m && m[1] == w.innerWidth) px[id] = m[2];
+    }
+    hold(px);
+  }
+  // Filled (or given up on): each slot gets, and remembers, its own height, except that one
+  // seen (in or above the viewport) does not shrink before the next page view.
+  function finish(res) {
+    var before = {}, keep = {};
+    slotEls().forEach(function (el) { before[el.getAttribute("data-vitrine-slot")] = el.offsetHeight; });
+    if (res) apply(res);
+    hold({});
+    slotEls().forEach(function (el) {
+      var id = el.getAttribute("data-vitrine-slot"), h = el.offsetHeight;
+      if (!ID.test(id)) return;
+      set("h:" + id, w.innerWidth + ":" + h);
+      if (h < before[id] && el.getBoundingClientRect().top < w.innerHeight) keep[id] = before[id];
+    });
+    hold(keep);
+  }
+
   // -- the page call -----------------------------------------------------------------
   function pageContext() {
     var el = d.querySelector("[data-vitrine-page]"), ds = (el && el.dataset) || {};
@@ -173,7 +212,7 @@
   }
   function slots() {
     var found = [];
-    d.querySelectorAll("[data-vitrine-slot]").forEach(function (el) {
+    slotEls().forEach(function (el) {
       var attrs = {}, ds = el.dataset;
       for (var k in ds) if (k != "vitrineSlot" && k != "widget" && k != "vitrineFilled") attrs[k] = String(ds[k]).slice(0, 200);
       found.push({ id: ds.vitrineSlot, widget: ds.widget || "banner", attrs: attrs });
@@ -202,7 +241,7 @@
     pageViewId = res.page_view_id;
     if (res.nav && res.nav.moved) safe(reorder)(res.nav.order);
     var frags = res.fragments || {};
-    d.querySelectorAll("[data-vitrine-slot]").forEach(safe(function (el) {
+    slotEls().forEach(safe(function (el) {
       var f = frags[el.getAttribute("data-vitrine-slot")];
       if (f) fill(el, f);
     }));
@@ -220,8 +259,9 @@
     fetch(url("/v1/page"), { method: "POST", credentials: "include", headers: headers, signal: ctrl && ctrl.signal,
       body: JSON.stringify(body) })
       .then(function (r) { return r.ok ? r.json() : null; })
-      .then(safe(function (res) { clearTimeout(stop); if (res) apply(res); }))
-      .catch(noop);
+      .then(function (res) { clearTimeout(stop); return res; })
+      .catch(noop)
+      .then(safe(finish));
   }
 
   // -- the global ----------------------------------------------------------------------
@@ -233,6 +273,7 @@
   var api_ = safe(vitrine);
   api_.loaded = 1;
   w.vitrine = api_;
+  safe(reserve)();
   safe(function () {
     watchDataLayer();
     ((prior && prior.q) || []).forEach(function (args) { api_.apply(null, args); });
