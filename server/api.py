@@ -190,7 +190,14 @@ async def events(request: Request) -> Response:
         raise ApiError(status, str(exc)) from None
     shop = svc.shop(body_shop(request, batch.shop))
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, batch.token)
-    stored, duplicates = await run_in_threadpool(svc.store.record_events, shop.id, identity.visitor_id, to_events(batch))
+    # Waiting for the group commit holds a thread of the writers' own (most of them asleep
+    # on it), not one of the few request threads: concurrent batches can then share commits.
+    limiter = getattr(request.app.state, "event_writers", None)
+    if limiter is None:
+        limiter = request.app.state.event_writers = anyio.CapacityLimiter(svc.settings.max_event_batches_in_flight)
+    stored, duplicates = await anyio.to_thread.run_sync(
+        svc.store.record_events, shop.id, identity.visitor_id, to_events(batch), limiter=limiter,
+    )
     return _respond_with_token(request, {"accepted": stored, "duplicates": duplicates}, shop.id, identity.visitor_id, 202)
 
 

@@ -146,7 +146,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         middleware=[
             Middleware(FrontDoor),
             Middleware(ShopCORSMiddleware, origins_for=origins_for),
-            Middleware(InFlightLimit, limit=settings.resolved_max_in_flight),
+            Middleware(InFlightLimit, limit=settings.resolved_max_in_flight,
+                       events_limit=settings.max_event_batches_in_flight),
         ],
         lifespan=lifespan,
         exception_handlers={

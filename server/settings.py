@@ -78,10 +78,16 @@ class Settings:
     )
     max_in_flight: int = _setting(
         0,
-        "Page calls, event batches and fragment requests one worker process handles at once; "
+        "Page calls and fragment requests one worker process handles at once; "
         "one more gets 503 with Retry-After at once instead of waiting in a queue. "
         "0 means 4 × request_threads.",
         minimum=0,
+    )
+    max_event_batches_in_flight: int = _setting(
+        256,
+        "Event batches one worker process holds at once while they wait for their group commit "
+        "(they share transactions and hold no request thread); one more gets 503 with Retry-After.",
+        minimum=1,
     )
     public_url: str = _setting(
         "",

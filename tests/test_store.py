@@ -835,3 +835,52 @@ def test_database_errors_reach_callers_without_values(store: Store) -> None:
     assert "IntegrityError" in message or "UniqueViolation" in message, message
     assert "INSERT INTO events" in message and secret not in message and "dup-000001" not in message
     assert refused.value.__cause__ is None and refused.value.__suppress_context__  # no chained DETAIL in a traceback
+
+
+# -- group commit -----------------------------------------------------------------------
+def _batches_behind_a_held_writer(store: Store, batches: dict[str, list[Event]]) -> dict[str, object]:
+    """Send the batches from threads while the writer is busy with a job that waits: they
+    queue up, and all reach the writer together once it is let go."""
+    import threading
+    import time
+
+    release = threading.Event()
+    holder = threading.Thread(target=lambda: store._group.run(lambda conn: release.wait(10), durable=False))
+    holder.start()
+    time.sleep(0.1)
+    results: dict[str, object] = {}
+
+    def send(visitor: str, batch: list[Event]) -> None:
+        try:
+            results[visitor] = store.record_events("shop", visitor, batch)
+        except ValueError as exc:
+            results[visitor] = exc
+
+    threads = [threading.Thread(target=send, args=item) for item in batches.items()]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while store._group._queue.qsize() < len(batches) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in [holder, *threads]:
+        t.join(30)
+    return results
+
+
+def test_concurrent_batches_share_one_commit(store: Store) -> None:
+    batches = {f"v{n}": [Event(f"g-{n}-{k}", "view_item", T0, item_id=f"i{k}") for k in range(10)] for n in range(15)}
+    before = store._group.groups
+    results = _batches_behind_a_held_writer(store, batches)
+    assert all(r == (10, 0) for r in results.values()), results
+    assert store.count_events("shop") == 150
+    assert store._group.groups - before == 2  # the held job's commit, then one for all fifteen batches
+
+
+def test_a_bad_batch_in_a_group_fails_alone(store: Store) -> None:
+    batches = {f"v{n}": [Event(f"b-{n}-{k}", "view_item", T0, item_id=f"i{k}") for k in range(10)] for n in range(6)}
+    batches["v3"][5] = Event("b-3-5", "purchase", T0, item_id="i5", value=float("inf"), order_id="o-3")
+    results = _batches_behind_a_held_writer(store, batches)
+    assert isinstance(results["v3"], ValueError) and "not a finite number" in str(results["v3"])
+    assert all(results[v] == (10, 0) for v in batches if v != "v3"), results
+    assert store.count_events("shop") == 50 and store.get_visitor("shop", "v3") is None

@@ -22,6 +22,7 @@ from server.models import CatalogItem, Event, Interacted, Interaction, VisitorPr
 from server import trending
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreError
+from server.store.group import GroupWriter
 from server.store.schema import events, item_sales, item_trends, items, shop_versions, visitors
 from server.urls import web_url
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -109,6 +110,8 @@ class SqlStore:
         # writer commits; left to SQLite's busy handler they sleep in steps of up to
         # 100 ms, which is what made the tail latency of concurrent page calls.
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        # Event batches and page views share transactions and commits (server/store/group.py).
+        self._group = GroupWriter(self._writing, wait_s=2 * busy_timeout_ms / 1000 + 1.0)
 
     @contextmanager
     def _bounded(self) -> Iterator[None]:
@@ -154,6 +157,7 @@ class SqlStore:
                 self._write_lock.release()
 
     def close(self) -> None:
+        self._group.close()
         self.engine.dispose()
 
     # -- schema ----------------------------------------------------------------------
@@ -269,12 +273,14 @@ class SqlStore:
         visit starts, and internal navigation keeps the source the visit began with.
         `event` (the page view itself) is stored in the same transaction: one commit.
         """
-        with self._writing(durable=False) as conn:
+        def work(conn: Connection) -> VisitorProfile:
             profile = self._touch(conn, shop, visitor_id, now, visit_timeout_s, country, device_class, page_view, source)
             if event is not None:
                 _, state = self._store_events(conn, shop, visitor_id, [event], profile.state or EMPTY_STATE)
                 profile = dataclasses.replace(profile, state=state)
             return profile
+
+        return self._group.run(work, durable=False)
 
     def _touch(
         self, conn: Connection, shop: str, visitor_id: str, now: datetime, visit_timeout_s: int,
@@ -317,8 +323,7 @@ class SqlStore:
     # -- events ----------------------------------------------------------------------
     def record_events(self, shop: str, visitor_id: str, batch: Sequence[Event]) -> tuple[int, int]:
         """Store a batch in one durable transaction; returns (stored, duplicates)."""
-        with self._writing() as conn:
-            stored, _ = self._store_events(conn, shop, visitor_id, batch)
+        stored = self._group.run(lambda conn: self._store_events(conn, shop, visitor_id, batch)[0], durable=True)
         return stored, len(batch) - stored
 
     def _store_events(
@@ -329,12 +334,15 @@ class SqlStore:
         Returns how many were new, and the visitor state after them."""
         now = utcnow()
         stored: list[Event] = []
-        insert = self._event_insert()
         trends: list[tuple[str, str, datetime]] = []
+        rows = [_event_row(shop, visitor_id, event, now) for event in batch]
+        # One statement for the batch; RETURNING names the rows that went in (the others are
+        # an event_id already stored, or an order this visitor already sent).
+        inserted = {row[0] for row in conn.execute(self._event_insert(events.c.event_id), rows)} if rows else set()
         for event in batch:
-            result = conn.execute(insert.values(**_event_row(shop, visitor_id, event, now)))
-            if result.first() is None:
-                continue  # an event_id already stored, or an order this visitor already sent
+            if event.event_id not in inserted:
+                continue
+            inserted.discard(event.event_id)  # the same id twice in one batch is stored once
             stored.append(event)
             if event.type == "purchase":
                 self._count_order(conn, shop, visitor_id, event, now)
@@ -586,12 +594,12 @@ class SqlStore:
             return [_row_event(r) for r in conn.execute(query)]
 
     # -- helpers ---------------------------------------------------------------------
-    def _event_insert(self) -> Any:
+    def _event_insert(self, returning: Any = None) -> Any:
         """An insert of events that skips rows breaking either unique rule of the table: the
         (shop, event_id) of an event sent again, and the (shop, visitor, order) of a purchase
         sent again under a new event_id. With no conflict target, ON CONFLICT DO NOTHING covers
         both. Count the RETURNING rows, not rowcount: psycopg reports -1 for these inserts."""
-        return self._insert(events).on_conflict_do_nothing().returning(events.c.id)
+        return self._insert(events).on_conflict_do_nothing().returning(returning if returning is not None else events.c.id)
 
     def _insert(self, table: sa.Table) -> Any:
         # Both dialects spell upserts the same way; only the import differs.

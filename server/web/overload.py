@@ -21,37 +21,53 @@ BUSY_MESSAGE = "the server is busy; try again in a second"
 BUSY_HEADERS = [(b"retry-after", b"1"), (b"cache-control", b"no-store")]
 
 
-def does_real_work(scope: Scope) -> bool:
-    """A request for an endpoint that reads the store and renders: what the limit counts.
-
-    The embed script, the health check, the demo's pages and files, and the errors a
-    request gets before any work (CORS preflights, unknown paths) never wait for it.
-    """
+def kind_of_work(scope: Scope) -> str | None:
+    """"render" for an endpoint that reads the store and renders on a request thread,
+    "events" for an event batch (it waits for a group commit without a thread of its own),
+    None for what the limit does not count: the embed script, the health check, the demo's
+    pages and files, and the errors a request gets before any work (CORS preflights,
+    unknown paths)."""
     path, method = scope["path"], scope["method"]
-    if path in ("/v1/page", "/v1/events"):
-        return method == "POST"
-    return path.startswith("/v1/fragments/") and method in ("GET", "HEAD")
+    if path == "/v1/page":
+        return "render" if method == "POST" else None
+    if path == "/v1/events":
+        return "events" if method == "POST" else None
+    return "render" if path.startswith("/v1/fragments/") and method in ("GET", "HEAD") else None
+
+
+def does_real_work(scope: Scope) -> bool:
+    return kind_of_work(scope) is not None
 
 
 class InFlightLimit:
-    """Middleware: at most `limit` requests that do real work at once; the next one gets 503."""
+    """Middleware: at most `limit` rendering requests and `events_limit` event batches at once;
+    the next one of either gets 503."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"the in-flight limit must be at least 1, not {limit}")
+    def __init__(self, app: ASGIApp, limit: int, events_limit: int = 256) -> None:
+        if limit < 1 or events_limit < 1:
+            raise ValueError(f"in-flight limits must be at least 1, not {limit} and {events_limit}")
         self.app = app
-        self.limit = limit
-        self.in_flight = 0
+        self.limits = {"render": limit, "events": events_limit}
+        self.counts = {"render": 0, "events": 0}
+
+    @property
+    def limit(self) -> int:
+        return self.limits["render"]
+
+    @property
+    def in_flight(self) -> int:
+        return self.counts["render"] + self.counts["events"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not does_real_work(scope):
+        kind = kind_of_work(scope) if scope["type"] == "http" else None
+        if kind is None:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        if self.counts[kind] >= self.limits[kind]:
             await send_json(send, 503, {"error": BUSY_MESSAGE}, BUSY_HEADERS)
             return
-        self.in_flight += 1
+        self.counts[kind] += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.counts[kind] -= 1

@@ -1,0 +1,134 @@
+"""Group commit: concurrent writes share one transaction and one commit (one fsync).
+
+Event batches and page views from many requests are handed to one writer thread per store.
+It takes whatever is waiting (up to `max_jobs`), runs every job in one transaction and
+commits once; each caller gets its own result only after that commit, so a 202 still means
+"on disk". A job that fails makes the group roll back, and then every job of the group runs
+again in a transaction of its own: the failing one fails alone, the others are committed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager
+
+from sqlalchemy.engine import Connection
+
+from server.store import StoreBusy
+
+Job = Callable[[Connection], Any]
+
+
+@dataclass
+class _Pending:
+    work: Job
+    durable: bool
+    done: Future = field(default_factory=Future)
+
+
+class GroupWriter:
+    def __init__(
+        self, writing: Callable[[bool], ContextManager[Connection]], wait_s: float, max_jobs: int = 64,
+        max_waiting: int = 1024,
+    ) -> None:
+        self._writing = writing  # the store's write transaction (durable or not)
+        self.wait_s = wait_s
+        self.max_jobs = max_jobs
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_waiting)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.groups = 0  # transactions committed (for tests and benchmarks)
+
+    def run(self, work: Job, durable: bool) -> Any:
+        """`work(conn)` inside a shared transaction; its result once that is committed."""
+        self._ensure_thread()
+        pending = _Pending(work, durable)
+        try:
+            self._queue.put_nowait(pending)
+        except queue.Full:
+            raise StoreBusy("too many writes are waiting for the store") from None
+        try:
+            return pending.done.result(timeout=self.wait_s)
+        except TimeoutError:
+            raise StoreBusy(f"the write was not committed within {self.wait_s:.1f} s") from None
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="vitrine-group-commit", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self.max_jobs:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._commit(group)
+                    return
+                group.append(nxt)
+            self._commit(group)
+
+    def _commit(self, group: list[_Pending]) -> None:
+        live = [p for p in group if p.done.set_running_or_notify_cancel()]
+        if not live:
+            return
+        results: list[Any] = []
+        try:
+            with self._writing(any(p.durable for p in live)) as conn:
+                results = [p.work(conn) for p in live]
+        except StoreBusy as exc:
+            # The store itself is not available: no job of the group can be written, nor can
+            # the ones queued behind it, which would each wait the same timeout again.
+            for pending in live + self._drain():
+                if pending in live or pending.done.set_running_or_notify_cancel():
+                    pending.done.set_exception(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - one job's problem must not fail the others
+            if len(live) == 1:
+                live[0].done.set_exception(exc)
+                return
+            for pending in live:
+                self._alone(pending)
+            return
+        self.groups += 1
+        for pending, result in zip(live, results):
+            pending.done.set_result(result)
+
+    def _drain(self) -> list[_Pending]:
+        drained: list[_Pending] = []
+        while True:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                return drained
+            if pending is None:  # close() asked: keep the sentinel for the loop
+                self._queue.put(None)
+                return drained
+            drained.append(pending)
+
+    def _alone(self, pending: _Pending) -> None:
+        try:
+            with self._writing(pending.durable) as conn:
+                result = pending.work(conn)
+        except Exception as exc:  # noqa: BLE001
+            pending.done.set_exception(exc)
+            return
+        self.groups += 1
+        pending.done.set_result(result)
