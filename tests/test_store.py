@@ -884,3 +884,30 @@ def test_a_bad_batch_in_a_group_fails_alone(store: Store) -> None:
     assert isinstance(results["v3"], ValueError) and "not a finite number" in str(results["v3"])
     assert all(results[v] == (10, 0) for v in batches if v != "v3"), results
     assert store.count_events("shop") == 50 and store.get_visitor("shop", "v3") is None
+
+
+def test_while_the_store_is_busy_one_write_waits_and_the_others_are_refused_at_once(store: Store) -> None:
+    import threading
+    import time
+
+    store._group.run(lambda conn: None, durable=False)  # the writer is up
+    # The store is found busy: a job of the group raises StoreBusy (as a held lock does).
+    def busy(conn):
+        raise StoreBusy("held")
+
+    with pytest.raises(StoreBusy):
+        store._group.run(busy, durable=False)
+    release = threading.Event()
+    probe_result: list = []
+    probe = threading.Thread(target=lambda: probe_result.append(
+        store._group.run(lambda conn: release.wait(5) and "probe through", durable=False)))
+    probe.start()
+    time.sleep(0.1)
+    started = time.perf_counter()
+    with pytest.raises(StoreBusy, match="finding out"):
+        store.record_events("shop", "v1", [Event("busy-001", "view_item", T0, item_id="i")])
+    assert time.perf_counter() - started < 0.1  # refused at once, not after the timeout
+    release.set()
+    probe.join(5)
+    assert probe_result == ["probe through"]
+    assert store.record_events("shop", "v1", [Event("busy-001", "view_item", T0, item_id="i")]) == (1, 0)

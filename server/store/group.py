@@ -41,19 +41,36 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.groups = 0  # transactions committed (for tests and benchmarks)
+        # Once the store was found busy, one write at a time tries again (a probe) and the
+        # others fail at once, rather than each waiting the whole timeout behind the same
+        # lock; the first write that gets through ends it.
+        self._busy = False
+        self._probing = False
+        self._state_lock = threading.Lock()
 
     def run(self, work: Job, durable: bool) -> Any:
         """`work(conn)` inside a shared transaction; its result once that is committed."""
-        self._ensure_thread()
-        pending = _Pending(work, durable)
+        probe = False
+        with self._state_lock:
+            if self._busy:
+                if self._probing:
+                    raise StoreBusy("the store is busy; another write is finding out whether it is free again")
+                self._probing = probe = True
         try:
-            self._queue.put_nowait(pending)
-        except queue.Full:
-            raise StoreBusy("too many writes are waiting for the store") from None
-        try:
-            return pending.done.result(timeout=self.wait_s)
-        except TimeoutError:
-            raise StoreBusy(f"the write was not committed within {self.wait_s:.1f} s") from None
+            self._ensure_thread()
+            pending = _Pending(work, durable)
+            try:
+                self._queue.put_nowait(pending)
+            except queue.Full:
+                raise StoreBusy("too many writes are waiting for the store") from None
+            try:
+                return pending.done.result(timeout=self.wait_s)
+            except TimeoutError:
+                raise StoreBusy(f"the write was not committed within {self.wait_s:.1f} s") from None
+        finally:
+            if probe:
+                with self._state_lock:
+                    self._probing = False
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -96,6 +113,7 @@ class GroupWriter:
         except StoreBusy as exc:
             # The store itself is not available: no job of the group can be written, nor can
             # the ones queued behind it, which would each wait the same timeout again.
+            self._busy = True
             for pending in live + self._drain():
                 if pending in live or pending.done.set_running_or_notify_cancel():
                     pending.done.set_exception(exc)
@@ -108,6 +126,7 @@ class GroupWriter:
                 self._alone(pending)
             return
         self.groups += 1
+        self._busy = False
         for pending, result in zip(live, results):
             pending.done.set_result(result)
 
@@ -131,4 +150,5 @@ class GroupWriter:
             pending.done.set_exception(exc)
             return
         self.groups += 1
+        self._busy = False
         pending.done.set_result(result)
