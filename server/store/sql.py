@@ -58,6 +58,7 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
         sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     options = parsed.query.get("options", "")
     options = " ".join(options) if isinstance(options, tuple) else options
@@ -67,16 +68,44 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
     )
 
 
+# The execution option that makes a connection's transaction a write transaction on SQLite,
+# and its value the `PRAGMA synchronous` of its commit ("FULL" or "NORMAL"); see _writing.
+SQLITE_WRITE = "vitrine_sqlite_write"
+
+
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
-    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def on_connect(dbapi_conn: Any, record: Any) -> None:
+        # The driver issues no BEGIN of its own: _sqlite_begin does, so that a write
+        # transaction can take the write lock when it starts, and DDL is transactional.
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives power loss, so a 202 for an event means it is on disk.
         cur.execute("PRAGMA synchronous=FULL")
+        record.info["synchronous"] = "FULL"
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.close()
+        # Trending scores are added up by the upsert itself (SqlStore._add_trends).
+        dbapi_conn.create_function("vitrine_log_add", 2, trending.log_add, deterministic=True)
 
     return on_connect
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """BEGIN IMMEDIATE for a write transaction, plain BEGIN for any other.
+
+    A deferred transaction that reads and then writes fails with SQLITE_BUSY, without
+    waiting, when another process committed in between; BEGIN IMMEDIATE takes the write
+    lock first (waiting up to the busy timeout), so what the transaction reads stays true
+    until it commits. `PRAGMA synchronous` cannot change inside a transaction: it goes first
+    (when it changes), and what is not one of the store's writes (a migration) commits FULL.
+    """
+    write = conn.get_execution_options().get(SQLITE_WRITE)
+    synchronous, info = write or "FULL", conn.connection.info
+    if info.get("synchronous") != synchronous:
+        conn.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
+        info["synchronous"] = synchronous
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _ran_out_of_wait(error: Exception) -> str | None:
@@ -150,9 +179,10 @@ class SqlStore:
             if not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
                 raise StoreBusy(f"waited {self.busy_timeout_ms} ms for this process's other writers")
             try:
-                with self.engine.begin() as conn:
-                    conn.exec_driver_sql("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
-                    yield conn
+                with self.engine.connect() as conn:
+                    conn.execution_options(**{SQLITE_WRITE: "FULL" if durable else "NORMAL"})
+                    with conn.begin():  # BEGIN IMMEDIATE (_sqlite_begin)
+                        yield conn
             finally:
                 self._write_lock.release()
 
