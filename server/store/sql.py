@@ -418,7 +418,11 @@ class SqlStore:
         conn.execute(stmt, [dict(shop=shop, item_id=i, purchases=n) for i, n in counts.items()])
 
     def _add_trends(self, conn: Connection, shop: str, rows: Iterable[tuple[str, str, datetime, str]]) -> None:
-        """Fold (item, event type, time, country) into the decayed scores, read-modify-write."""
+        """Fold (item, event type, time, country) into the decayed scores.
+
+        The upsert adds to the stored score itself (a log-add computed by the database), so
+        writers in several processes never overwrite each other's additions. Rows go in key
+        order: two transactions touching the same items lock them in the same order."""
         added: dict[tuple[str, str], float] = {}
         for item_id, type_, ts, country in rows:
             part = trending.contribution(trending.WEIGHTS[type_], ts, self.half_life_hours)
@@ -426,25 +430,22 @@ class SqlStore:
                 added[(scope, item_id)] = trending.log_add(added.get((scope, item_id)), part)
         if not added:
             return
-        keys = list(added)
-        current: dict[tuple[str, str], float] = {}
-        for start in range(0, len(keys), 400):
-            chunk = keys[start : start + 400]
-            query = sa.select(item_trends.c.scope, item_trends.c.item_id, item_trends.c.log_score).where(
-                item_trends.c.shop == shop,
-                sa.tuple_(item_trends.c.scope, item_trends.c.item_id).in_(chunk),
-            )
-            current.update({(r[0], r[1]): r[2] for r in conn.execute(query)})
-        rows_out = [
-            dict(shop=shop, scope=scope, item_id=item_id, log_score=trending.log_add(current.get((scope, item_id)), part))
-            for (scope, item_id), part in added.items()
-        ]
+        rows_out = [dict(shop=shop, scope=scope, item_id=item_id, log_score=part)
+                    for (scope, item_id), part in sorted(added.items())]
         stmt = self._insert(item_trends)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["shop", "scope", "item_id"], set_={"log_score": stmt.excluded.log_score}
-        )
+        summed = self._log_add(item_trends.c.log_score, stmt.excluded.log_score)
+        stmt = stmt.on_conflict_do_update(index_elements=["shop", "scope", "item_id"], set_={"log_score": summed})
         for start in range(0, len(rows_out), 500):
             conn.execute(stmt, rows_out[start : start + 500])
+
+    def _log_add(self, a: Any, b: Any) -> Any:
+        """log(exp(a) + exp(b)) in SQL: trending.log_add itself on SQLite (a function each
+        connection registers), the same formula on PostgreSQL, whose EXP raises on underflow
+        where the term no longer counts anyway (below e^-700)."""
+        if self.dialect == "sqlite":
+            return sa.func.vitrine_log_add(a, b)
+        high, low = sa.func.greatest(a, b), sa.func.least(a, b)
+        return high + sa.func.ln(1.0 + sa.func.exp(sa.func.greatest(low - high, -700.0)))
 
     def trending(self, shop: str, scope: str = trending.GLOBAL, limit: int = 50) -> list[str]:
         """Item ids by decayed popularity in a scope ("" = the shop, "country:GB"), hottest first."""
@@ -530,6 +531,11 @@ class SqlStore:
 
     def _rebuild_aggregates(self, conn: Connection, shop: str) -> None:
         """Recompute a shop's trending scores and sales counts from all its events (after an import)."""
+        if self.dialect == "postgresql":
+            # Event batches of other processes add to these tables meanwhile: one committed
+            # after the events are read here would be deleted with the rows and not counted
+            # again. The lock makes them wait (and their reads not); SQLite has one writer.
+            conn.execute(sa.text("LOCK TABLE item_sales, item_trends IN SHARE ROW EXCLUSIVE MODE"))
         countries = dict(conn.execute(sa.select(visitors.c.visitor_id, visitors.c.country).where(visitors.c.shop == shop)).all())
         query = sa.select(events.c.visitor_id, events.c.item_id, events.c.type, events.c.ts, events.c.props).where(
             events.c.shop == shop, events.c.type.in_(list(trending.WEIGHTS))
