@@ -1,4 +1,4 @@
-"""The `vitrine` command: demo, serve, import, shops, train, evaluate, models, get, migrate, settings."""
+"""The `vitrine` command: demo, serve, worker, import, shops, train, evaluate, models, get, migrate, settings."""
 
 from __future__ import annotations
 
@@ -49,10 +49,11 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None) -> None:
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 8000).")
 @click.option("--train/--no-train", default=True, show_default=True,
-              help="Train the recommendation model when the demo shop has none yet.")
+              help="Train the recommendation model before serving when the demo shop has none yet "
+              "(else the background jobs train it once enough interactions are in).")
 @click.pass_context
 def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) -> None:
-    """Set up the demo shop (once) and serve it on http://HOST:PORT/demo/."""
+    """Set up the demo shop (once) and serve it on http://HOST:PORT/demo/, with the background jobs."""
     settings = _settings(ctx, host=host, port=port)
     services = _services(settings)
     _install_demo_shop(settings)
@@ -72,7 +73,14 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) ->
         if report.artifact is not None:
             click.echo(f"Model {report.artifact.version} trained in {report.seconds:.0f} s.")
     click.echo(f"Demo shop: http://{settings.host}:{settings.port}/demo/")
-    _run_server(settings, services)
+    from server.worker import Worker
+
+    jobs = Worker(services, log=click.echo)  # `vitrine worker`'s jobs, in this process
+    jobs.start()
+    try:
+        _run_server(settings, services)
+    finally:
+        jobs.stop()
 
 
 @main.command()
@@ -84,6 +92,25 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     """Serve the API (and the demo pages) with uvicorn."""
     settings = _settings(ctx, host=host, port=port, workers=workers)
     _run_server(settings, _services(settings))
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Run every job once and exit (for cron and tests).")
+@click.pass_context
+def worker(ctx: click.Context, once: bool) -> None:
+    """Run the background jobs (popular searches, retraining, the purge of old events); one per deployment."""
+    from server.worker import Worker
+
+    settings = _settings(ctx)
+    services = _services(settings)
+    try:
+        jobs = Worker(services, log=click.echo)
+        if not once:
+            jobs.run_forever()
+        elif not jobs.run_once():
+            click.echo("Another `vitrine worker` holds the lease and runs the jobs: nothing was run.")
+    finally:
+        services.close()
 
 
 def _run_server(settings: Settings, services: Any) -> None:

@@ -17,6 +17,10 @@ A visitor with no history and no model vector gets w = 0: the plain text ranking
 stock items come last, in the same order among themselves. Searches feed the affinity:
 each recent search term counts 1 (decayed like a view), shared among the categories of
 its top results.
+
+Popular searches (what an empty box suggests) are counted off the request path, by the
+`popular-searches` job of `vitrine worker` (`jobs()` below), into the `popular_searches`
+table; the search box reads that table.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from server.context import VisitorContext
     from server.recommend.artifact import ModelArtifact, ModelRegistry
     from server.store import Store
+    from server.worker import Job
 
 CANDIDATES = 200  # BM25 hits re-ranked per search; also the most results a search has
 MODEL_ITEMS = 10  # items the visitor interacted with lately that steer the model vector
@@ -54,9 +59,10 @@ SEARCH_TOP = 5  # a past search counts toward the categories of this many top re
 SEARCH_TOPS_TTL_S = 300.0
 SEARCH_TOPS_KEPT = 10_000
 POPULAR_DAYS = 30  # popular searches: search events of the last 30 days
-# Popular searches change slowly and are asked for on every focus of an empty box, while
-# counting them reads a month of search events: each process keeps them for a minute.
-POPULAR_TTL_S = 60.0
+POPULAR_KEPT = 20  # popular searches saved per shop (a box shows 8)
+POPULAR_COUNTED = 200  # most searched terms looked at, before the ones not to show are left out
+# Asked for on every focus of an empty box: each process keeps what it read for a second.
+POPULAR_TTL_S = 1.0
 MAX_QUERY_CHARS = 200
 INTERACTIONS = tuple(AFFINITY_WEIGHTS)  # event types that say which items a visitor cares about
 
@@ -261,28 +267,53 @@ class SearchService:
         return self.index(shop).suggest(prefix[:MAX_QUERY_CHARS], limit)
 
     def popular(self, shop: str, limit: int = 8) -> tuple[list[str], str]:
-        """Searches for an empty box: the shop's most searched terms of the last 30 days that
-        find something ("searches"), else its largest categories ("categories").
-
-        Everyone sees them, so one visitor's search is never enough: a term is shown once
-        `popular_min_visitors` distinct visitors searched it, only when it finds items in
-        the catalog, and never when it looks like personal data (`showable_term`)."""
+        """Searches for an empty box: the shop's popular searches as the worker last counted
+        them ("searches", see `count_popular`), else its largest categories ("categories").
+        A count older than the 30 days it covers is not shown (no worker has run since)."""
         kept = self._popular.get((shop, limit))
         if kept is not None and time.monotonic() - kept[0] < self.popular_ttl_s:
             return kept[1]
-        since = utcnow() - timedelta(days=POPULAR_DAYS)
-        index = self.index(shop)
-        counted = self.store.popular_searches(shop, since, limit * 3, self.popular_min_visitors)
-        terms = [t for t, _ in counted if showable_term(t) and index.search(t, 1)][:limit]
+        saved = self.store.saved_popular_searches(shop, limit, utcnow() - timedelta(days=POPULAR_DAYS))
+        terms = [t for t, _ in saved]
         found = (terms, "searches") if terms else ([c for c, _ in self.catalog.shop(shop).categories[:limit]], "categories")
         self._popular[(shop, limit)] = (time.monotonic(), found)
         return found
+
+    def count_popular(self, shop: str) -> list[tuple[str, int]]:
+        """Count the shop's popular searches and save them: its most searched terms of the
+        last 30 days that find something, with how many visitors searched each.
+
+        Everyone sees them, so one visitor's search is never enough: a term is kept once
+        `popular_min_visitors` distinct visitors searched it, only when it finds items in
+        the catalog, and never when it looks like personal data (`showable_term`). It reads
+        a month of search events: the worker's job, never a request's."""
+        now = utcnow()
+        index = self.index(shop)
+        counted = self.store.popular_searches(
+            shop, now - timedelta(days=POPULAR_DAYS), POPULAR_COUNTED, self.popular_min_visitors,
+        )
+        kept = [(t, n) for t, n in counted if showable_term(t) and index.search(t, 1)][:POPULAR_KEPT]
+        self.store.save_popular_searches(shop, kept, now)
+        self._popular.clear()
+        return kept
 
     def spelling(self, shop: str, query: str) -> str | None:
         """A corrected query that finds something, or None."""
         index = self.index(shop)
         corrected = index.spelling(query[:MAX_QUERY_CHARS])
         return corrected if corrected and index.search(corrected, 1) else None
+
+
+def run_popular_searches(services: Any) -> str:
+    """The `popular-searches` job: count every shop's popular searches (idempotent)."""
+    counted = {shop: len(services.search.count_popular(shop)) for shop in services.shops.ids()}
+    return ", ".join(f"{shop}: {n} term{'' if n == 1 else 's'}" for shop, n in counted.items()) or "no shops"
+
+
+def jobs(settings: Any) -> "list[Job]":
+    from server.worker import Job
+
+    return [Job("popular-searches", settings.popular_searches_interval_s, run_popular_searches)]
 
 
 _URL_LIKE = re.compile(r"://|^www\.|[a-z0-9-]{2,}\.(?:[a-z]{2,24})(?:[/:?#]|$)", re.IGNORECASE)

@@ -152,6 +152,35 @@ class Settings:
         "Distinct visitors who must have searched a term before it is shown to everyone as a "
         "popular search (terms that look like URLs, e-mail addresses or long digit runs never are).",
     )
+    worker_lease_s: int = _setting(
+        60,
+        "Seconds the running `vitrine worker` holds its lease in the store between renewals "
+        "(it renews every third of it); a second worker waits, and takes over this long after "
+        "the first stopped.",
+        minimum=2,
+    )
+    popular_searches_interval_s: int = _setting(
+        60, "Seconds between two counts of each shop's popular searches by `vitrine worker`.", minimum=1
+    )
+    retrain_min_new_interactions: int = _setting(
+        1000,
+        "Interactions (views, cart adds, purchases, ratings) a shop must have received since its "
+        "newest model was trained before `vitrine worker` trains a new one. 0 turns retraining off.",
+        minimum=0,
+    )
+    retrain_interval_s: int = _setting(
+        600, "Seconds between two checks by `vitrine worker` of whether a shop's model is due for retraining.",
+        minimum=1,
+    )
+    event_retention_days: int = _setting(
+        400,
+        "Days page views, list and promotion impressions, clicks and searches are kept; "
+        "`vitrine worker` deletes older ones. 0 keeps them forever.",
+        minimum=0,
+    )
+    purge_interval_s: int = _setting(
+        3600, "Seconds between two purges of events past `event_retention_days` by `vitrine worker`.", minimum=1
+    )
     change_check_interval_s: float = _setting(
         1.0,
         "Seconds between a worker's checks for changed shop configs, override templates, catalog "

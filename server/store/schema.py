@@ -107,3 +107,25 @@ shop_versions = sa.Table(
     # most once a second) and reloads its in-memory catalog when it moved.
     sa.Column("catalog", sa.Integer, nullable=False, server_default="0"),
 )
+
+worker_leases = sa.Table(
+    "worker_leases",
+    metadata,
+    # One row per lease ("worker": the one `vitrine worker` of a deployment), taken and
+    # renewed by one conditional upsert (SqlStore.take_lease).
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+)
+
+popular_searches = sa.Table(
+    "popular_searches",
+    metadata,
+    # Each shop's popular searches as the worker last counted them (server/search.py), so
+    # that an empty search box reads a few rows instead of a month of search events.
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("rank", sa.Integer, primary_key=True),  # 0 = the most searched
+    sa.Column("term", sa.Text, nullable=False),
+    sa.Column("visitors", sa.Integer, nullable=False),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+)

@@ -24,6 +24,8 @@ from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreError
 from server.store.group import GroupWriter
 from server.store.schema import events, item_sales, item_trends, items, shop_versions, visitors
+from server.store.schema import popular_searches as popular_searches_table
+from server.store.schema import worker_leases
 from server.urls import web_url
 from server.visitors.state import EMPTY as EMPTY_STATE
 from server.visitors.state import HISTORY_EVENTS as HISTORY_STATE_EVENTS
@@ -480,6 +482,77 @@ class SqlStore:
         )
         with self._reading() as conn:
             return [(r[0], r[1]) for r in conn.execute(query) if r[0]]
+
+    # -- background jobs -------------------------------------------------------------
+    def take_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take the lease `name` for `seconds` from now, or renew it: True when `holder` has it.
+
+        One statement decides, atomically on both backends: insert the row, or on conflict
+        update it only where this holder has it already or it has expired. A row comes back
+        only when it was written, so of two workers trying at once exactly one gets it.
+        Times are this machine's clock (naive UTC), so the workers' clocks must agree to
+        well within the lease (NTP)."""
+        now = utcnow()
+        stmt = self._insert(worker_leases).values(name=name, holder=holder, expires_at=now + timedelta(seconds=seconds))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
+            where=(worker_leases.c.holder == holder) | (worker_leases.c.expires_at < now),
+        ).returning(worker_leases.c.holder)
+        with self._writing() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up (a worker stopping cleanly), so another can take it at once."""
+        with self._writing() as conn:
+            conn.execute(sa.delete(worker_leases).where(worker_leases.c.name == name, worker_leases.c.holder == holder))
+
+    def save_popular_searches(self, shop: str, terms: Sequence[tuple[str, int]], computed_at: datetime) -> None:
+        """Replace the shop's popular searches with these (term, visitors), most searched first."""
+        table = popular_searches_table
+        rows = [dict(shop=shop, rank=n, term=t, visitors=v, computed_at=computed_at) for n, (t, v) in enumerate(terms)]
+        with self._writing() as conn:
+            conn.execute(sa.delete(table).where(table.c.shop == shop))
+            if rows:
+                conn.execute(sa.insert(table), rows)
+
+    def saved_popular_searches(self, shop: str, limit: int, computed_since: datetime) -> list[tuple[str, int]]:
+        """The shop's popular searches as last saved, if saved since `computed_since`."""
+        table = popular_searches_table
+        query = (
+            sa.select(table.c.term, table.c.visitors)
+            .where(table.c.shop == shop, table.c.computed_at >= computed_since)
+            .order_by(table.c.rank)
+            .limit(limit)
+        )
+        with self._reading() as conn:
+            return [(r[0], r[1]) for r in conn.execute(query)]
+
+    def count_events_received(self, shop: str, types: Sequence[str], since: datetime | None = None) -> int:
+        """Events of these types received since `since` (all of them without it). Imported
+        history counts when it was imported, whatever its own timestamps."""
+        query = sa.select(sa.func.count()).select_from(events).where(events.c.shop == shop, events.c.type.in_(list(types)))
+        if since is not None:
+            query = query.where(events.c.received_at >= since)
+        with self._reading() as conn:
+            return conn.execute(query).scalar_one()
+
+    def purge_events(self, shop: str, types: Sequence[str], before: datetime, chunk: int = 5000) -> int:
+        """Delete the shop's events of these types older than `before`, `chunk` rows per
+        transaction so that writers of the web workers get their turn in between. Returns
+        how many were deleted."""
+        doomed = (
+            sa.select(events.c.id)
+            .where(events.c.shop == shop, events.c.type.in_(list(types)), events.c.ts < before)
+            .limit(chunk)
+        )
+        deleted = 0
+        while True:
+            with self._writing() as conn:
+                count = conn.execute(sa.delete(events).where(events.c.id.in_(doomed))).rowcount or 0
+            deleted += count
+            if count < chunk:
+                return deleted
 
     def _count_order(self, conn: Connection, shop: str, visitor_id: str, event: Event, now: datetime) -> None:
         key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
