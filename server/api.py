@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from server.context import OVERRIDES, PageContext, VisitorContext
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
-from server.identity import attach_token, identify
+from server.identity import Identity, attach_token, identify
 from server.navigation import MAX_MENU_ENTRIES
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.shops import ShopConfig
@@ -88,9 +88,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _respond_with_token(request: Request, payload: dict, shop: str, visitor_id: str, status: int = 200) -> Response:
+def _respond_with_token(request: Request, payload: dict, shop: str, identity: Identity, status: int = 200) -> Response:
     svc = _services(request)
-    token = svc.signer.sign(shop, visitor_id)
+    token = identity.token or svc.signer.sign(shop, identity.visitor_id)
     response = JSONResponse({**payload, "token": token}, status_code=status, headers={"Cache-Control": "no-store"})
     attach_token(
         response, token, shop, svc.settings.cookie_name, svc.signer.max_age_seconds,
@@ -176,7 +176,7 @@ async def page(request: Request) -> Response:
         return payload
 
     payload = await run_in_threadpool(render)
-    return _respond_with_token(request, payload, shop.id, identity.visitor_id)
+    return _respond_with_token(request, payload, shop.id, identity)
 
 
 async def events(request: Request) -> Response:
@@ -198,7 +198,7 @@ async def events(request: Request) -> Response:
     stored, duplicates = await anyio.to_thread.run_sync(
         svc.store.record_events, shop.id, identity.visitor_id, to_events(batch), limiter=limiter,
     )
-    return _respond_with_token(request, {"accepted": stored, "duplicates": duplicates}, shop.id, identity.visitor_id, 202)
+    return _respond_with_token(request, {"accepted": stored, "duplicates": duplicates}, shop.id, identity, 202)
 
 
 async def fragment(request: Request) -> Response:

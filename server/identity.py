@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 
 from itsdangerous import BadData, URLSafeTimedSerializer
@@ -13,10 +14,17 @@ VISITOR_SALT = "vitrine.visitor"
 TOKEN_HEADER = "X-Visitor-Token"
 
 
+# A valid token younger than this is sent back as it came; an older one is signed again
+# (with the newest key), which keeps a returning visitor's token from expiring. Signing
+# on every request was a tenth of a page call.
+RENEW_AFTER_S = 86400
+
+
 @dataclass(frozen=True)
 class Identity:
     visitor_id: str
     is_new: bool  # no valid token came with the request: a visitor we have not seen
+    token: str | None = None  # the valid token it came with, when it need not be renewed yet
 
 
 def new_visitor_id() -> str:
@@ -39,16 +47,23 @@ class TokenSigner:
 
     def visitor_id(self, shop: str, token: str | None) -> str | None:
         """The visitor id in a valid token for this shop; None when tampered, expired or foreign."""
+        checked = self.check(shop, token)
+        return checked[0] if checked else None
+
+    def check(self, shop: str, token: str | None) -> tuple[str, float] | None:
+        """(visitor id, seconds since it was signed) of a valid token for this shop, else None."""
         if not token or len(token) > 512:
             return None
         try:
-            data = self._serializer.loads(token, max_age=self.max_age_seconds)
+            data, signed = self._serializer.loads(token, max_age=self.max_age_seconds, return_timestamp=True)
         except BadData:
             return None
         if not isinstance(data, dict) or data.get("s") != shop:
             return None
         vid = data.get("v")
-        return vid if isinstance(vid, str) and 0 < len(vid) <= 64 else None
+        if not (isinstance(vid, str) and 0 < len(vid) <= 64):
+            return None
+        return vid, time.time() - signed.timestamp()
 
 
 def cookie_name(prefix: str, shop: str) -> str:
@@ -65,9 +80,10 @@ def identify(
         request.cookies.get(cookie_name(cookie_prefix, shop)),
     )
     for token in candidates:
-        vid = signer.visitor_id(shop, token)
-        if vid:
-            return Identity(visitor_id=vid, is_new=False)
+        checked = signer.check(shop, token)
+        if checked:
+            vid, age = checked
+            return Identity(visitor_id=vid, is_new=False, token=token if age < RENEW_AFTER_S else None)
     return Identity(visitor_id=new_visitor_id(), is_new=True)
 
 
