@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from server.models import Event
 
@@ -33,9 +33,9 @@ class VisitorState:
 
     recent: tuple[tuple[str, float, tuple[str, ...], str], ...] = ()
     closed: frozenset[str] = frozenset()
-    _events: list[Event] | None = field(default=None, compare=False, repr=False)
+    _events: list["RecentEvent"] | None = field(default=None, compare=False, repr=False)
 
-    def events(self) -> list[Event]:
+    def events(self) -> list["RecentEvent"]:
         """The recent events, newest first, as Event records (made once per state)."""
         if self._events is None:
             made = [_event(n, entry) for n, entry in enumerate(self.recent)]
@@ -97,14 +97,27 @@ def _entry(event: Event) -> tuple[str, float, tuple[str, ...], str]:
     return (event.type, seconds, tuple(event.item_ids()[:MAX_ITEMS]), term)
 
 
-def _event(n: int, entry: tuple[str, float, tuple[str, ...], str]) -> Event:
+class RecentEvent(NamedTuple):
+    """One event of the state, read like an Event (type, ts, item_id, item_ids(), props)
+    by the code that ranks with it; a tuple, since every request makes up to 200 of them."""
+
+    type: str
+    ts: datetime
+    items: tuple[str, ...]
+    term: str
+
+    @property
+    def item_id(self) -> str | None:
+        return self.items[0] if len(self.items) == 1 else None
+
+    @property
+    def props(self) -> dict[str, Any] | None:
+        return {"search_term": self.term} if self.term else None
+
+    def item_ids(self) -> list[str]:
+        return list(self.items)
+
+
+def _event(n: int, entry: tuple[str, float, tuple[str, ...], str]) -> RecentEvent:
     type_, seconds, items, term = entry
-    props: dict[str, Any] = {}
-    if len(items) > 1:
-        props["items"] = [{"item_id": i} for i in items]
-    if term:
-        props["search_term"] = term
-    return Event(
-        event_id=f"state:{n}", type=type_, ts=EPOCH + timedelta(seconds=seconds),
-        item_id=items[0] if len(items) == 1 else None, props=props or None,
-    )
+    return RecentEvent(type_, EPOCH + timedelta(seconds=seconds), items, term)
