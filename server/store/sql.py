@@ -365,12 +365,19 @@ class SqlStore:
         visitor state (read here, locked, unless the caller passes the one it holds).
         Returns how many were new, and the visitor state after them."""
         now = utcnow()
-        stored: list[Event] = []
-        trends: list[tuple[str, str, datetime]] = []
         rows = [_event_row(shop, visitor_id, event, now) for event in batch]
+        if not rows:
+            return 0, state
+        country = None
+        if state is None:
+            found = self._lock_visitor(conn, shop, visitor_id, now)
+            state, country = VisitorState.from_json(found.state), found.country
+        stored: list[Event] = []
+        sold: list[str] = []
+        trends: list[tuple[str, str, datetime]] = []
         # One statement for the batch; RETURNING names the rows that went in (the others are
         # an event_id already stored, or an order this visitor already sent).
-        inserted = {row[0] for row in conn.execute(self._event_insert(events.c.event_id), rows)} if rows else set()
+        inserted = {row[0] for row in conn.execute(self._event_insert(events.c.event_id), rows)}
         for event in batch:
             if event.event_id not in inserted:
                 continue
@@ -378,32 +385,41 @@ class SqlStore:
             stored.append(event)
             if event.type == "purchase":
                 self._count_order(conn, shop, visitor_id, event, now)
-                self._add_sales(conn, shop, event.item_ids())
+                sold += event.item_ids()
             if event.type in trending.WEIGHTS:
                 trends += [(item, event.type, event.ts) for item in event.item_ids()]
+        # Rows shared with other visitors' writers last, each table once and in key order.
+        self._add_sales(conn, shop, sold)
         if trends:
-            key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
-            country = conn.execute(sa.select(visitors.c.country).where(key)).scalar() or ""
-            self._add_trends(conn, shop, [(item, type_, ts, country) for item, type_, ts in trends])
-        return len(stored), self._add_to_state(conn, shop, visitor_id, stored, state, now)
+            if country is None:
+                key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
+                country = conn.execute(sa.select(visitors.c.country).where(key)).scalar()
+            self._add_trends(conn, shop, [(item, type_, ts, country or "") for item, type_, ts in trends])
+        return len(stored), self._add_to_state(conn, shop, visitor_id, stored, state)
+
+    def _lock_visitor(self, conn: Connection, shop: str, visitor_id: str, now: datetime) -> Any:
+        """The visitor's row (state, country), locked until the transaction ends; made if missing.
+
+        A writer of a visitor takes this lock before anything else it writes (page views do in
+        _touch): two writers of one visitor wait for each other here, and none waits for it
+        while holding rows that others need (sales, trends), so on PostgreSQL writers in
+        several processes take the rows they share in one order and do not deadlock."""
+        key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
+        query = sa.select(visitors.c.state, visitors.c.country).where(key).with_for_update()
+        found = conn.execute(query).first()
+        if found is None:  # events from a visitor who made no page call: the row holds the state
+            conn.execute(self._insert(visitors).values(shop=shop, visitor_id=visitor_id, first_seen=now,
+                                                       last_seen=now, page_views=0).on_conflict_do_nothing())
+            found = conn.execute(query).first()
+        return found
 
     def _add_to_state(
-        self, conn: Connection, shop: str, visitor_id: str, new: list[Event], state: VisitorState | None,
-        now: datetime,
-    ) -> VisitorState | None:
-        """Fold new events into the visitor state, in the transaction that stored them."""
-        if not new:
-            return state
-        key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
-        if state is None:
-            found = conn.execute(sa.select(visitors.c.state).where(key).with_for_update()).first()
-            if found is None:  # events from a visitor who made no page call: the row holds the state
-                conn.execute(self._insert(visitors).values(shop=shop, visitor_id=visitor_id, first_seen=now,
-                                                           last_seen=now, page_views=0).on_conflict_do_nothing())
-                found = conn.execute(sa.select(visitors.c.state).where(key).with_for_update()).first()
-            state = VisitorState.from_json(found[0] if found else None)
+        self, conn: Connection, shop: str, visitor_id: str, new: list[Event], state: VisitorState,
+    ) -> VisitorState:
+        """Fold new events into the visitor state (its row locked), in the transaction that stored them."""
         updated = state.add(new)
         if updated is not state:
+            key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
             conn.execute(sa.update(visitors).where(key).values(state=updated.to_json()))
         return updated
 
@@ -417,7 +433,7 @@ class SqlStore:
         stmt = stmt.on_conflict_do_update(
             index_elements=["shop", "item_id"], set_={"purchases": item_sales.c.purchases + stmt.excluded.purchases}
         )
-        conn.execute(stmt, [dict(shop=shop, item_id=i, purchases=n) for i, n in counts.items()])
+        conn.execute(stmt, [dict(shop=shop, item_id=i, purchases=n) for i, n in sorted(counts.items())])
 
     def _add_trends(self, conn: Connection, shop: str, rows: Iterable[tuple[str, str, datetime, str]]) -> None:
         """Fold (item, event type, time, country) into the decayed scores.
