@@ -73,6 +73,17 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
 # The execution option that makes a connection's transaction a write transaction on SQLite,
 # and its value the `PRAGMA synchronous` of its commit ("FULL" or "NORMAL"); see _writing.
 SQLITE_WRITE = "vitrine_sqlite_write"
+# The execution option holding what a write transaction adds to the shared counters (_Additions).
+ADDITIONS = "vitrine_additions"
+
+
+@dataclasses.dataclass
+class _Additions:
+    """What one write transaction adds to the rows that every writer shares, written when its
+    work is done (SqlStore._write_additions)."""
+
+    sales: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (shop, item): order lines
+    trends: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)  # (shop, scope, item): log
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
@@ -172,19 +183,29 @@ class SqlStore:
         the commit then skips the fsync (WAL, synchronous=NORMAL), which is three quarters
         of a page call's time; a power cut may lose the last moments of them. Everything
         acknowledged to a client (event batches, imports) is durable.
+
+        The sales counters and trending scores the block adds to are written when it is done,
+        each table once and in key order, whatever order its jobs came in: on PostgreSQL a
+        group transaction then waits for rows another process's transaction shares only once
+        it holds everything else it writes, and two of them cannot deadlock over those rows.
         """
+        additions = _Additions()
         with self._bounded():
             if self._write_lock is None:
-                with self.engine.begin() as conn:
-                    yield conn
+                with self.engine.connect() as conn:
+                    conn.execution_options(**{ADDITIONS: additions})
+                    with conn.begin():
+                        yield conn
+                        self._write_additions(conn, additions)
                 return
             if not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
                 raise StoreBusy(f"waited {self.busy_timeout_ms} ms for this process's other writers")
             try:
                 with self.engine.connect() as conn:
-                    conn.execution_options(**{SQLITE_WRITE: "FULL" if durable else "NORMAL"})
+                    conn.execution_options(**{SQLITE_WRITE: "FULL" if durable else "NORMAL", ADDITIONS: additions})
                     with conn.begin():  # BEGIN IMMEDIATE (_sqlite_begin)
                         yield conn
+                        self._write_additions(conn, additions)
             finally:
                 self._write_lock.release()
 
@@ -424,42 +445,60 @@ class SqlStore:
         return updated
 
     def _add_sales(self, conn: Connection, shop: str, item_ids: Iterable[str]) -> None:
-        counts: dict[str, int] = {}
+        """Count order lines in the sales counters, when the transaction's work is done."""
+        additions, now = self._additions(conn)
         for item_id in item_ids:
-            counts[item_id] = counts.get(item_id, 0) + 1
-        if not counts:
-            return
-        stmt = self._insert(item_sales)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["shop", "item_id"], set_={"purchases": item_sales.c.purchases + stmt.excluded.purchases}
-        )
-        conn.execute(stmt, [dict(shop=shop, item_id=i, purchases=n) for i, n in sorted(counts.items())])
+            additions.sales[(shop, item_id)] = additions.sales.get((shop, item_id), 0) + 1
+        if now:
+            self._write_additions(conn, additions)
 
     def _add_trends(self, conn: Connection, shop: str, rows: Iterable[tuple[str, str, datetime, str]]) -> None:
-        """Fold (item, event type, time, country) into the decayed scores.
-
-        The upsert adds to the stored score itself (a log-add computed by the database), so
-        writers in several processes never overwrite each other's additions. Rows go in key
-        order: two transactions touching the same items lock them in the same order."""
-        added: dict[tuple[str, str], float] = {}
+        """Fold (item, event type, time, country) into the decayed scores, when the
+        transaction's work is done."""
+        additions, now = self._additions(conn)
         for item_id, type_, ts, country in rows:
             part = trending.contribution(trending.WEIGHTS[type_], ts, self.half_life_hours)
             for scope in trending.scopes(country):
-                added[(scope, item_id)] = trending.log_add(added.get((scope, item_id)), part)
-        if not added:
+                key = (shop, scope, item_id)
+                additions.trends[key] = trending.log_add(additions.trends.get(key), part)
+        if now:
+            self._write_additions(conn, additions)
+
+    def _additions(self, conn: Connection) -> tuple[_Additions, bool]:
+        """The additions of this connection's write transaction, and False; outside one
+        (_writing), new ones and True: write them at once."""
+        additions = conn.get_execution_options().get(ADDITIONS)
+        return (additions, False) if additions is not None else (_Additions(), True)
+
+    def _write_additions(self, conn: Connection, additions: _Additions) -> None:
+        """Add to the sales counters and trending scores, each table in key order.
+
+        Each upsert adds to the stored value itself (an increment, a log-add computed by the
+        database): writers in several processes never overwrite each other's additions."""
+        if not additions.sales and not additions.trends:
             return
-        rows_out = [dict(shop=shop, scope=scope, item_id=item_id, log_score=part)
-                    for (scope, item_id), part in sorted(added.items())]
-        stmt = self._insert(item_trends)
-        summed = self._log_add(item_trends.c.log_score, stmt.excluded.log_score)
-        stmt = stmt.on_conflict_do_update(index_elements=["shop", "scope", "item_id"], set_={"log_score": summed})
-        for start in range(0, len(rows_out), 500):
-            conn.execute(stmt, rows_out[start : start + 500])
+        sales = self._insert(item_sales)
+        sales = sales.on_conflict_do_update(
+            index_elements=["shop", "item_id"], set_={"purchases": item_sales.c.purchases + sales.excluded.purchases}
+        )
+        trends = self._insert(item_trends)
+        summed = self._log_add(item_trends.c.log_score, trends.excluded.log_score)
+        trends = trends.on_conflict_do_update(index_elements=["shop", "scope", "item_id"], set_={"log_score": summed})
+        batches = [
+            (sales, [dict(shop=s, item_id=i, purchases=n) for (s, i), n in sorted(additions.sales.items())]),
+            (trends, [dict(shop=s, scope=c, item_id=i, log_score=v) for (s, c, i), v in sorted(additions.trends.items())]),
+        ]
+        for stmt, rows in batches:
+            for start in range(0, len(rows), 500):
+                conn.execute(stmt, rows[start : start + 500])
+        additions.sales.clear()
+        additions.trends.clear()
 
     def _log_add(self, a: Any, b: Any) -> Any:
         """log(exp(a) + exp(b)) in SQL: trending.log_add itself on SQLite (a function each
-        connection registers), the same formula on PostgreSQL, whose EXP raises on underflow
-        where the term no longer counts anyway (below e^-700)."""
+        connection registers), the same formula on PostgreSQL. PostgreSQL's EXP raises on
+        underflow, so the difference is floored at -700: from about -37 on, the smaller term
+        changes nothing in a double anyway."""
         if self.dialect == "sqlite":
             return sa.func.vitrine_log_add(a, b)
         high, low = sa.func.greatest(a, b), sa.func.least(a, b)
