@@ -1,0 +1,185 @@
+"""An acknowledged event survives kill -9 of the server, and none is stored twice.
+
+A real `vitrine serve` (SQLite in its data directory, or PostgreSQL in a database of its
+own) takes event batches from sixteen client threads and is killed with SIGKILL in the
+middle of the load. Every event id that got a 202 must then be in the store, once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from server.store import open_store
+from server.store.schema import events as events_table
+from server.store.schema import item_sales, visitors
+
+from conftest import DEMO_CONFIG, ROOT
+
+POSTGRES_URL = os.environ.get("VITRINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CLIENTS = 16
+BATCH = 10
+LOAD_S = 1.5  # of load before the kill
+START_TIMEOUT_S = 60
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None: the server's own SQLite database; else a PostgreSQL database made for the test."""
+    if request.param == "sqlite":
+        yield None
+        return
+    name = "vitrine_durability_" + secrets.token_hex(4)
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Client:
+    """One client thread's record: the event ids the server acknowledged, and how its last
+    request ended when the server went away."""
+
+    number: int
+    port: int
+    sent: list[str] = field(default_factory=list)
+    acknowledged: list[str] = field(default_factory=list)
+    refused: int = 0  # batches answered with something else than 202 (a 503 under load)
+    cut_off: int = 0  # batches sent and never answered: the server was killed meanwhile
+
+    def batch(self, n: int) -> dict:
+        events = []
+        for k in range(BATCH):
+            event_id = f"kill-{self.number:02d}-{n:05d}-{k:02d}"
+            if k == BATCH - 1:  # a purchase in each batch: counters and sales are written too
+                events.append({"event_id": event_id, "type": "purchase", "transaction_id": f"T-{self.number}-{n}",
+                               "value": 4.5, "currency": "GBP", "items": [{"item_id": "22632", "price": 4.5}]})
+            else:
+                events.append({"event_id": event_id, "type": ("view_item", "add_to_cart")[k % 2],
+                               "item_id": ("22632", "71053", "85123A")[k % 3]})
+        return {"shop": "demo", "events": events}
+
+    def run(self, stop: threading.Event) -> None:
+        origin = f"http://127.0.0.1:{self.port}"
+        token = None
+        n = 0
+        while not stop.is_set():
+            body = self.batch(n)
+            if token:
+                body["token"] = token
+            self.sent += [e["event_id"] for e in body["events"]]
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("POST", "/v1/events?shop=demo", body=json.dumps(body),
+                             headers={"Content-Type": "application/json", "Origin": origin})
+                response = conn.getresponse()
+                answer = response.read()
+            except OSError:  # refused, reset or closed: the server is gone
+                self.cut_off += 1
+                return
+            finally:
+                conn.close()
+            if response.status == 202:
+                self.acknowledged += [e["event_id"] for e in body["events"]]
+                token = json.loads(answer)["token"]
+            else:
+                self.refused += 1
+            n += 1
+
+
+def test_every_acknowledged_event_survives_kill_9_and_none_is_stored_twice(
+    tmp_path: Path, database_url: str | None,
+) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "shops").mkdir(parents=True)
+    shutil.copyfile(DEMO_CONFIG, data_dir / "shops" / "demo.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
+    env["VITRINE_SECRET_KEYS"] = "test-key-1"
+    if database_url:
+        env["VITRINE_DATABASE_URL"] = database_url
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "--data-dir", str(data_dir), "serve", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    clients = [Client(n, port) for n in range(CLIENTS)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not healthy(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"`vitrine serve` did not start; its output:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        for thread in threads:
+            thread.start()
+        time.sleep(LOAD_S)
+        os.kill(server.pid, signal.SIGKILL)  # in the middle of the load
+        server.wait(10)
+    finally:
+        stop.set()
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        for thread in threads:
+            thread.join(15)
+    assert not any(t.is_alive() for t in threads)
+
+    acknowledged = [event_id for c in clients for event_id in c.acknowledged]
+    assert len(acknowledged) >= 100 * BATCH, f"too little load before the kill: {len(acknowledged)} events"
+    assert sum(c.cut_off for c in clients) > 0, "no batch was in flight when the server was killed"
+
+    store = open_store(database_url or f"sqlite:///{data_dir / 'vitrine.db'}")
+    try:
+        with store.engine.connect() as conn:
+            stored = [r[0] for r in conn.execute(sa.select(events_table.c.event_id).where(events_table.c.shop == "demo"))]
+            orders = conn.execute(sa.select(sa.func.sum(visitors.c.orders)).where(visitors.c.shop == "demo")).scalar()
+            sales = conn.execute(sa.select(item_sales.c.purchases).where(item_sales.c.shop == "demo")).scalar()
+    finally:
+        store.close()
+    lost = set(acknowledged) - set(stored)
+    assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged events are not stored: {sorted(lost)[:5]}"
+    assert len(stored) == len(set(stored)), "an event is stored twice"
+    # Batches committed but not answered before the kill are there too; nothing else is.
+    assert set(stored) <= {event_id for c in clients for event_id in c.sent}
+    # The counters were committed with their events: each stored purchase counted once.
+    purchases = sum(1 for event_id in stored if event_id.endswith(f"-{BATCH - 1:02d}"))
+    assert orders == purchases and sales == purchases
