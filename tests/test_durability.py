@@ -110,7 +110,7 @@ class Client:
                              headers={"Content-Type": "application/json", "Origin": origin})
                 response = conn.getresponse()
                 answer = response.read()
-            except OSError:  # refused, reset or closed: the server is gone
+            except (OSError, http.client.HTTPException):  # refused, reset, cut short: the server is gone
                 self.cut_off += 1
                 return
             finally:
