@@ -60,7 +60,6 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
         sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
-        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     options = parsed.query.get("options", "")
     options = " ".join(options) if isinstance(options, tuple) else options
@@ -70,9 +69,6 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
     )
 
 
-# The execution option that makes a connection's transaction a write transaction on SQLite,
-# and its value the `PRAGMA synchronous` of its commit ("FULL" or "NORMAL"); see _writing.
-SQLITE_WRITE = "vitrine_sqlite_write"
 # The execution option holding what a write transaction adds to the shared counters (_Additions).
 ADDITIONS = "vitrine_additions"
 
@@ -88,9 +84,6 @@ class _Additions:
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_conn: Any, record: Any) -> None:
-        # The driver issues no BEGIN of its own: _sqlite_begin does, so that a write
-        # transaction can take the write lock when it starts, and DDL is transactional.
-        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives power loss, so a 202 for an event means it is on disk.
@@ -104,21 +97,25 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def _sqlite_begin(conn: Connection) -> None:
-    """BEGIN IMMEDIATE for a write transaction, plain BEGIN for any other.
+def _begin_immediate(conn: Connection, synchronous: str) -> None:
+    """Start an SQLite write transaction now, with the database's write lock: BEGIN IMMEDIATE.
 
-    A deferred transaction that reads and then writes fails with SQLITE_BUSY, without
-    waiting, when another process committed in between; BEGIN IMMEDIATE takes the write
-    lock first (waiting up to the busy timeout), so what the transaction reads stays true
-    until it commits. `PRAGMA synchronous` cannot change inside a transaction: it goes first
-    (when it changes), and what is not one of the store's writes (a migration) commits FULL.
+    Left to itself the driver begins a transaction at the first INSERT, UPDATE or DELETE:
+    what a write read before it (a visitor's counters) was read outside the transaction,
+    and another process could change it before the write. A deferred BEGIN would fail with
+    SQLITE_BUSY, without waiting, when another process committed between the read and the
+    write. BEGIN IMMEDIATE takes the lock first (waiting up to the busy timeout), so what
+    the transaction reads stays true until it commits; readers never wait for it (WAL).
+    `PRAGMA synchronous` cannot change inside a transaction: it goes first, when it changes.
+
+    Not SQLAlchemy's recipe (the driver's isolation_level None and a "begin" event): any
+    engine event costs every store call some 16 µs, reads included.
     """
-    write = conn.get_execution_options().get(SQLITE_WRITE)
-    synchronous, info = write or "FULL", conn.connection.info
+    info = conn.connection.info
     if info.get("synchronous") != synchronous:
         conn.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
         info["synchronous"] = synchronous
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _ran_out_of_wait(error: Exception) -> str | None:
@@ -202,8 +199,9 @@ class SqlStore:
                 raise StoreBusy(f"waited {self.busy_timeout_ms} ms for this process's other writers")
             try:
                 with self.engine.connect() as conn:
-                    conn.execution_options(**{SQLITE_WRITE: "FULL" if durable else "NORMAL", ADDITIONS: additions})
-                    with conn.begin():  # BEGIN IMMEDIATE (_sqlite_begin)
+                    conn.execution_options(**{ADDITIONS: additions})
+                    with conn.begin():
+                        _begin_immediate(conn, "FULL" if durable else "NORMAL")
                         yield conn
                         self._write_additions(conn, additions)
             finally:
