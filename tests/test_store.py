@@ -911,3 +911,18 @@ def test_while_the_store_is_busy_one_write_waits_and_the_others_are_refused_at_o
     probe.join(5)
     assert probe_result == ["probe through"]
     assert store.record_events("shop", "v1", [Event("busy-001", "view_item", T0, item_id="i")]) == (1, 0)
+
+
+def test_a_deadlock_victim_is_written_again(store: Store) -> None:
+    from server.store import StoreConflict
+
+    tries: list[int] = []
+
+    def chosen_as_victim_once(conn):
+        tries.append(1)
+        if len(tries) == 1:
+            raise StoreConflict("DeadlockDetected (40P01) in: UPDATE visitors ...")
+        return "written"
+
+    assert store._group.run(chosen_as_victim_once, durable=False) == "written"
+    assert len(tries) == 2

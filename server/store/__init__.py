@@ -19,6 +19,11 @@ class StoreError(Exception):
     (PostgreSQL's DETAIL lines quote the row) can hold visitors' data, and errors get logged."""
 
 
+class StoreConflict(StoreError):
+    """The database aborted the transaction to resolve a conflict with another one (a
+    deadlock, a serialization failure): the same work, run again, succeeds."""
+
+
 class StoreBusy(Exception):
     """The store could not take this request within its bounded wait (a held write lock, a
     locked database, an exhausted connection pool). The web layer answers 503 with

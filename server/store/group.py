@@ -17,7 +17,7 @@ from typing import Any, Callable, ContextManager
 
 from sqlalchemy.engine import Connection
 
-from server.store import StoreBusy
+from server.store import StoreBusy, StoreConflict
 
 Job = Callable[[Connection], Any]
 
@@ -119,7 +119,7 @@ class GroupWriter:
                     pending.done.set_exception(exc)
             return
         except Exception as exc:  # noqa: BLE001 - one job's problem must not fail the others
-            if len(live) == 1:
+            if len(live) == 1 and not isinstance(exc, StoreConflict):
                 live[0].done.set_exception(exc)
                 return
             for pending in live:
@@ -142,13 +142,19 @@ class GroupWriter:
                 return drained
             drained.append(pending)
 
-    def _alone(self, pending: _Pending) -> None:
-        try:
-            with self._writing(pending.durable) as conn:
-                result = pending.work(conn)
-        except Exception as exc:  # noqa: BLE001
-            pending.done.set_exception(exc)
-            return
+    def _alone(self, pending: _Pending, attempts: int = 3) -> None:
+        for attempt in range(attempts):
+            try:
+                with self._writing(pending.durable) as conn:
+                    result = pending.work(conn)
+                break
+            except StoreConflict as exc:  # chosen as a deadlock's victim: the same work again succeeds
+                if attempt + 1 == attempts:
+                    pending.done.set_exception(exc)
+                    return
+            except Exception as exc:  # noqa: BLE001
+                pending.done.set_exception(exc)
+                return
         self.groups += 1
         self._busy = False
         pending.done.set_result(result)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
 from server import trending
 from server.countries import to_iso
-from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreError
+from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError
 from server.store.group import GroupWriter
 from server.store.schema import events, item_sales, item_trends, items, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
@@ -164,7 +164,8 @@ class SqlStore:
             if waited_for is not None:
                 raise StoreBusy(f"waited {self.busy_timeout_ms} ms for {waited_for}") from None
             if isinstance(error, sa.exc.DBAPIError):
-                raise StoreError(_describe(error)) from None
+                conflict = getattr(error.orig, "sqlstate", None) in CONFLICT_STATES
+                raise (StoreConflict if conflict else StoreError)(_describe(error)) from None
             raise
 
     @contextmanager
@@ -770,6 +771,11 @@ class SqlStore:
         else:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table)
+
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was chosen to
+# give way, and running it again is the documented answer.
+CONFLICT_STATES = frozenset({"40P01", "40001"})
 
 
 def _describe(error: sa.exc.DBAPIError) -> str:
