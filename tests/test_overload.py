@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,13 @@ async def until(check, timeout: float = 2.0) -> None:
         await asyncio.sleep(0.001)
 
 
+def run_on_a_loop_of_its_own(scenario) -> None:
+    """asyncio.run in a thread of its own: the browser tests' Playwright keeps an event loop
+    running on the main thread of the test process, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(scenario())).result()
+
+
 def test_the_request_past_the_limit_is_refused_at_once_and_the_count_comes_back_to_zero() -> None:
     async def scenario() -> None:
         endpoints = Endpoints()
@@ -132,7 +140,7 @@ def test_the_request_past_the_limit_is_refused_at_once_and_the_count_comes_back_
         assert limit.in_flight == 0
         assert (await call(limit, "POST", "/v1/page")).status == 200
 
-    asyncio.run(scenario())
+    run_on_a_loop_of_its_own(scenario)
 
 
 def test_a_request_that_raises_or_is_cancelled_or_loses_its_client_stops_counting() -> None:
@@ -166,7 +174,7 @@ def test_a_request_that_raises_or_is_cancelled_or_loses_its_client_stops_countin
         assert limit.in_flight == 0
         assert (await call(limit, "GET", "/v1/fragments/banner")).status == 200
 
-    asyncio.run(scenario())
+    run_on_a_loop_of_its_own(scenario)
 
 
 @pytest.mark.parametrize(
