@@ -691,10 +691,7 @@ def test_importing_rebuilds_trending_without_counting_twice(store: Store) -> Non
     assert store.trending("demo") == first
 
 
-def test_item_facts_and_popular_searches(store: Store) -> None:
-    store.upsert_items("s", [item("a", "Bag", category="Bags"), item("b", "Tree", category="Christmas", in_stock=False)])
-    assert store.item_facts("s", ["b", "a", "missing"]) == {"a": ("Bags", True), "b": ("Christmas", False)}
-    assert store.item_facts("s", []) == {}
+def test_popular_searches(store: Store) -> None:
 
     def search(event_id: str, term: str, ts: datetime = T0) -> Event:
         return Event(event_id, "search", ts, props={"search_term": term})

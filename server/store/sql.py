@@ -259,17 +259,6 @@ class SqlStore:
             by_id = {r.item_id: _row_item(r) for r in conn.execute(query)}
         return [by_id[i] for i in item_ids if i in by_id]
 
-    def item_facts(self, shop: str, item_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
-        """(category, in stock) of each of these items the store has: what ranking needs of a
-        list of candidates, without reading their whole rows."""
-        if not item_ids:
-            return {}
-        query = sa.select(items.c.item_id, items.c.category, items.c.in_stock).where(
-            items.c.shop == shop, items.c.item_id.in_(list(item_ids))
-        )
-        with self._reading() as conn:
-            return {r[0]: (r[1], bool(r[2])) for r in conn.execute(query)}
-
     def list_items(
         self, shop: str, *, category: str | None = None, text: str | None = None,
         limit: int = 20, offset: int = 0,
