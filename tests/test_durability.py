@@ -11,14 +11,9 @@ import http.client
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +25,7 @@ from server.store import open_store
 from server.store.schema import events as events_table
 from server.store.schema import item_sales, visitors
 
-from conftest import DEMO_CONFIG, ROOT
+from servers import running, server_env, with_demo_shop
 
 POSTGRES_URL = os.environ.get("VITRINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CLIENTS = 16
@@ -55,20 +50,6 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @dataclass
@@ -126,39 +107,21 @@ class Client:
 def test_every_acknowledged_event_survives_kill_9_and_none_is_stored_twice(
     tmp_path: Path, database_url: str | None,
 ) -> None:
-    data_dir = tmp_path / "data"
-    (data_dir / "shops").mkdir(parents=True)
-    shutil.copyfile(DEMO_CONFIG, data_dir / "shops" / "demo.toml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
-    env["VITRINE_SECRET_KEYS"] = "test-key-1"
-    if database_url:
-        env["VITRINE_DATABASE_URL"] = database_url
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "--data-dir", str(data_dir), "serve", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    clients = [Client(n, port) for n in range(CLIENTS)]
+    data_dir = with_demo_shop(tmp_path / "data")
+    env = server_env(VITRINE_SECRET_KEYS="test-key-1", **({"VITRINE_DATABASE_URL": database_url} if database_url else {}))
     stop = threading.Event()
-    threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
+    threads: list[threading.Thread] = []
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not healthy(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`vitrine serve` did not start; its output:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        for thread in threads:
-            thread.start()
-        time.sleep(LOAD_S)
-        os.kill(server.pid, signal.SIGKILL)  # in the middle of the load
-        server.wait(10)
+        with running("serve", data_dir, env, tmp_path / "server.log", START_TIMEOUT_S) as serving:
+            clients = [Client(n, serving.port) for n in range(CLIENTS)]
+            threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
+            for thread in threads:
+                thread.start()
+            time.sleep(LOAD_S)
+            os.kill(serving.process.pid, signal.SIGKILL)  # in the middle of the load
+            serving.process.wait(10)
     finally:
         stop.set()
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
         for thread in threads:
             thread.join(15)
     assert not any(t.is_alive() for t in threads)

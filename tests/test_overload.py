@@ -9,15 +9,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +29,7 @@ from server.app import app_from_env
 from server.settings import Settings, SettingsError
 from server.web.overload import BUSY_MESSAGE, InFlightLimit, does_real_work
 
-from conftest import DEMO_CONFIG, ROOT
+from servers import running, server_env, with_demo_shop
 
 # -- the middleware, on one event loop ---------------------------------------------------
 
@@ -284,53 +278,17 @@ def at_once(*calls) -> list[Reply]:
     return replies  # type: ignore[return-value]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`vitrine serve` on a fresh data directory with the demo shop: one request thread, at
     most two requests in flight, store waits of 1.5 s."""
-    data_dir = tmp_path_factory.mktemp("overload")
-    (data_dir / "shops").mkdir()
-    shutil.copyfile(DEMO_CONFIG, data_dir / "shops" / "demo.toml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
-    env.update(
+    data_dir = with_demo_shop(tmp_path_factory.mktemp("overload"))
+    env = server_env(
         VITRINE_MAX_IN_FLIGHT=str(MAX_IN_FLIGHT), VITRINE_REQUEST_THREADS="1",
         VITRINE_STORE_BUSY_TIMEOUT_MS=str(int(BUSY_TIMEOUT_S * 1000)), VITRINE_SECRET_KEYS="test-key-1",
     )
-    port = free_port()
-    log_path = data_dir / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "--data-dir", str(data_dir), "serve", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not healthy(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`vitrine serve` did not start; its output:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield Server(port, data_dir)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running("serve", data_dir, env, data_dir / "server.log") as serving:
+        yield Server(serving.port, data_dir)
 
 
 @dataclass

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,21 +19,15 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
+from servers import ROOT, free_port, running, server_env  # noqa: F401 - ROOT and free_port for the browser tests
 from server.identity import TokenSigner
 from server.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]
 SERVER_START_TIMEOUT_S = 120  # the demo imports its data and trains its model first
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.1) -> Any:
@@ -89,37 +80,11 @@ class VitrineServer:
 @pytest.fixture(scope="session")
 def vitrine_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VitrineServer]:
     data_dir = tmp_path_factory.mktemp("vitrine-data")
-    port = free_port()
-    log_path = data_dir / "server.log"
-    # The developer's own VITRINE_* settings must not change what the demo does here.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
-    # The demo trains its model on first start; a short tuning budget keeps the suite quick.
-    env["VITRINE_TRAIN_TIME_BUDGET_S"] = "10"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "--data-dir", str(data_dir), "demo", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_until(lambda: _healthy(url) or process.poll() is not None, SERVER_START_TIMEOUT_S) or not _healthy(url):
-            pytest.fail(f"`vitrine demo` did not answer {url}/v1/health; its output:\n{log_path.read_text()}")
-        yield VitrineServer(url=url, data_dir=data_dir, process=process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/v1/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    # The developer's own VITRINE_* settings must not change what the demo does here; the
+    # demo trains its model on first start, and a short tuning budget keeps the suite quick.
+    env = server_env(VITRINE_TRAIN_TIME_BUDGET_S="10")
+    with running("demo", data_dir, env, data_dir / "server.log", SERVER_START_TIMEOUT_S) as serving:
+        yield VitrineServer(url=serving.url, data_dir=data_dir, process=serving.process)
 
 
 def chromium_path() -> str:
