@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import secrets
 import signal
 import threading
 import time
@@ -25,9 +24,9 @@ from server.store import open_store
 from server.store.schema import events as events_table
 from server.store.schema import item_sales, visitors
 
+from conftest import new_postgres_database
 from servers import running, server_env, with_demo_shop
 
-POSTGRES_URL = os.environ.get("VITRINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CLIENTS = 16
 BATCH = 10
 LOAD_S = 1.5  # of load before the kill
@@ -40,16 +39,8 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    name = "vitrine_durability_" + secrets.token_hex(4)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with new_postgres_database("vitrine_durability") as url:
+        yield url
 
 
 @dataclass

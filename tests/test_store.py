@@ -7,7 +7,6 @@ Each PostgreSQL test gets a fresh schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import sqlite3
@@ -22,16 +21,13 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from conftest import HEAD
+from conftest import HEAD, POSTGRES_URL
 from server.models import CatalogItem, Event, Interaction
 from server.store import Store, StoreBusy, StoreError, open_store
 from server.store.schema import events as events_table
 from server.store.schema import visitors as visitors_table
 from server.store.sql import MIGRATIONS, imported_visitor_id
 
-POSTGRES_URL = os.environ.get(
-    "VITRINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 T0 = datetime(2024, 3, 1, 12, 0, 0)
 TIMEOUT_S = 30 * 60
 

@@ -11,10 +11,8 @@ On PostgreSQL (a database of this module's own) and on SQLite (one file).
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import re
-import secrets
 import threading
 import time
 from collections import Counter
@@ -26,6 +24,7 @@ from typing import Iterator
 import pytest
 import sqlalchemy as sa
 
+from conftest import new_postgres_database
 from server import trending
 from server.models import Event
 from server.store import open_store
@@ -33,7 +32,6 @@ from server.store.schema import events as events_table
 from server.store.schema import item_sales, item_trends
 from server.visitors.state import HISTORY_EVENTS, VisitorState
 
-POSTGRES_URL = os.environ.get("VITRINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SHOP = "demo"
 PROCESSES = 4
 THREADS = 4  # writing threads in each process
@@ -192,16 +190,8 @@ def expected() -> Expected:
 @pytest.fixture(scope="module")
 def postgres_database() -> Iterator[str]:
     """A database of this module's own, dropped at the end."""
-    name = "vitrine_concurrency_" + secrets.token_hex(4)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with new_postgres_database("vitrine_concurrency") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
