@@ -249,8 +249,12 @@ class Server:
         self.label, self.port, self.log = label, free_port(), log
         self.started, self.setup_s = time.perf_counter(), None
         log.write_bytes(b"")
-        # VITRINE_DATABASE_URL="" is the default: the SQLite file in the data dir.
-        env = {"VITRINE_TRAIN_TIME_BUDGET_S": "10", "PYTHONPATH": str(tree), "VITRINE_DATABASE_URL": database_url}
+        # VITRINE_DATABASE_URL="" is the default: the SQLite file in the data dir. Retraining
+        # is off: the demo's in-process jobs would otherwise train a new model in the middle
+        # of a case (the history the benchmark sets up is enough new data), and a deployment
+        # runs it in `vitrine worker`, not in the web workers measured here.
+        env = {"VITRINE_TRAIN_TIME_BUDGET_S": "10", "PYTHONPATH": str(tree), "VITRINE_DATABASE_URL": database_url,
+               "VITRINE_RETRAIN_MIN_NEW_INTERACTIONS": "0"}
         self.proc = start([sys.executable, "-m", "server.cli", "--data-dir", str(data_dir), *command,
                            "--port", str(self.port)], env=env, cwd=tree, log=log)
 

@@ -195,8 +195,11 @@ async def events(request: Request) -> Response:
     limiter = getattr(request.app.state, "event_writers", None)
     if limiter is None:
         limiter = request.app.state.event_writers = anyio.CapacityLimiter(svc.settings.max_event_batches_in_flight)
+    # Trending near you counts the events where they came from (a visitor's first page view
+    # may not be written yet when their first events come, server/visitors/page_views.py).
+    country = svc.contexts.locate(request).country
     stored, duplicates = await anyio.to_thread.run_sync(
-        svc.store.record_events, shop.id, identity.visitor_id, to_events(batch), limiter=limiter,
+        svc.store.record_events, shop.id, identity.visitor_id, to_events(batch), country, limiter=limiter,
     )
     return _respond_with_token(request, {"accepted": stored, "duplicates": duplicates}, shop.id, identity, 202)
 

@@ -30,6 +30,7 @@ from server.search import SearchService
 from server.settings import Settings
 from server.shops import ShopConfig, ShopConfigError, ShopRegistry
 from server.store import Store, StoreBusy, open_store
+from server.visitors.page_views import PageViewWriter
 from server.web.front import FrontDoor
 from server.web.overload import InFlightLimit
 from widgets.base import Templates
@@ -69,6 +70,7 @@ class Services:
         return config
 
     def close(self) -> None:
+        self.contexts.page_views.close()  # the page views not written yet, before the store goes
         self.search.close()
         self.geo.close()
         self.store.close()
@@ -96,7 +98,10 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         templates=Templates([settings.resolved_data_dir / "templates"], check_interval_s=interval),
         geo=geo,
         signer=TokenSigner(settings.signing_keys(), settings.token_max_age_days * 86400),
-        contexts=ContextBuilder(store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60),
+        contexts=ContextBuilder(
+            store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60,
+            PageViewWriter(store, settings.page_view_flush_ms / 1000, wait_s=settings.store_busy_timeout_ms / 1000),
+        ),
         recommender=recommender,
         search=SearchService(
             store, models, settings.resolved_data_dir / "search", settings.search_personal_weight,
@@ -139,6 +144,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # queue for them short.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.resolved_request_threads
         yield
+        # A clean stop (SIGTERM) writes the page views still waiting (server/visitors/page_views.py).
+        await anyio.to_thread.run_sync(services.contexts.page_views.flush)
 
     app = Starlette(
         debug=False,

@@ -8,8 +8,8 @@ the page URL and referrer; history from the store.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -21,6 +21,9 @@ from server.identity import Identity
 from server.models import Event, VisitorProfile, utcnow
 from server.store import Store
 from server.traffic import TrafficSource, classify_source
+from server.visitors.page_views import PageView, PageViewWriter
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,18 @@ class VisitorContext:
     geo: Geo
     source: TrafficSource
     page: PageContext
+    # What widgets derive from the visitor (their history's viewed items, affinity, model
+    # vector), worked out once per request and shared by every slot. Not copied by
+    # dataclasses.replace: a context with QA's overrides derives anew.
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def derive(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()` the first time a request asks for `key`, the same value after."""
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = compute()
+            return value
 
     @property
     def history(self) -> list[Event]:
@@ -93,8 +108,12 @@ OVERRIDES = ("visitor", "country", "device", "source")
 
 
 class ContextBuilder:
-    def __init__(self, store: Store, geo: GeoLocator, trusted_proxies: tuple[str, ...], visit_timeout_s: int) -> None:
+    def __init__(
+        self, store: Store, geo: GeoLocator, trusted_proxies: tuple[str, ...], visit_timeout_s: int,
+        page_views: PageViewWriter,
+    ) -> None:
         self.store = store
+        self.page_views = page_views
         self.geo = geo
         self.trusted = parse_networks(trusted_proxies)
         self.visit_timeout_s = visit_timeout_s
@@ -129,10 +148,10 @@ class ContextBuilder:
                 event_id=f"pv:{page_view_id}", type="page_view", ts=now, item_id=page.item_id or None,
                 props={"page_type": page.type, "path": _path_of(page.url), "medium": source.medium},
             )
-            profile = self.store.touch_visitor(
+            profile = self.page_views.record(PageView(
                 shop, identity.visitor_id, now, self.visit_timeout_s,
                 country=geo.country, device_class=device.device_class, source=source.medium, event=view,
-            )
+            ), known=not identity.is_new)
         else:
             profile = self.store.get_visitor(shop, identity.visitor_id) or VisitorProfile(
                 visitor_id=identity.visitor_id, first_seen=now, last_seen=now, new_visit=True

@@ -171,13 +171,17 @@ class Navigator:
 
     def history(self, ctx: "VisitorContext") -> list[Event]:
         """The visitor's recent events, newest first, a product page counted once (none for a fresh visitor)."""
-        return _one_event_per_view(ctx.history)
+        return ctx.derive("nav:history", lambda: _one_event_per_view(ctx.history))
 
-    def affinity(self, ctx: "VisitorContext", events: list[Event]) -> Affinity:
-        """The visitor's affinity by catalog category."""
-        ids = list(dict.fromkeys(i for e in events for i in e.item_ids()))
-        category_of = {item.item_id: item.category for item in self.catalog.shop(ctx.shop).get(ids)}
-        return category_affinity(events, category_of, utcnow(), self.half_life_hours)
+    def affinity(self, ctx: "VisitorContext") -> Affinity:
+        """The visitor's affinity by catalog category (once per request: the menu and a category page share it)."""
+        def compute() -> Affinity:
+            events = self.history(ctx)
+            ids = list(dict.fromkeys(i for e in events for i in e.item_ids()))
+            category_of = {item.item_id: item.category for item in self.catalog.shop(ctx.shop).get(ids)}
+            return category_affinity(events, category_of, utcnow(), self.half_life_hours)
+
+        return ctx.derive("nav:affinity", compute)
 
     # -- the menu ------------------------------------------------------------------------
     def order_menu(
@@ -202,7 +206,7 @@ class Navigator:
             entries.append(entry)
         movable = [e for e in entries if not e.fixed]
 
-        affinity = self.affinity(ctx, self.history(ctx))
+        affinity = self.affinity(ctx)
         for entry in movable:
             categories = index.members[entry.slug]
             entry.affinity = sum(affinity.share(c) for c in categories)
@@ -305,24 +309,21 @@ class Navigator:
         affinity for the item's own category (which tells sub-categories apart)."""
         if self.recommender is None or not items:
             return {}
-        events = self.history(ctx)
-        values = _model_scores(self.recommender, ctx, events, [i.item_id for i in items])
+        values = _model_scores(self.recommender, ctx, [i.item_id for i in items])
         if values is None:
             return {}
         known = ~np.isnan(values)
         mean, std = values[known].mean(), values[known].std() or 1.0
         # Items the model has not seen yet (new in the catalog) sit at the average.
         standard = np.where(known, (values - mean) / std, 0.0)
-        affinity = self.affinity(ctx, events)
+        affinity = self.affinity(ctx)
         return {i.item_id: float(s) + affinity.share(i.category) for i, s in zip(items, standard)}
 
 
-def _model_scores(
-    recommender: "Recommender", ctx: "VisitorContext", events: list[Event], item_ids: list[str]
-) -> np.ndarray | None:
+def _model_scores(recommender: "Recommender", ctx: "VisitorContext", item_ids: list[str]) -> np.ndarray | None:
     """The model's score of each item for this visitor (NaN for items it does not know);
     None without a model or anything to place the visitor with."""
-    model, vector = recommender.vector_for(ctx, events)
+    model, vector = recommender.vector_for(ctx)
     if model is None or vector is None:
         return None
     rows = np.array([model.item_index.get(i, -1) for i in item_ids])

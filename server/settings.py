@@ -89,6 +89,13 @@ class Settings:
         "(they share transactions and hold no request thread); one more gets 503 with Retry-After.",
         minimum=1,
     )
+    page_view_flush_ms: int = _setting(
+        50,
+        "Page views are written in batches, this many milliseconds after the first of a batch "
+        "came in (a page call does not wait for its page view's commit); a crash loses at most "
+        "this much of one worker's page views, never an acknowledged event.",
+        minimum=1,
+    )
     public_url: str = _setting(
         "",
         "Public base URL of this server as shops reach it (e.g. https://vitrine.example.com). "

@@ -70,6 +70,13 @@ def record_history(services: Services, shop: str, visitor_token: str, *events: d
     services.store.record_events(shop, visitor_id, to_events(batch))
 
 
+def stored(services: Services):
+    """The store once this process's page views are written (they are written behind the
+    answer, server/visitors/page_views.py): what a page call recorded can be read."""
+    assert services.contexts.page_views.flush(), "the page views were not written"
+    return services.store
+
+
 def qa_headers(client: TestClient, shop: str) -> dict[str, str]:
     """The header that grants QA powers on a shop that is not open for QA."""
     from server.qa import QA_HEADER, qa_key

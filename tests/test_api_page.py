@@ -19,7 +19,7 @@ from server.identity import TOKEN_HEADER, VISITOR_SALT
 from server.models import utcnow
 from server.settings import Settings
 
-from conftest import DEMO_CONFIG, UK_IP, US_IP
+from conftest import DEMO_CONFIG, UK_IP, US_IP, stored
 
 TOP = {"id": "top", "widget": "banner", "attrs": {"placement": "top"}}
 HERO = {"id": "hero", "widget": "banner", "attrs": {"placement": "home-hero"}}
@@ -161,7 +161,7 @@ def test_renewed_token_keeps_the_same_visitor(app, services, carrier: str) -> No
         later.cookies.set("vitrine_demo", token)
     r = post_page(later, body, **headers)
     assert visitor_of(services, r.json()["token"]) == vid
-    assert services.store.get_visitor("demo", vid).page_views == 2
+    assert stored(services).get_visitor("demo", vid).page_views == 2
 
 
 def test_a_request_without_any_token_is_a_new_visitor(client, services) -> None:
@@ -214,7 +214,7 @@ def test_bad_token_silently_gives_a_new_visitor(client, services, settings, kind
         data = r.json()
         assert visitor_of(services, data["token"]) != known
         assert data["visitor"]["kind"] == "new"
-    assert services.store.get_visitor("demo", known).page_views == 0
+    assert stored(services).get_visitor("demo", known).page_views == 0
 
 
 def test_overlong_token_is_a_new_visitor_not_an_error(client, services) -> None:
@@ -233,7 +233,7 @@ def test_visits_count_up_after_the_visit_timeout(client, services) -> None:
     # Within the timeout the visit goes on.
     data = post_page(client, page_body(token=token)).json()
     assert data["visitor"] == {"kind": "returning", "visits": 2, "new_visit": False}
-    assert services.store.get_visitor("demo", vid).page_views == 3  # last week's view, then two
+    assert stored(services).get_visitor("demo", vid).page_views == 3  # last week's view, then two
 
 
 def test_zero_visit_timeout_makes_every_page_view_a_visit(tmp_path: Path) -> None:
@@ -254,9 +254,9 @@ def test_zero_visit_timeout_makes_every_page_view_a_visit(tmp_path: Path) -> Non
 
 
 def test_the_page_view_is_recorded_as_an_event(client, services) -> None:
-    before = services.store.count_events("demo", "page_view")
+    before = stored(services).count_events("demo", "page_view")
     data = post_page(client, page_body(type="product", item_id="22632", url="http://127.0.0.1:8000/demo/p/22632")).json()
-    assert services.store.count_events("demo", "page_view") == before + 1
+    assert stored(services).count_events("demo", "page_view") == before + 1
     [event] = services.store.visitor_events("demo", visitor_of(services, data["token"]))
     assert event.type == "page_view"
     assert event.event_id == f"pv:{data['page_view_id']}"
@@ -267,7 +267,7 @@ def test_the_page_view_is_recorded_as_an_event(client, services) -> None:
 
 def test_country_is_stored_for_the_visitor(client, services) -> None:
     data = post_page(client, ip=UK_IP).json()
-    assert services.store.get_visitor("demo", visitor_of(services, data["token"])).country == "GB"
+    assert stored(services).get_visitor("demo", visitor_of(services, data["token"])).country == "GB"
 
 
 def test_forwarded_for_is_ignored_from_an_untrusted_peer(app, services) -> None:
@@ -276,7 +276,7 @@ def test_forwarded_for_is_ignored_from_an_untrusted_peer(app, services) -> None:
     assert r.status_code == 200
     top = r.json()["fragments"]["top"]
     assert top["campaigns"] == ["international-delivery"]  # located by 203.0.113.9: unknown
-    assert services.store.get_visitor("demo", visitor_of(services, r.json()["token"])).country == ""
+    assert stored(services).get_visitor("demo", visitor_of(services, r.json()["token"])).country == ""
 
 
 # -- errors: 4xx with JSON, never a 500 -------------------------------------------------

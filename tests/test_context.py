@@ -15,7 +15,7 @@ from server.identity import Identity
 from server.models import VisitorProfile
 from server.traffic import TrafficSource
 
-from conftest import UK_IP, US_IP
+from conftest import UK_IP, US_IP, stored
 
 T0 = datetime(2024, 11, 1, 12, 0)
 DESKTOP_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
@@ -92,7 +92,7 @@ def test_overrides_never_touch_stored_data(client, services) -> None:
     vid = services.signer.visitor_id("demo", token)
     r = client.get("/v1/fragments/banner?shop=demo&visitor=customer&_context=1", headers={"X-Visitor-Token": token})
     assert r.json()["visitor"]["kind"] == "customer"
-    profile = services.store.get_visitor("demo", vid)
+    profile = stored(services).get_visitor("demo", vid)
     assert profile.orders == 0 and profile.visits == 1
 
 

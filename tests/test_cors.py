@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from server.store.schema import visitors
 
-from conftest import UK_IP
+from conftest import UK_IP, stored
 
 LISTED = "http://localhost:8000"  # in the demo config's `origins`
 STRANGER = "https://evil.example"
@@ -16,7 +16,7 @@ EVENTS = {"shop": "demo", "events": [{"event_id": "cors-000001", "type": "page_v
 
 
 def counts(services) -> tuple[int, int]:
-    with services.store.engine.connect() as conn:
+    with stored(services).engine.connect() as conn:
         n_visitors = conn.execute(sa.select(sa.func.count()).select_from(visitors)).scalar_one()
     return services.store.count_events("demo"), n_visitors
 

@@ -29,7 +29,8 @@ from servers import running, server_env, with_demo_shop
 
 CLIENTS = 16
 BATCH = 10
-LOAD_S = 1.5  # of load before the kill
+LOAD_S = 1.5  # of load at least before the kill
+MAX_LOAD_S = 20  # ... and at most, waiting for enough acknowledged batches on a slow machine
 START_TIMEOUT_S = 60
 
 
@@ -109,6 +110,9 @@ def test_every_acknowledged_event_survives_kill_9_and_none_is_stored_twice(
             for thread in threads:
                 thread.start()
             time.sleep(LOAD_S)
+            deadline = time.monotonic() + MAX_LOAD_S
+            while sum(len(c.acknowledged) for c in clients) < 100 * BATCH and time.monotonic() < deadline:
+                time.sleep(0.05)
             os.kill(serving.process.pid, signal.SIGKILL)  # in the middle of the load
             serving.process.wait(10)
     finally:
@@ -137,3 +141,33 @@ def test_every_acknowledged_event_survives_kill_9_and_none_is_stored_twice(
     # The counters were committed with their events: each stored purchase counted once.
     purchases = sum(1 for event_id in stored if event_id.endswith(f"-{BATCH - 1:02d}"))
     assert orders == purchases and sales == purchases
+
+
+def test_a_clean_stop_writes_the_page_views_still_waiting(tmp_path: Path, database_url: str | None) -> None:
+    # Page views are written behind the answer (page_view_flush_ms); SIGTERM must not lose them.
+    data_dir = with_demo_shop(tmp_path / "data")
+    env = server_env(VITRINE_SECRET_KEYS="test-key-1", VITRINE_PAGE_VIEW_FLUSH_MS="60000",
+                     **({"VITRINE_DATABASE_URL": database_url} if database_url else {}))
+    with running("serve", data_dir, env, tmp_path / "server.log", START_TIMEOUT_S) as serving:
+        conn = http.client.HTTPConnection("127.0.0.1", serving.port, timeout=10)
+        token = None
+        for _ in range(20):
+            conn.request("POST", "/v1/page?shop=demo", body=json.dumps({"shop": "demo", "token": token}),
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == 200
+            token = answer["token"]
+        conn.close()
+        assert answer["visitor"]["visits"] == 1
+        serving.process.send_signal(signal.SIGTERM)
+        assert serving.process.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once stopped
+    store = open_store(database_url or f"sqlite:///{data_dir / 'vitrine.db'}")
+    try:
+        with store.engine.connect() as conn:
+            views = conn.execute(sa.select(sa.func.count()).select_from(events_table)
+                                 .where(events_table.c.type == "page_view")).scalar()
+            counted = conn.execute(sa.select(visitors.c.page_views).where(visitors.c.shop == "demo")).scalar()
+    finally:
+        store.close()
+    assert (views, counted) == (20, 20)

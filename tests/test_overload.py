@@ -1,7 +1,8 @@
 """Overload: past max_in_flight a worker answers 503 at once, and the count is exact.
 
 The middleware on its own, driven as ASGI on one event loop, and a real `vitrine serve`
-whose page calls are made slow by another connection holding the SQLite database locked.
+on PostgreSQL whose page calls are made slow by another connection holding the visitors
+table locked (a migration, say: ACCESS EXCLUSIVE blocks the page call's read of the visitor).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio.to_thread
 import pytest
+import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse
@@ -29,6 +30,7 @@ from server.app import app_from_env
 from server.settings import Settings, SettingsError
 from server.web.overload import BUSY_MESSAGE, InFlightLimit, does_real_work
 
+from conftest import new_postgres_database
 from servers import running, server_env, with_demo_shop
 
 # -- the middleware, on one event loop ---------------------------------------------------
@@ -213,15 +215,15 @@ def test_each_worker_process_sizes_its_thread_pool_at_startup(
 BUSY_TIMEOUT_S = 1.5
 MAX_IN_FLIGHT = 2
 FAST_S = 0.3
-PAGE_BODY = json.dumps(
-    {"shop": "demo", "page": {"type": "home"}, "slots": [{"id": "top", "widget": "banner", "attrs": {"placement": "top"}}]}
-).encode()
+PAGE = {"shop": "demo", "page": {"type": "home"}, "slots": [{"id": "top", "widget": "banner", "attrs": {"placement": "top"}}]}
 
 
 @dataclass
 class Server:
     port: int
     data_dir: Path
+    database_url: str
+    token: str = ""  # a returning visitor's: their page calls read their row
 
     @property
     def origin(self) -> str:
@@ -257,7 +259,7 @@ def request(server: Server, method: str, path: str, body: bytes | None = None, h
 
 
 def page_call(server: Server) -> Reply:
-    return request(server, "POST", "/v1/page?shop=demo", PAGE_BODY)
+    return request(server, "POST", "/v1/page?shop=demo", json.dumps({**PAGE, "token": server.token or None}).encode())
 
 
 def at_once(*calls) -> list[Reply]:
@@ -280,15 +282,17 @@ def at_once(*calls) -> list[Reply]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`vitrine serve` on a fresh data directory with the demo shop: one request thread, at
-    most two requests in flight, store waits of 1.5 s."""
+    """`vitrine serve` on a fresh data directory with the demo shop and a new PostgreSQL
+    database: one request thread, at most two requests in flight, store waits of 1.5 s."""
     data_dir = with_demo_shop(tmp_path_factory.mktemp("overload"))
-    env = server_env(
-        VITRINE_MAX_IN_FLIGHT=str(MAX_IN_FLIGHT), VITRINE_REQUEST_THREADS="1",
-        VITRINE_STORE_BUSY_TIMEOUT_MS=str(int(BUSY_TIMEOUT_S * 1000)), VITRINE_SECRET_KEYS="test-key-1",
-    )
-    with running("serve", data_dir, env, data_dir / "server.log") as serving:
-        yield Server(serving.port, data_dir)
+    with new_postgres_database("overload") as url:
+        env = server_env(
+            VITRINE_MAX_IN_FLIGHT=str(MAX_IN_FLIGHT), VITRINE_REQUEST_THREADS="1",
+            VITRINE_STORE_BUSY_TIMEOUT_MS=str(int(BUSY_TIMEOUT_S * 1000)), VITRINE_SECRET_KEYS="test-key-1",
+            VITRINE_DATABASE_URL=url,
+        )
+        with running("serve", data_dir, env, data_dir / "server.log") as serving:
+            yield Server(serving.port, data_dir, url)
 
 
 @dataclass
@@ -302,9 +306,15 @@ class Overload:
 
 @pytest.fixture(scope="module")
 def overload(server: Server) -> Overload:
-    assert page_call(server).status == 200  # tables in place, the shop's config loaded
-    lock = sqlite3.connect(server.data_dir / "vitrine.db", isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")  # a long import, say: every page call waits for the store
+    first_call = page_call(server)  # tables in place, the shop's config loaded
+    assert first_call.status == 200
+    server.token = json.loads(first_call.body)["token"]
+    time.sleep(0.5)  # its page view written (50 ms later): no page call waits for that write
+    locker = sa.create_engine(server.database_url)
+    lock = locker.connect()
+    lock.begin()
+    # A migration, say: every page call waits for the store to read the visitor.
+    lock.execute(sa.text("LOCK TABLE visitors IN ACCESS EXCLUSIVE MODE"))
     try:
         first: list[Reply] = []
         wave = threading.Thread(target=lambda: first.extend(at_once(*[lambda: page_call(server)] * 10)))
@@ -324,6 +334,7 @@ def overload(server: Server) -> Overload:
     finally:
         lock.rollback()
         lock.close()
+        locker.dispose()
     busy = first + [during["page"], during["fragment"]]
     return Overload(
         events=during["events"],

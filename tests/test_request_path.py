@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -79,3 +80,52 @@ def test_fragment_urls_read_no_events(client, services) -> None:
             r = client.get(f"/v1/fragments/{kind}", params={"shop": "demo", **params}, headers=headers)
         assert r.status_code == 200, (kind, r.text)
         assert reads_events(sql) == [], (kind, reads_events(sql))
+
+
+@contextmanager
+def statements_by_thread(engine):
+    seen: list[tuple[str, str]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((threading.current_thread().name, " ".join(statement.split())))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+WRITERS = ("vitrine-page-views", "vitrine-group-commit")
+
+
+def own_statements(sql: list[tuple[str, str]]) -> list[str]:
+    """What the request's own thread ran, less the check of the catalog's version (the tests
+    check on every call; a server at most once per change_check_interval_s)."""
+    return [s for thread, s in sql if thread not in WRITERS and "FROM shop_versions" not in s]
+
+
+def test_a_page_call_reads_the_visitor_once_and_leaves_its_write_to_the_writer(client, services) -> None:
+    token = returning_visitor(client)
+    # Once: the catalog loaded, trending and bestsellers read (kept a second).
+    client.post("/v1/page?shop=demo", json={**HOME, "token": token}, headers={"X-Forwarded-For": UK_IP})
+    assert services.contexts.page_views.flush()
+    with statements_by_thread(services.store.engine) as sql:
+        r = client.post("/v1/page?shop=demo", json={**HOME, "token": token}, headers={"X-Forwarded-For": UK_IP})
+        assert r.status_code == 200
+        own = own_statements(sql)
+        assert services.contexts.page_views.flush()
+    assert len(own) == 1 and own[0].startswith("SELECT") and "FROM visitors" in own[0], "\n".join(own)
+    written = [s for thread, s in sql if thread in WRITERS]
+    assert any(s.startswith("INSERT INTO events") for s in written), written
+    assert any(s.startswith("UPDATE visitors") for s in written), written
+
+
+def test_a_new_visitors_page_call_runs_no_statement_of_its_own(client, services) -> None:
+    client.post("/v1/page?shop=demo", json=HOME)  # the shop's first: config and catalog loaded
+    client.cookies.clear()
+    with statements_by_thread(services.store.engine) as sql:
+        r = client.post("/v1/page?shop=demo", json=HOME, headers={"X-Forwarded-For": UK_IP})
+        assert r.status_code == 200 and r.json()["visitor"]["kind"] == "new"
+        own = own_statements(sql)
+    assert own == [], own

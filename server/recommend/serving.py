@@ -63,16 +63,23 @@ class History:
     @classmethod
     def from_events(cls, events: list[Event]) -> "History":
         history = cls()
+        viewed: dict[str, None] = {}  # insertion-ordered: newest first, each item once
         for event in events:
             items = event.item_ids()
             # A product page's page view counts as a view at once: the shop's own view_item
             # event comes by beacon and may land after the next page's call.
             if event.type in ("view_item", "page_view"):
-                history.viewed += [i for i in items if i not in history.viewed]
+                viewed.update(dict.fromkeys(items))
             elif event.type == "purchase":
                 for item in items:
                     history.purchases.setdefault(item, []).append(event.ts)
+        history.viewed = list(viewed)
         return history
+
+
+def _history(ctx: "VisitorContext") -> History:
+    """The visitor's history, read from their events once per request."""
+    return ctx.derive("history", lambda: History.from_events(ctx.history))
 
 
 @dataclass
@@ -116,7 +123,7 @@ class Recommender:
         """`shown`: items already in other panels of this page, left out so panels differ."""
         if strategy not in self._strategies:
             raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-        history = History.from_events(ctx.history)
+        history = _history(ctx)
         page_item = item_id or ctx.page.item_id
         anchor = page_item or (history.viewed[0] if history.viewed else "")
         model = self.models.get(ctx.shop) if self.models else None
@@ -145,19 +152,22 @@ class Recommender:
         return result
 
     # -- model-based -----------------------------------------------------------------
-    def vector_for(self, ctx: "VisitorContext", events: list[Event]) -> tuple["ModelArtifact | None", np.ndarray | None]:
-        """The shop's model and this visitor's vector in it (from their recent events), for
+    def vector_for(self, ctx: "VisitorContext") -> tuple["ModelArtifact | None", np.ndarray | None]:
+        """The shop's model and this visitor's vector in it (from their recent views), for
         other rankings (navigation, category pages) that score with the same model."""
         model = self.models.get(ctx.shop) if self.models else None
         if model is None:
             return None, None
-        viewed = History.from_events(events).viewed[:SESSION_VIEWS]
-        return model, visitor_vector(model, ctx.visitor_id, viewed, visitor_features(ctx))
+        return model, self._vector(ctx, model, _history(ctx))
 
     def _visitor_vector(self, request: _Request) -> np.ndarray | None:
         assert request.model is not None
-        viewed = request.history.viewed[:SESSION_VIEWS]
-        return visitor_vector(request.model, request.ctx.visitor_id, viewed, visitor_features(request.ctx))
+        return self._vector(request.ctx, request.model, request.history)
+
+    def _vector(self, ctx: "VisitorContext", model: "ModelArtifact", history: History) -> np.ndarray | None:
+        """Once per request and model: the panels and the menu of one page place the visitor alike."""
+        return ctx.derive(f"vector:{id(model)}", lambda: visitor_vector(
+            model, ctx.visitor_id, history.viewed[:SESSION_VIEWS], visitor_features(ctx)))
 
     def _top_picks(self, request: _Request) -> list[str]:
         if request.model is None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile
+
+if TYPE_CHECKING:
+    from server.visitors.page_views import PageView
 
 
 # How long a store call waits for a lock or a connection unless told otherwise (the
@@ -54,10 +57,11 @@ class Store(Protocol):
         country: str = "", device_class: str = "", page_view: bool = True, source: str = "",
         event: Event | None = None,
     ) -> VisitorProfile: ...
+    def record_page_views(self, views: Sequence["PageView"]) -> list[VisitorProfile]: ...
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None: ...
 
     # events
-    def record_events(self, shop: str, visitor_id: str, events: Sequence[Event]) -> tuple[int, int]: ...
+    def record_events(self, shop: str, visitor_id: str, events: Sequence[Event], country: str = "") -> tuple[int, int]: ...
     def import_interactions(self, shop: str, interactions: Iterable[Interaction]) -> int: ...
     def count_events(self, shop: str, type: str | None = None) -> int: ...
     def all_items(self, shop: str) -> list[CatalogItem]: ...

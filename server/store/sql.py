@@ -27,6 +27,7 @@ from server.store.schema import events, item_sales, item_trends, items, shop_ver
 from server.store.schema import popular_searches as popular_searches_table
 from server.store.schema import worker_leases
 from server.urls import web_url
+from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
 from server.visitors.state import HISTORY_EVENTS as HISTORY_STATE_EVENTS
 from server.visitors.state import KEPT as STATE_TYPES
@@ -308,52 +309,74 @@ class SqlStore:
         country: str = "", device_class: str = "", page_view: bool = True, source: str = "",
         event: Event | None = None,
     ) -> VisitorProfile:
-        """Count a page view; a gap longer than the visit timeout starts a new visit.
+        """Count one page view now (see record_page_views) and return the visitor after it."""
+        view = PageView(shop, visitor_id, now, visit_timeout_s, country, device_class, source, event, page_view)
+        return self.record_page_views([view])[0]
 
-        `source` is this page's traffic medium: it becomes the visit's source when the
-        visit starts, and internal navigation keeps the source the visit began with.
-        `event` (the page view itself) is stored in the same transaction: one commit.
-        """
-        def work(conn: Connection) -> VisitorProfile:
-            profile = self._touch(conn, shop, visitor_id, now, visit_timeout_s, country, device_class, page_view, source)
-            if event is not None:
-                _, state = self._store_events(conn, shop, visitor_id, [event], profile.state or EMPTY_STATE)
-                profile = dataclasses.replace(profile, state=state)
-            return profile
+    def record_page_views(self, views: Sequence[PageView]) -> list[VisitorProfile]:
+        """Count page views (server/visitors/page_views.py) in one transaction: the visitors'
+        rows locked in key order, each view counted on its row by `count_view`, one update
+        per visitor and one insert for the page_view events. Returns each view's visitor
+        after it. Not durable (no fsync on SQLite): a page view was never acknowledged."""
+        if not views:
+            return []
+        return self._group.run(lambda conn: self._count_views(conn, views), durable=False)
 
-        return self._group.run(work, durable=False)
-
-    def _touch(
-        self, conn: Connection, shop: str, visitor_id: str, now: datetime, visit_timeout_s: int,
-        country: str, device_class: str, page_view: bool, source: str,
-    ) -> VisitorProfile:
-        key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
-        views = 1 if page_view else 0
-        # FOR UPDATE (PostgreSQL; SQLite has one writer): two workers counting the same
-        # visitor's page views at once must not lose one.
-        row = conn.execute(sa.select(visitors).where(key).with_for_update()).first()
-        if row is None:
-            values = dict(
-                shop=shop, visitor_id=visitor_id, first_seen=now, last_seen=now, visits=1,
-                page_views=views, orders=0, revenue=0.0, country=country, device_class=device_class,
-                source=source,
-            )
-            inserted = conn.execute(self._insert(visitors).values(**values).on_conflict_do_nothing()
-                                    .returning(visitors.c.visitor_id)).first()
-            if inserted is not None:
-                return _row_profile(values, new_visit=True)
-            row = conn.execute(sa.select(visitors).where(key).with_for_update()).first()  # another worker won
-        new_visit = now - row.last_seen > timedelta(seconds=visit_timeout_s)
-        values = dict(
-            last_seen=max(now, row.last_seen),
-            visits=row.visits + (1 if new_visit else 0),
-            page_views=row.page_views + views,
-            country=country or row.country,
-            device_class=device_class or row.device_class,
-            source=source if (new_visit or not row.source) and source != "internal" else row.source,
+    def _count_views(self, conn: Connection, views: Sequence[PageView]) -> list[VisitorProfile]:
+        now = utcnow()
+        by_shop: dict[str, set[str]] = {}
+        for view in views:
+            by_shop.setdefault(view.shop, set()).add(view.visitor_id)
+        rows: dict[tuple[str, str], VisitorProfile | None] = {}
+        for shop, ids in sorted(by_shop.items()):
+            ordered = sorted(ids)
+            # Rows for visitors seen for the first time: visits=0 marks them as made here.
+            first = {}
+            for view in views:
+                if view.shop == shop:
+                    first.setdefault(view.visitor_id, view.at)
+            conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
+                dict(shop=shop, visitor_id=v, first_seen=first[v], last_seen=first[v], visits=0, page_views=0)
+                for v in ordered
+            ])
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                query = (sa.select(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
+                         .order_by(visitors.c.visitor_id).with_for_update())
+                for row in conn.execute(query):
+                    profile = _row_profile(row._mapping)
+                    rows[(shop, row.visitor_id)] = None if profile.visits == 0 else profile
+        before = {key: profile for key, profile in rows.items()}
+        after: list[VisitorProfile] = []
+        events_rows = []
+        for view in views:
+            key = (view.shop, view.visitor_id)
+            profile = rows[key] = count_view(rows[key], view)
+            after.append(profile)
+            if view.event is not None:
+                events_rows.append(_event_row(view.shop, view.visitor_id, view.event, now))
+        key_shop, key_visitor = sa.bindparam("key_shop"), sa.bindparam("key_visitor")
+        update = sa.update(visitors).where(visitors.c.shop == key_shop, visitors.c.visitor_id == key_visitor).values(
+            first_seen=sa.bindparam("new_first_seen"), last_seen=sa.bindparam("new_last_seen"),
+            visits=sa.bindparam("new_visits"), page_views=sa.bindparam("new_page_views"),
+            country=sa.bindparam("new_country"), device_class=sa.bindparam("new_device_class"),
+            source=sa.bindparam("new_source"), state=sa.bindparam("new_state", type_=visitors.c.state.type),
         )
-        conn.execute(sa.update(visitors).where(key).values(**values))
-        return _row_profile({**row._mapping, **values}, new_visit=new_visit)
+        changes = []
+        for (shop, visitor_id), profile in sorted(rows.items()):
+            if profile is None or profile is before[(shop, visitor_id)]:
+                continue
+            changes.append(dict(
+                key_shop=shop, key_visitor=visitor_id, new_first_seen=profile.first_seen,
+                new_last_seen=profile.last_seen, new_visits=profile.visits, new_page_views=profile.page_views,
+                new_country=profile.country, new_device_class=profile.device_class, new_source=profile.source,
+                new_state=(profile.state or EMPTY_STATE).to_json(),
+            ))
+        if changes:
+            conn.execute(update, changes)
+        if events_rows:
+            conn.execute(self._insert(events).on_conflict_do_nothing(), events_rows)
+        return after
 
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
         query = sa.select(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id == visitor_id)
@@ -362,13 +385,18 @@ class SqlStore:
         return _row_profile(row._mapping) if row else None
 
     # -- events ----------------------------------------------------------------------
-    def record_events(self, shop: str, visitor_id: str, batch: Sequence[Event]) -> tuple[int, int]:
-        """Store a batch in one durable transaction; returns (stored, duplicates)."""
-        stored = self._group.run(lambda conn: self._store_events(conn, shop, visitor_id, batch)[0], durable=True)
+    def record_events(self, shop: str, visitor_id: str, batch: Sequence[Event], country: str = "") -> tuple[int, int]:
+        """Store a batch in one durable transaction; returns (stored, duplicates).
+
+        `country` is where the request came from (its trending scores count there); empty,
+        the visitor's stored country."""
+        stored = self._group.run(
+            lambda conn: self._store_events(conn, shop, visitor_id, batch, country=country)[0], durable=True)
         return stored, len(batch) - stored
 
     def _store_events(
         self, conn: Connection, shop: str, visitor_id: str, batch: Sequence[Event], state: VisitorState | None = None,
+        country: str = "",
     ) -> tuple[int, VisitorState | None]:
         """Insert the batch's new events and fold them into counters, aggregates and the
         visitor state (read here, locked, unless the caller passes the one it holds).
@@ -377,10 +405,10 @@ class SqlStore:
         rows = [_event_row(shop, visitor_id, event, now) for event in batch]
         if not rows:
             return 0, state
-        country = None
+        country = country or None
         if state is None:
             found = self._lock_visitor(conn, shop, visitor_id, now)
-            state, country = VisitorState.from_json(found.state), found.country
+            state, country = VisitorState.from_json(found.state), country or found.country
         stored: list[Event] = []
         sold: list[str] = []
         trends: list[tuple[str, str, datetime]] = []
@@ -410,7 +438,7 @@ class SqlStore:
         """The visitor's row (state, country), locked until the transaction ends; made if missing.
 
         A writer of a visitor takes this lock before anything else it writes (page views do in
-        _touch): two writers of one visitor wait for each other here, and none waits for it
+        _count_views): two writers of one visitor wait for each other here, and none waits for it
         while holding rows that others need (sales, trends), so on PostgreSQL writers in
         several processes take the rows they share in one order and do not deadlock."""
         key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)

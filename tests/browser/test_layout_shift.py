@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -102,6 +103,7 @@ def layout_shift(page: Page, url: str) -> tuple[float, list[dict], dict]:
 
 def come_back_later(server, visitor_id: str) -> None:
     """Move the visitor's last page view two hours back: their next one starts a second visit."""
+    time.sleep(0.3)  # page views are written 50 ms behind the answer (page_view_flush_ms)
     conn = sqlite3.connect(server.data_dir / "vitrine.db", timeout=10)
     try:
         (last_seen,) = conn.execute(

@@ -1,0 +1,275 @@
+"""Page views, written behind the answer: counted at once for the request, stored in batches.
+
+No client waits for a page view to be acknowledged, so the page call does not wait for its
+commit. A page call reads the visitor's row (one primary-key read), counts its page view
+on it with `count_view` (a new visit after the visit timeout, the visit's traffic source,
+the page view in the visitor state) and answers with the result; the view itself goes to
+this process's `PageViewWriter`, which writes what came in during the last
+`page_view_flush_ms` in one transaction of the group writer (server/store/group.py):
+a few statements for the whole batch instead of four per view.
+
+Until its batch is committed, a view is kept here, and the same visitor's next page call
+on this worker counts it on top of what it reads: two page calls a moment apart see each
+other. The store applies the same `count_view` to the row it locks, so views of one
+visitor written by several workers at once are all counted, none twice.
+
+What a crash can lose: the page views of the last flush interval (50 ms by default) and
+of a batch being written, on this worker. Never an event a client was answered 202 for:
+event batches are committed before their answer (Store.record_events). If the store is
+unavailable, views are kept and written again, at most `MAX_PENDING` of them; beyond
+that the oldest are dropped and the log says how many.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Callable
+
+from server.models import Event, VisitorProfile
+from server.visitors.state import EMPTY as EMPTY_STATE
+
+if TYPE_CHECKING:
+    from server.store import Store
+
+log = logging.getLogger("vitrine")
+
+MAX_BATCH = 1000  # page views one transaction writes
+MAX_PENDING = 50_000  # page views kept while the store cannot take them
+KEEP_COMMITTED_S = 10.0  # how long a visitor's entry outlives its last commit (see record())
+
+
+@dataclass(frozen=True)
+class PageView:
+    shop: str
+    visitor_id: str
+    at: datetime
+    visit_timeout_s: int
+    country: str = ""
+    device_class: str = ""
+    source: str = ""  # this page's traffic medium
+    event: Event | None = None  # the page_view event, stored with it
+    counted: bool = True  # False: the visitor was seen, no page view is counted
+
+
+def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile:
+    """The visitor after this page view; `profile` None for a visitor not stored yet.
+
+    A gap longer than the visit timeout starts a new visit. The visit's source is the
+    medium of its first page; internal navigation keeps the source the visit began with."""
+    views = 1 if view.counted else 0
+    if profile is None:
+        state = EMPTY_STATE.add([view.event]) if view.event else None
+        return VisitorProfile(
+            visitor_id=view.visitor_id, first_seen=view.at, last_seen=view.at, visits=1, page_views=views,
+            country=view.country, device_class=view.device_class, source=view.source, new_visit=True,
+            state=state,
+        )
+    new_visit = view.at - profile.last_seen > timedelta(seconds=view.visit_timeout_s)
+    source = view.source if (new_visit or not profile.source) and view.source != "internal" else profile.source
+    state = profile.state
+    if view.event is not None:
+        state = (state or EMPTY_STATE).add([view.event])
+    return dataclasses.replace(
+        profile,
+        last_seen=max(view.at, profile.last_seen),
+        visits=profile.visits + (1 if new_visit else 0),
+        page_views=profile.page_views + views,
+        country=view.country or profile.country,
+        device_class=view.device_class or profile.device_class,
+        source=source,
+        new_visit=new_visit,
+        state=state,
+    )
+
+
+@dataclass
+class _Entry:
+    """One visitor's views on this worker that are not committed yet."""
+
+    views: list[PageView] = field(default_factory=list)  # waiting for a flush
+    in_flight: int = 0  # taken by a flush that has not committed yet
+    committed_seq: int = -1  # the flush that last committed some of them
+    committed_at: float = 0.0
+    held: int = 0  # page calls reading the visitor that no flush may overtake
+
+
+class PageViewWriter:
+    """This process's page views on their way to the store (see the module docstring)."""
+
+    def __init__(self, store: "Store", flush_interval_s: float = 0.05, wait_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.flush_interval_s = flush_interval_s
+        # How long a page call waits for its visitor's batch being written (the store's busy
+        # timeout): past it, it counts on what it reads.
+        self.wait_s = wait_s
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._pending = 0  # views waiting for a flush
+        self._seq = 0  # flushes committed
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self.written = 0  # views committed (for tests and benchmarks)
+        self.dropped = 0
+
+    # -- the request side ------------------------------------------------------------
+    def record(self, view: PageView, known: bool = True) -> VisitorProfile:
+        """Count the view for this request (what is stored, plus this worker's views not
+        written yet) and queue it to be written. `known` False: the visitor id was made for
+        this request (no valid token came), so nothing can be stored about it yet."""
+        key = (view.shop, view.visitor_id)
+        if not known:
+            with self._cond:
+                return self._queue(key, self._entries.get(key), None, view)
+        for _ in range(5):
+            with self._cond:
+                # A batch of this visitor's views being written: its commit may or may not
+                # be in what we read, so wait for it (rare: two page calls within a flush).
+                self._cond.wait_for(lambda: not self._writing(key), timeout=self.wait_s)
+                seq = self._seq
+            stored = self.store.get_visitor(view.shop, view.visitor_id)
+            with self._cond:
+                entry = self._entries.get(key)
+                if entry is not None and (entry.in_flight or entry.committed_seq > seq):
+                    continue  # a flush of this visitor ran meanwhile: read again
+                return self._queue(key, entry, stored, view)
+        # The visitor's views kept being written under us: hold their next flush while reading.
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing(key), timeout=self.wait_s)
+            entry = self._entries.setdefault(key, _Entry())
+            entry.held += 1
+        try:
+            stored = self.store.get_visitor(view.shop, view.visitor_id)
+        finally:
+            with self._cond:
+                entry.held -= 1
+                profile = self._queue(key, entry, stored, view)
+        return profile
+
+    def _writing(self, key: tuple[str, str]) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry.in_flight > 0
+
+    def _queue(self, key: tuple[str, str], entry: _Entry | None, stored: VisitorProfile | None,
+               view: PageView) -> VisitorProfile:
+        profile = stored
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+        for waiting in entry.views:
+            profile = count_view(profile, waiting)
+        profile = count_view(profile, view)
+        entry.views.append(view)
+        self._pending += 1
+        self._ensure_thread()
+        if self._pending == 1 or self._pending >= MAX_BATCH:
+            self._cond.notify_all()
+        return profile
+
+    # -- the writer ------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write every view queued so far; True once they are all committed (tests, shutdown)."""
+        deadline = self._clock() + timeout
+        with self._cond:
+            target = self._seq + 1 if self._pending or self._in_flight() else self._seq
+            self._cond.notify_all()
+            while (self._pending or self._in_flight()) and self._clock() < deadline:
+                if self._thread is None or not self._thread.is_alive():
+                    break
+                self._cond.wait(timeout=0.05)
+            return self._seq >= target and not self._pending and not self._in_flight()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        self.flush()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _in_flight(self) -> bool:
+        return any(e.in_flight for e in self._entries.values())
+
+    def _ensure_thread(self) -> None:  # called with the condition held
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="vitrine-page-views", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closing)
+                if self._closing and not self._pending:
+                    return
+            # Let the batch fill for one interval (less when it is full already).
+            if failures or self._pending < MAX_BATCH:
+                time.sleep(min(2.0, self.flush_interval_s * (2 ** failures)))
+            batch, taken = self._take()
+            try:
+                self.store.record_page_views(batch)
+            except Exception as exc:  # noqa: BLE001 - the views are kept and written again
+                failures = min(failures + 1, 6)
+                log.warning("page views not written yet (%d kept): %s", len(batch), exc)
+                self._give_back(taken)
+                continue
+            failures = 0
+            self._done(taken)
+
+    def _take(self) -> tuple[list[PageView], dict[tuple[str, str], list[PageView]]]:
+        with self._cond:
+            batch: list[PageView] = []
+            taken: dict[tuple[str, str], list[PageView]] = {}
+            for key, entry in self._entries.items():
+                if not entry.views or entry.held or len(batch) >= MAX_BATCH:
+                    continue
+                views, entry.views = entry.views, []
+                entry.in_flight += len(views)
+                taken[key] = views
+                batch += views
+            self._pending -= len(batch)
+            return batch, taken
+
+    def _done(self, taken: dict[tuple[str, str], list[PageView]]) -> None:
+        with self._cond:
+            self._seq += 1
+            now = self._clock()
+            for key, views in taken.items():
+                entry = self._entries[key]
+                entry.in_flight -= len(views)
+                entry.committed_seq, entry.committed_at = self._seq, now
+                self.written += len(views)
+            # An entry outlives its last commit a while, so that a page call whose read
+            # began before that commit sees that it happened (record()).
+            for key in [k for k, e in self._entries.items()
+                        if not e.views and not e.in_flight and not e.held and now - e.committed_at > KEEP_COMMITTED_S]:
+                del self._entries[key]
+            self._cond.notify_all()
+
+    def _give_back(self, taken: dict[tuple[str, str], list[PageView]]) -> None:
+        with self._cond:
+            for key, views in taken.items():
+                entry = self._entries[key]
+                entry.in_flight -= len(views)
+                entry.views[:0] = views
+                self._pending += len(views)
+            if self._pending > MAX_PENDING:
+                self._drop(self._pending - MAX_PENDING)
+            self._cond.notify_all()
+
+    def _drop(self, count: int) -> None:
+        """Forget the oldest `count` waiting views (the store has been unavailable too long)."""
+        dropped = 0
+        for entry in sorted(self._entries.values(), key=lambda e: e.views[0].at if e.views else datetime.max):
+            while entry.views and dropped < count:
+                entry.views.pop(0)
+                dropped += 1
+        self._pending -= dropped
+        self.dropped += dropped
+        log.error("the store took no page view for too long: %d of them dropped", dropped)

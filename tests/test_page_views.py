@@ -1,0 +1,147 @@
+"""Page views written behind the answer (server/visitors/page_views.py), on a real store.
+
+A page call's answer counts every view of its visitor, written or not; every view is
+written once; and a page call never waits for the write."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from server.models import Event, utcnow
+from server.store import open_store
+from server.visitors.page_views import PageView, PageViewWriter, count_view
+
+from conftest import new_postgres_database
+
+TIMEOUT_S = 1800
+
+
+def view(visitor: str, n: int, at=None, **kw) -> PageView:
+    at = at or utcnow()
+    event = Event(event_id=f"pv:{visitor}-{n}", type="page_view", ts=at, item_id=f"item-{n % 5}",
+                  props={"page_type": "product"})
+    return PageView("shop", visitor, at, TIMEOUT_S, event=event, **kw)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path / 'v.db'}")
+        s.migrate()
+        yield s
+        s.close()
+        return
+    with new_postgres_database("pageviews") as url:
+        s = open_store(url)
+        s.migrate()
+        yield s
+        s.close()
+
+
+def test_count_view_starts_visits_and_keeps_the_visit_source() -> None:
+    t0 = utcnow()
+    first = count_view(None, view("v", 0, t0, source="social", country="GB"))
+    assert (first.visits, first.page_views, first.new_visit, first.source, first.country) == (1, 1, True, "social", "GB")
+    inside = count_view(first, view("v", 1, t0 + timedelta(minutes=5), source="internal"))
+    assert (inside.visits, inside.page_views, inside.new_visit, inside.source, inside.country) == (1, 2, False, "social", "GB")
+    later = count_view(inside, view("v", 2, t0 + timedelta(hours=2), source="email"))
+    assert (later.visits, later.page_views, later.new_visit, later.source) == (2, 3, True, "email")
+    assert [e.items for e in later.state.events()] == [("item-2",), ("item-1",), ("item-0",)]
+
+
+def test_an_answer_counts_the_views_not_written_yet_and_each_is_written_once(store) -> None:
+    writer = PageViewWriter(store, flush_interval_s=0.2)
+    try:
+        profiles = [writer.record(view("v1", n), known=n > 0) for n in range(3)]
+        assert [p.page_views for p in profiles] == [1, 2, 3]
+        assert store.get_visitor("shop", "v1") is None  # nothing written yet: the answers did not wait
+        assert writer.flush()
+        stored = store.get_visitor("shop", "v1")
+        assert (stored.visits, stored.page_views) == (1, 3)
+        assert store.count_events("shop", "page_view") == 3
+        assert [e.items for e in stored.state.events()] == [("item-2",), ("item-1",), ("item-0",)]
+        # Read back from the store once written.
+        assert writer.record(view("v1", 3)).page_views == 4
+    finally:
+        writer.close()
+    assert store.get_visitor("shop", "v1").page_views == 4  # close() wrote the last one
+
+
+def test_concurrent_page_calls_of_one_visitor_count_each_view_once_while_batches_are_written(store) -> None:
+    # Four request threads, one visitor, a flush every millisecond: reads race the commits.
+    writer = PageViewWriter(store, flush_interval_s=0.001)
+    seen: list[int] = []
+    lock = threading.Lock()
+    per_thread = 60
+
+    def browse(t: int) -> None:
+        for n in range(per_thread):
+            profile = writer.record(view("busy", t * 1000 + n))
+            with lock:
+                seen.append(profile.page_views)
+
+    writer.record(view("busy", 99999), known=False)
+    threads = [threading.Thread(target=browse, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert writer.flush()
+        total = 4 * per_thread + 1
+        # Every answer saw every view before it, and no view twice: the counts are 2..total, each once.
+        assert sorted(seen) == list(range(2, total + 1))
+        assert store.get_visitor("shop", "busy").page_views == total
+        assert store.count_events("shop", "page_view") == total
+        assert writer.written == total and writer.dropped == 0
+    finally:
+        writer.close()
+
+
+def test_views_wait_while_the_store_refuses_them_and_are_written_after(tmp_path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'v.db'}", busy_timeout_ms=100)
+    store.migrate()
+    writer = PageViewWriter(store, flush_interval_s=0.01)
+
+    other = sqlite3.connect(tmp_path / "v.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.perf_counter()
+        profiles = [writer.record(view("v", n), known=n > 0) for n in range(5)]
+        assert time.perf_counter() - started < 0.5
+        assert [p.page_views for p in profiles] == [1, 2, 3, 4, 5]
+        time.sleep(0.4)  # the writer tried, and kept them
+        assert writer.written == 0
+    finally:
+        other.rollback()
+        other.close()
+    assert writer.flush()
+    assert store.get_visitor("shop", "v").page_views == 5 and writer.dropped == 0
+    writer.close()
+    store.close()
+
+
+def test_two_writers_of_one_visitor_lose_no_view(store) -> None:
+    # Two workers (one writer each) counting the same visitor at once: every view is counted.
+    writers = [PageViewWriter(store, flush_interval_s=0.002) for _ in range(2)]
+    writers[0].record(view("both", 0), known=False)
+    assert writers[0].flush()
+
+    def browse(w: int) -> None:
+        for n in range(50):
+            writers[w].record(view("both", (w + 1) * 1000 + n))
+
+    threads = [threading.Thread(target=browse, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(w.flush() for w in writers)
+    assert store.get_visitor("shop", "both").page_views == 101
+    for w in writers:
+        w.close()
