@@ -141,3 +141,27 @@ def test_database_without_cities_is_rejected(tmp_path: pathlib.Path) -> None:
     write_city_database(path, database_type="GeoLite2-ASN")
     with pytest.raises(ValueError, match="City database is needed"):
         GeoLocator(path)
+
+
+def test_answers_are_kept_by_a_keyed_hash_never_by_the_address(small: GeoLocator) -> None:
+    first = small.lookup("5.6.7.8")
+    assert small.lookup("5.6.7.8") is first  # the second lookup is the kept answer
+    assert small.lookup("10.0.0.1") == Geo()
+    kept = small._cache
+    assert len(kept) == 2
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in kept)
+    assert not any(b"5.6.7.8" in k or b"10.0.0.1" in k for k in kept)
+    # Another process (another key) keeps the same address under another hash.
+    other = GeoLocator(small.path)
+    other.lookup("5.6.7.8")
+    assert set(other._cache).isdisjoint(kept)
+    other.close()
+
+
+def test_close_forgets_the_kept_answers(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "city.mmdb"
+    write_city_database(path)
+    locator = GeoLocator(path)
+    assert locator.lookup("5.6.7.8").country == "FR"
+    locator.close()
+    assert locator.lookup("5.6.7.8") == Geo()
