@@ -1,20 +1,25 @@
-"""The visitor's own data: GET|DELETE /v1/me on SQLite and PostgreSQL through the real app."""
+"""The visitor's own data: GET|DELETE /v1/me and `vitrine privacy export|delete`, on SQLite and
+PostgreSQL through the real app."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from conftest import UK_IP
-from server.models import Event, utcnow
+from server.cli import main
+from server.models import Event, Interaction, utcnow
 from server.store.schema import metadata
-from server.store.sql import SqlStore
+from server.store.sql import SqlStore, imported_visitor_id
 from test_store import postgres_url  # noqa: F401 (a fixture: a new schema on the test PostgreSQL)
 
 ORIGIN = "http://127.0.0.1:8000"  # one of the demo shop's origins
@@ -26,6 +31,14 @@ def settings(settings, request):
     if request.param == "sqlite":
         return settings
     return dataclasses.replace(settings, database_url=request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(autouse=True)
+def no_vitrine_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI tests choose every setting; none leaks in from the environment running them."""
+    for name in list(os.environ):
+        if name.startswith("VITRINE_"):
+            monkeypatch.delenv(name)
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -287,3 +300,64 @@ def test_a_deletion_waits_for_the_visitors_writer_and_takes_what_it_wrote(servic
 def test_every_table_with_visitor_rows_is_exported_and_deleted() -> None:
     with_visitors = {table.name for table in metadata.sorted_tables if "visitor_id" in table.c}
     assert with_visitors == {table.name for table in SqlStore.VISITOR_TABLES}
+
+
+# -- vitrine privacy export|delete ---------------------------------------------------
+def vitrine(settings, *args: str):
+    env = {"VITRINE_SECRET_KEYS": "test-key-1", "VITRINE_DATABASE_URL": settings.database_url}
+    return CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), "privacy", *args], env=env)
+
+
+def test_cli_export_prints_what_get_me_answers(client, services, settings) -> None:
+    token = visit(client)
+    act(client, token, "cli")
+    vid = visitor_of(services, token)
+    result = vitrine(settings, "export", "--shop", "demo", "--visitor", vid)
+    assert result.exit_code == 0, result.output
+    printed, answered = json.loads(result.stdout), me(client, token).json()
+    assert printed.pop("exported_at") and answered.pop("exported_at")
+    assert printed == answered
+
+
+def test_cli_delete_deletes_what_delete_me_does_and_says_how_many_rows(client, services, settings) -> None:
+    token = visit(client)
+    act(client, token, "cli")
+    keep = visit(client)
+    vid = visitor_of(services, token)
+    result = vitrine(settings, "delete", "--shop", "demo", "--visitor", vid)
+    assert result.exit_code == 0, result.output
+    assert f"Deleted visitor '{vid}' of shop 'demo':" in result.output
+    assert "  events: 6 rows" in result.output and "  visitors: 1 row\n" in result.output
+    assert places_naming(services.store.engine, vid) == []
+    assert me(client, keep).status_code == 200
+
+    again = vitrine(settings, "delete", "--shop", "demo", "--visitor", vid)
+    assert again.exit_code == 0 and "nothing deleted" in again.output
+    missing = vitrine(settings, "export", "--shop", "demo", "--visitor", vid)
+    assert missing.exit_code == 1
+    assert f"Nothing is stored about visitor '{vid}' in shop 'demo'." in missing.stderr
+
+
+def test_cli_finds_an_imported_customer_by_user_id(services, settings) -> None:
+    long_id = "customer-" + "9" * 80  # hashed into the visitor id: the shop need not know how
+    services.store.import_interactions("demo", [
+        Interaction("17850", "22632", "purchase", datetime(2010, 12, 1, tzinfo=timezone.utc), 3.7, "United Kingdom"),
+        Interaction(long_id, "71053", "view", datetime(2010, 12, 2, tzinfo=timezone.utc)),
+    ])
+    result = vitrine(settings, "export", "--shop", "demo", "--customer", "17850")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["visitor_id"] == "u:17850" and [e["type"] for e in data["events"]] == ["purchase"]
+    deleted = vitrine(settings, "delete", "--shop", "demo", "--customer", long_id)
+    assert deleted.exit_code == 0 and "events: 1 row\n" in deleted.output
+    assert services.store.get_visitor("demo", imported_visitor_id(long_id)) is None
+    assert services.store.get_visitor("demo", "u:17850") is not None
+
+
+@pytest.mark.parametrize("command", ["export", "delete"])
+def test_cli_refuses_an_unknown_shop_or_no_visitor_with_exit_2(settings, command: str) -> None:
+    unknown = vitrine(settings, command, "--shop", "nope", "--visitor", "v1")
+    assert unknown.exit_code == 2 and "unknown shop 'nope'" in unknown.stderr
+    for named in ([], ["--visitor", "v1", "--customer", "17850"]):
+        result = vitrine(settings, command, "--shop", "demo", *named)
+        assert result.exit_code == 2 and "--visitor ID, or --customer USER_ID" in result.stderr
