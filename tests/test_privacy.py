@@ -1,5 +1,5 @@
-"""The visitor's own data: GET|DELETE /v1/me and `vitrine privacy export|delete`, on SQLite and
-PostgreSQL through the real app."""
+"""The visitor's own data: GET|DELETE /v1/me and `vitrine privacy export|delete`, the purge of
+inactive visitors, on SQLite and PostgreSQL through the real app."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +18,8 @@ from starlette.testclient import TestClient
 from conftest import UK_IP
 from server.cli import main
 from server.models import Event, Interaction, utcnow
+from server.privacy.data import delete_inactive_visitors, export_visitor
+from server.retention import run_purge
 from server.store.schema import metadata
 from server.store.sql import SqlStore, imported_visitor_id
 from test_store import postgres_url  # noqa: F401 (a fixture: a new schema on the test PostgreSQL)
@@ -361,3 +363,64 @@ def test_cli_refuses_an_unknown_shop_or_no_visitor_with_exit_2(settings, command
     for named in ([], ["--visitor", "v1", "--customer", "17850"]):
         result = vitrine(settings, command, "--shop", "demo", *named)
         assert result.exit_code == 2 and "--visitor ID, or --customer USER_ID" in result.stderr
+
+
+# -- the purge of inactive visitors --------------------------------------------------
+def last_seen(services, visitor_id: str, days_ago: float) -> None:
+    """Make a visitor's last visit `days_ago` days old, in the database itself."""
+    with services.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE visitors SET first_seen = :t, last_seen = :t WHERE visitor_id = :v"),
+                     {"t": utcnow() - timedelta(days=days_ago), "v": visitor_id})
+
+
+def test_the_purge_deletes_visitors_unseen_for_the_retention_with_everything_about_them(client, services) -> None:
+    gone, stays, recent = visit(client), visit(client), visit(client)
+    for token, tag in ((gone, "gone"), (stays, "stays"), (recent, "recent")):
+        act(client, token, tag)
+    gone_id, stays_id, recent_id = (visitor_of(services, t) for t in (gone, stays, recent))
+    last_seen(services, gone_id, 396)
+    last_seen(services, stays_id, 394)
+    services.store.import_interactions("demo", [  # the shop's own history, from 2010
+        Interaction("17850", "22632", "purchase", datetime(2010, 12, 1, tzinfo=timezone.utc), 3.7, "United Kingdom"),
+    ])
+
+    assert run_purge(services) == (
+        "events older than 400 days deleted (demo: 0); visitors unseen for 395 days deleted (demo: 1)"
+    )
+    engine = services.store.engine
+    assert places_naming(engine, gone_id) == []
+    for kept in (stays_id, recent_id):
+        assert export_visitor(services.store, "demo", kept)["profile"]["orders"] == 1
+    assert services.store.get_visitor("demo", "u:17850") is not None  # imported customers are the shop's
+    assert run_purge(services).endswith("visitors unseen for 395 days deleted (demo: 0)")  # idempotent
+
+
+def test_the_visitor_purge_works_in_chunks_and_spares_who_came_back(services) -> None:
+    store = services.store
+    for n in range(5):
+        store.record_events("demo", f"old-{n}", [Event(f"old-{n}-view", "view_item", utcnow(), item_id="22632")])
+        last_seen(services, f"old-{n}", 500)
+    before = utcnow() - timedelta(days=395)
+    assert sorted(store.inactive_visitors("demo", before, 10)) == [f"old-{n}" for n in range(5)]
+    assert len(store.inactive_visitors("demo", before, 2)) == 2
+
+    picked = store.inactive_visitors("demo", before, 10)
+    store.touch_visitor("demo", "old-0", utcnow(), 1800)  # old-0 comes back after being picked
+    assert store.delete_visitors("demo", picked, inactive_before=before) == {"events": 4, "visitors": 4}
+    assert store.get_visitor("demo", "old-0") is not None and store.count_events("demo", "view_item") == 1
+
+    for n in range(1, 6):
+        store.record_events("demo", f"again-{n}", [Event(f"again-{n}-view", "view_item", utcnow(), item_id="22632")])
+        last_seen(services, f"again-{n}", 500)
+    assert delete_inactive_visitors(store, "demo", before, chunk=2) == 5
+    assert store.inactive_visitors("demo", before, 10) == []
+    assert store.get_visitor("demo", "old-0") is not None
+
+
+def test_the_visitor_purge_can_be_turned_off(client, services) -> None:
+    token = visit(client)
+    vid = visitor_of(services, token)
+    last_seen(services, vid, 4000)
+    services.settings = dataclasses.replace(services.settings, visitor_retention_days=0)
+    assert run_purge(services).endswith("; visitors: off (visitor_retention_days = 0)")
+    assert services.store.get_visitor("demo", vid) is not None

@@ -1,4 +1,5 @@
-"""A visitor's data as they may see it (`export_visitor`), and its deletion (`delete_visitor`)."""
+"""A visitor's data as they may see it (`export_visitor`), and its deletion (`delete_visitor`,
+`delete_inactive_visitors`), the same for the HTTP API, the CLI and the retention purge."""
 
 from __future__ import annotations
 
@@ -42,6 +43,19 @@ def export_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, Any] |
 def delete_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, int]:
     """Delete every row about this visitor, in one transaction; rows deleted by table."""
     return _retrying(lambda: store.delete_visitors(shop, [visitor_id]))
+
+
+def delete_inactive_visitors(store: Store, shop: str, before: datetime, chunk: int = 500) -> int:
+    """Delete the shop's web visitors last seen before `before` with every row about them,
+    `chunk` visitors per transaction (web workers' writes get their turn in between). Returns
+    how many visitors went; a second run finds none."""
+    deleted = 0
+    while True:
+        picked = store.inactive_visitors(shop, before, chunk)
+        if not picked:
+            return deleted
+        # One who came back since being picked is kept, and not picked again.
+        deleted += _retrying(lambda: store.delete_visitors(shop, picked, inactive_before=before))["visitors"]
 
 
 def _retrying(delete: Callable[[], dict[str, int]]) -> dict[str, int]:

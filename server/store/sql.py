@@ -809,6 +809,19 @@ class SqlStore:
                     counts[table.name] = conn.execute(sa.delete(table).where(where)).rowcount or 0
         return counts
 
+    def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
+        """Up to `limit` of the shop's web visitors last seen before `before`. Imported
+        customers (`u:` ids, imported_visitor_id) are not among them: their last_seen is the
+        newest order of the shop's own history, which the shop keeps or erases itself."""
+        query = (
+            sa.select(visitors.c.visitor_id)
+            .where(visitors.c.shop == shop, visitors.c.last_seen < before,
+                   ~visitors.c.visitor_id.startswith("u:", autoescape=True))
+            .limit(limit)
+        )
+        with self._reading() as conn:
+            return [row[0] for row in conn.execute(query)]
+
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was chosen to
 # give way, and running it again is the documented answer.
