@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/v1/events", api.events, methods=["POST"]),
         Route("/v1/fragments/{kind}", api.fragment, methods=["GET"]),
         Route("/v1/me", privacy_views.me, methods=["GET", "DELETE"]),
+        Route("/.well-known/gpc.json", privacy_views.gpc_support, methods=["GET"]),
         Mount("/demo", routes=demo_routes()),
     ]
 

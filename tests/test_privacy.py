@@ -1,14 +1,15 @@
-"""The visitor's own data: GET|DELETE /v1/me and `vitrine privacy export|delete`, the purge of
-inactive visitors, on SQLite and PostgreSQL through the real app."""
+"""The visitor's own data: GET|DELETE /v1/me, `vitrine privacy export|delete`, the purge of
+inactive visitors and /.well-known/gpc.json, on SQLite and PostgreSQL through the real app."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -424,3 +425,15 @@ def test_the_visitor_purge_can_be_turned_off(client, services) -> None:
     services.settings = dataclasses.replace(services.settings, visitor_retention_days=0)
     assert run_purge(services).endswith("; visitors: off (visitor_retention_days = 0)")
     assert services.store.get_visitor("demo", vid) is not None
+
+
+# -- /.well-known/gpc.json -----------------------------------------------------------
+def test_gpc_support_resource(client) -> None:
+    response = client.get("/.well-known/gpc.json", headers={"Origin": "https://any-shop.example"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["access-control-allow-origin"] == "*"
+    data = response.json()
+    assert data["gpc"] is True and set(data) == {"gpc", "lastUpdate"}
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", data["lastUpdate"])
+    assert date.fromisoformat(data["lastUpdate"]) <= date.today()

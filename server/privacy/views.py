@@ -1,4 +1,4 @@
-"""HTTP: the visitor's own data (`GET|DELETE /v1/me`)."""
+"""HTTP: the visitor's own data (`GET|DELETE /v1/me`) and the GPC support resource."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from server.errors import ApiError
 from server.identity import clear_token, identify
 from server.privacy.data import delete_visitor, export_visitor
 from server.web.front import request_shop
+
+# https://www.w3.org/TR/gpc/#the-gpc-support-resource: lastUpdate is the date this statement
+# was made (an RFC 3339 full-date); change it whenever what it states changes.
+GPC_SUPPORT = {"gpc": True, "lastUpdate": "2026-12-01"}
 
 
 async def me(request: Request) -> Response:
@@ -47,3 +51,10 @@ async def _me(request: Request) -> Response:
 
 def _nothing_stored(message: str) -> Response:
     return JSONResponse({"error": message}, status_code=404)
+
+
+async def gpc_support(request: Request) -> Response:
+    """`/.well-known/gpc.json` on Vitrine's origin: any page may read it."""
+    return JSONResponse(
+        GPC_SUPPORT, headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=86400"},
+    )
