@@ -24,6 +24,7 @@ from server.errors import ApiError
 from server.geo import GeoLocator, bundled_database_path
 from server.identity import TokenSigner
 from server.navigation import Navigator
+from server.privacy import views as privacy_views
 from server.recommend.artifact import ModelRegistry
 from server.recommend.serving import Recommender
 from server.search import SearchService
@@ -134,6 +135,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/v1/page", api.page, methods=["POST"]),
         Route("/v1/events", api.events, methods=["POST"]),
         Route("/v1/fragments/{kind}", api.fragment, methods=["GET"]),
+        Route("/v1/me", privacy_views.me, methods=["GET", "DELETE"]),
+        Route("/.well-known/gpc.json", privacy_views.gpc_support, methods=["GET"]),
         Mount("/demo", routes=demo_routes()),
     ]
 

@@ -1,4 +1,4 @@
-"""The `vitrine` command: demo, serve, worker, import, shops, train, evaluate, models, get, migrate, settings."""
+"""The `vitrine` command: demo, serve, worker, import, shops, train, evaluate, models, privacy, get, migrate, settings."""
 
 from __future__ import annotations
 
@@ -511,6 +511,69 @@ def models_rollback(ctx: click.Context, shop: str) -> None:
     except ArtifactError as exc:
         fail(str(exc))
     click.echo(f"Rolled back shop {shop!r} to model {version} (pinned; `vitrine models unpin` undoes it).")
+
+
+# -- privacy ---------------------------------------------------------------------------
+@main.group()
+def privacy() -> None:
+    """A visitor's own data: print all of it as JSON, or delete it (what GET|DELETE /v1/me do)."""
+
+
+def _visitor_option(command: Any) -> Any:
+    command = click.option("--customer", help="An imported customer's user_id (as in the import files).")(command)
+    return click.option("--visitor", help="The visitor id (`visitor_id` of the visitor's export).")(command)
+
+
+def _visitor_of(visitor: str | None, customer: str | None) -> str:
+    from server.store.sql import imported_visitor_id
+
+    if bool(visitor) == bool(customer):
+        fail("name the visitor: --visitor ID, or --customer USER_ID for an imported customer")
+    return visitor or imported_visitor_id(customer or "")
+
+
+@privacy.command("export")
+@click.option("--shop", required=True, help="Shop id.")
+@_visitor_option
+@click.pass_context
+def privacy_export(ctx: click.Context, shop: str, visitor: str | None, customer: str | None) -> None:
+    """Print everything held about one visitor as JSON (the answer of GET /v1/me)."""
+    from server.privacy.data import export_visitor
+
+    visitor_id = _visitor_of(visitor, customer)
+    services = _services(_settings(ctx))
+    try:
+        _require_shop(services, shop)
+        data = export_visitor(services.store, shop, visitor_id)
+    finally:
+        services.close()
+    if data is None:
+        click.echo(f"Nothing is stored about visitor {visitor_id!r} in shop {shop!r}.", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@privacy.command("delete")
+@click.option("--shop", required=True, help="Shop id.")
+@_visitor_option
+@click.pass_context
+def privacy_delete(ctx: click.Context, shop: str, visitor: str | None, customer: str | None) -> None:
+    """Delete every row about one visitor, in one transaction (what DELETE /v1/me does)."""
+    from server.privacy.data import delete_visitor
+
+    visitor_id = _visitor_of(visitor, customer)
+    services = _services(_settings(ctx))
+    try:
+        _require_shop(services, shop)
+        counts = delete_visitor(services.store, shop, visitor_id)
+    finally:
+        services.close()
+    if not any(counts.values()):
+        click.echo(f"Nothing was stored about visitor {visitor_id!r} in shop {shop!r}: nothing deleted.")
+        return
+    click.echo(f"Deleted visitor {visitor_id!r} of shop {shop!r}:")
+    for table, count in counts.items():
+        click.echo(f"  {table}: {count} row{'' if count == 1 else 's'}")
 
 
 # -- tools -----------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class ShopCORSMiddleware:
         ]
         if preflight:
             cors += [
-                (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
                 (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
                 (b"access-control-max-age", b"600"),
             ]

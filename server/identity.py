@@ -109,3 +109,11 @@ def attach_token(
         name, value = response.raw_headers[-1]
         response.raw_headers[-1] = (name, value + b"; Partitioned")
     response.headers[TOKEN_HEADER] = token
+
+
+def clear_token(response: Response, shop: str, cookie_prefix: str, https: bool) -> None:
+    """Tell the browser to drop the visitor cookie: the one attach_token sets (name, path and
+    attributes alike: a partitioned cookie is only cleared by a partitioned Set-Cookie), now
+    empty and already expired."""
+    attach_token(response, "", shop, cookie_prefix, 0, https)
+    del response.headers[TOKEN_HEADER]

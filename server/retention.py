@@ -1,16 +1,23 @@
-"""Event retention: which events are deleted after `event_retention_days`, and the job that does it.
+"""Retention: which events are deleted after `event_retention_days`, which visitors after
+`visitor_retention_days` without a visit, and the job that does both.
 
-Purged: what says little a year on and makes most of the rows. Page views, list and
+Events purged: what says little a year on and makes most of the rows. Page views, list and
 promotion impressions (`view_item_list`, `view_promotion`) and clicks (`select_item`,
 `select_promotion`) feed only the recent visitor state, the category affinity (halved
 every week: a year-old view weighs nothing) and future reports; searches are what visitors
 typed, free text that may be personal, and count for popular searches over 30 days only.
 
-Kept: what the recommendation model learns from, views of items, cart adds, purchases and
-ratings (`server.recommend.dataset.EVENT_WEIGHTS`): which items go together stays true
+Events kept: what the recommendation model learns from, views of items, cart adds, purchases
+and ratings (`server.recommend.dataset.EVENT_WEIGHTS`): which items go together stays true
 longer than a year, and the demo shop's history is from 2010. Also kept: closed campaigns
 (`close_promotion`, so a popup closed stays closed) and every type not named here, so a
 new kind of event is never deleted before someone decided it may be.
+
+Visitors: one not seen for `visitor_retention_days` (13 months by default) goes with every
+row about them, kept events included, through the same deletion as a visitor's own request
+(server/privacy/data.py). Imported customers (`u:` ids) are not: their last visit is the
+newest order of the shop's own history, which the shop keeps or erases itself
+(`vitrine privacy delete --customer ID`).
 """
 
 from __future__ import annotations
@@ -19,26 +26,48 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from server.models import utcnow
+from server.privacy.data import delete_inactive_visitors
 
 if TYPE_CHECKING:
     from server.worker import Job
 
 PURGED_TYPES = ("page_view", "view_item_list", "view_promotion", "select_item", "select_promotion", "search")
-PURGE_CHUNK = 5000  # rows deleted per transaction
+PURGE_CHUNK = 5000  # event rows deleted per transaction
+VISITOR_PURGE_CHUNK = 500  # visitors (with all their rows) deleted per transaction
 
 
 def run_purge(services: Any) -> str:
-    """The `purge` job: delete every shop's purged events older than the retention
-    (idempotent: a second run finds nothing more)."""
+    """The `purge` job: delete every shop's purged events older than the event retention, then
+    its visitors inactive for longer than the visitor retention (idempotent: a second run
+    finds nothing more)."""
+    return f"{_purge_events(services)}; {_purge_visitors(services)}"
+
+
+def _purge_events(services: Any) -> str:
     days = services.settings.event_retention_days
     if days <= 0:
-        return "off (event_retention_days = 0)"
+        return "events: off (event_retention_days = 0)"
     before = utcnow() - timedelta(days=days)
     deleted = {
         shop: services.store.purge_events(shop, PURGED_TYPES, before, PURGE_CHUNK) for shop in services.shops.ids()
     }
-    listed = ", ".join(f"{shop}: {n}" for shop, n in deleted.items()) or "no shops"
-    return f"events older than {days} days deleted ({listed})"
+    return f"events older than {days} days deleted ({_per_shop(deleted)})"
+
+
+def _purge_visitors(services: Any) -> str:
+    days = services.settings.visitor_retention_days
+    if days <= 0:
+        return "visitors: off (visitor_retention_days = 0)"
+    before = utcnow() - timedelta(days=days)
+    deleted = {
+        shop: delete_inactive_visitors(services.store, shop, before, VISITOR_PURGE_CHUNK)
+        for shop in services.shops.ids()
+    }
+    return f"visitors unseen for {days} days deleted ({_per_shop(deleted)})"
+
+
+def _per_shop(deleted: dict[str, int]) -> str:
+    return ", ".join(f"{shop}: {n}" for shop, n in deleted.items()) or "no shops"
 
 
 def jobs(settings: Any) -> "list[Job]":

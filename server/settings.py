@@ -185,8 +185,17 @@ class Settings:
         "`vitrine worker` deletes older ones. 0 keeps them forever.",
         minimum=0,
     )
+    visitor_retention_days: int = _setting(
+        395,
+        "Days after their last visit at which `vitrine worker` deletes a visitor with every row "
+        "about them (all their events included). 0 keeps them forever.",
+        minimum=0,
+    )
     purge_interval_s: int = _setting(
-        3600, "Seconds between two purges of events past `event_retention_days` by `vitrine worker`.", minimum=1
+        3600,
+        "Seconds between two purges by `vitrine worker` of events past `event_retention_days` and "
+        "visitors past `visitor_retention_days`.",
+        minimum=1,
     )
     change_check_interval_s: float = _setting(
         1.0,

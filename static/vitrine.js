@@ -264,11 +264,27 @@
       .then(safe(finish));
   }
 
+  // -- the visitor's own data (docs/privacy.md) ----------------------------------------
+  function mine(method) {
+    return fetch(url("/v1/me"), { method: method, credentials: "include", headers: token ? { "X-Visitor-Token": token } : {} })
+      .then(function (r) { if (r.ok || r.status == 404) return r; throw Error("vitrine: " + r.status); });
+  }
+  function forget() {
+    clearTimeout(timer);
+    queue.length = 0; // what the visitor did last is not sent after their data is gone
+    return mine("DELETE").then(function () {
+      token = pageViewId = null;
+      try { for (var i = localStorage.length, k; i--; ) if (!(k = localStorage.key(i)).indexOf(KEY)) localStorage.removeItem(k); } catch (e) {}
+    });
+  }
+
   // -- the global ----------------------------------------------------------------------
   function vitrine(cmd, a, b) {
     if (cmd == "event") track(a, b);
     else if (cmd == "page") page();
     else if (cmd == "flush") flush();
+    else if (cmd == "me") return mine("GET").then(function (r) { return r.ok ? r.json() : null; });
+    else if (cmd == "forget") return forget();
   }
   var api_ = safe(vitrine);
   api_.loaded = 1;

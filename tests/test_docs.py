@@ -39,3 +39,12 @@ def test_every_doc_linked_from_the_readme_exists():
     readme = (ROOT / "README.md").read_text()
     for link in re.findall(r"\]\(((?:docs|server)/[^)]+)\)", readme):
         assert (ROOT / link).exists(), link
+
+
+def test_the_privacy_page_snippet_is_the_one_the_demo_shop_runs():
+    """docs/privacy.md's "Download my data" and "Forget me" is what the browser test clicks."""
+    text = (ROOT / "docs" / "privacy.md").read_text()
+    section = text.split('## A privacy page: "Download my data" and "Forget me"', 1)[1]
+    snippet = re.search(r"```html\n(.*?)```", section, re.S).group(1)
+    assert "vitrine(command)" in snippet
+    assert snippet in (ROOT / "server" / "demo" / "templates" / "privacy.html").read_text()

@@ -475,7 +475,7 @@ def test_fragments_never_fail(client, kind, params, tail, given_headers) -> None
 
 # -- CORS preflight, the script, health, unknown endpoints ---------------------------
 v1_path = st.one_of(
-    st.sampled_from(("/v1/page", "/v1/events", "/v1/health", "/v1/vitrine.js")),
+    st.sampled_from(("/v1/page", "/v1/events", "/v1/health", "/v1/vitrine.js", "/v1/me")),
     st.sampled_from(KINDS).map(lambda kind: f"/v1/fragments/{kind}"),
     url_text.map(lambda junk: "/v1/" + quote(junk)),
 )

@@ -179,7 +179,8 @@ def test_a_request_that_raises_or_is_cancelled_or_loses_its_client_stops_countin
         ("POST", "/v1/page", True), ("POST", "/v1/events", True), ("GET", "/v1/fragments/banner", True),
         ("HEAD", "/v1/fragments/banner", True), ("GET", "/v1/vitrine.js", False), ("GET", "/v1/health", False),
         ("OPTIONS", "/v1/page", False), ("GET", "/v1/page", False), ("GET", "/demo/static/shop.css", False),
-        ("GET", "/v1/pages", False),
+        ("GET", "/v1/pages", False), ("GET", "/v1/me", True), ("DELETE", "/v1/me", True), ("OPTIONS", "/v1/me", False),
+        ("GET", "/.well-known/gpc.json", False),
     ],
 )
 def test_what_counts_as_real_work(method: str, path: str, counted: bool) -> None:

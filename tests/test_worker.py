@@ -135,6 +135,9 @@ def test_the_purge_never_touches_what_the_model_learns_from() -> None:
     assert "purchase" not in PURGED_TYPES and "close_promotion" not in PURGED_TYPES
 
 
+NO_VISITORS = "visitors unseen for 395 days deleted (demo: 0)"  # the purge of inactive visitors: tests/test_privacy.py
+
+
 def test_the_purge_job_deletes_old_page_views_but_not_purchases(services) -> None:
     store = services.store
     store.record_events("demo", "v1", [
@@ -142,10 +145,10 @@ def test_the_purge_job_deletes_old_page_views_but_not_purchases(services) -> Non
         event("old-buy", "purchase", 900, item_id="71053", order_id="o1", value=3.39),
         event("old-item-view", "view_item", 900, item_id="71053"),
     ])
-    assert run_purge(services) == "events older than 400 days deleted (demo: 2)"
+    assert run_purge(services) == f"events older than 400 days deleted (demo: 2); {NO_VISITORS}"
     assert store.count_events("demo", "page_view") == 1 and store.count_events("demo", "search") == 0
     assert store.count_events("demo", "purchase") == 1 and store.count_events("demo", "view_item") == 1
-    assert run_purge(services) == "events older than 400 days deleted (demo: 0)"  # idempotent
+    assert run_purge(services) == f"events older than 400 days deleted (demo: 0); {NO_VISITORS}"  # idempotent
 
 
 def shop_data_dir(tmp_path: Path) -> Path:
@@ -200,7 +203,7 @@ def test_retraining_and_the_purge_can_be_turned_off(services) -> None:
                                       retrain_min_new_interactions=0, event_retention_days=0)
     services.store.record_events("demo", "v1", [event("old-view", "page_view", 4000)])
     assert run_retraining(services) == "off (retrain_min_new_interactions = 0)"
-    assert run_purge(services) == "off (event_retention_days = 0)"
+    assert run_purge(services) == f"events: off (event_retention_days = 0); {NO_VISITORS}"
     assert services.store.count_events("demo", "page_view") == 1
 
 
@@ -228,7 +231,8 @@ def test_worker_once_counts_popular_searches_that_the_search_box_then_shows(serv
     lines = result.output.splitlines()
     assert any(re.search(r"popular-searches: demo: 2 terms \([\d.]+ s\)$", line) for line in lines), lines
     assert any(re.search(r"retrain: demo: 0 new interactions \(retrains at 1000\)", line) for line in lines), lines
-    assert any(re.search(r"purge: events older than 400 days deleted \(demo: 0\)", line) for line in lines), lines
+    assert any(re.search(r"purge: events older than 400 days deleted \(demo: 0\); visitors unseen for 395 days "
+                         r"deleted \(demo: 0\)", line) for line in lines), lines
 
     services.search.popular_ttl_s = 0
     response = client.get("/v1/fragments/search", params={"shop": "demo", "q": "", "suggest": "1"})

@@ -41,6 +41,7 @@ def demo_routes() -> list[BaseRoute]:
         Route("/product/{item_id}", product),
         Route("/cart", cart),
         Route("/search", search),
+        Route("/privacy", privacy),
         Route("/img/{item_id}.svg", image),
         Mount("/static", StaticFiles(directory=str(DEMO_DIR / "static")), name="demo-static"),
     ]
@@ -105,6 +106,11 @@ async def search(request: Request) -> Response:
         lambda: _store(request).list_items(SHOP, text=query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     ) if query else []
     return _render(request, "search.html", page_type="search", query=query, page=page, items=items)
+
+
+async def privacy(request: Request) -> Response:
+    """The shop's privacy page: what is kept, and the visitor's "download my data" and "forget me"."""
+    return _render(request, "privacy.html", page_type="other")
 
 
 PALETTE = ["#b4233c", "#1f3a5f", "#1e6b45", "#8a5a00", "#5b3f8c", "#0f6e7a", "#9c3d6b", "#4d5b23", "#7a3b1d"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile
 
@@ -80,6 +80,13 @@ class Store(Protocol):
     def saved_popular_searches(self, shop: str, limit: int, computed_since: datetime) -> list[tuple[str, int]]: ...
     def count_events_received(self, shop: str, types: Sequence[str], since: datetime | None = None) -> int: ...
     def purge_events(self, shop: str, types: Sequence[str], before: datetime, chunk: int = 5000) -> int: ...
+
+    # a visitor's own data (server/privacy/): export, erasure, retention
+    def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]: ...
+    def delete_visitors(
+        self, shop: str, visitor_ids: Sequence[str], inactive_before: datetime | None = None,
+    ) -> dict[str, int]: ...
+    def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]: ...
 
 
 def open_store(url: str, trending_half_life_hours: float = 72.0, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Store:

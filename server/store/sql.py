@@ -789,6 +789,67 @@ class SqlStore:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table)
 
+    # -- a visitor's own data (server/privacy/) ---------------------------------------
+    # Every table with rows about one visitor, keyed by (shop, visitor_id): what an export
+    # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
+    # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
+    VISITOR_TABLES: tuple[sa.Table, ...] = (events, visitors)
+
+    def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every row that names this visitor, by table name, each row with all its columns
+        (oldest first where rows have a time); empty lists when nothing is stored."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        with self._reading() as conn:
+            for table in self.VISITOR_TABLES:
+                order = ([table.c.ts] if "ts" in table.c else []) + list(table.primary_key.columns)
+                query = sa.select(table).where(table.c.shop == shop, table.c.visitor_id == visitor_id).order_by(*order)
+                found[table.name] = [dict(row._mapping) for row in conn.execute(query)]
+        return found
+
+    def delete_visitors(
+        self, shop: str, visitor_ids: Sequence[str], inactive_before: datetime | None = None,
+    ) -> dict[str, int]:
+        """Delete every row about these visitors in one transaction; how many went, by table.
+
+        The visitors' rows are locked first, as every writer of a visitor locks its row before
+        anything else (_count_views, _lock_visitor): a page view or event batch of theirs being
+        written commits first and is deleted with the rest; one that comes after finds no row
+        and makes a fresh one. Nothing shared is touched (trending scores, sales counters are
+        aggregates), so this waits for no other writer's rows while holding a visitor's.
+        With `inactive_before`, only the visitors still last seen before it go (the retention
+        purge): one who came back since they were picked keeps everything."""
+        ids = sorted(set(visitor_ids))
+        counts = {table.name: 0 for table in self.VISITOR_TABLES}
+        if not ids:
+            return counts
+        with self._writing() as conn:
+            lock = sa.select(visitors.c.visitor_id).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(ids))
+            if inactive_before is not None:
+                lock = lock.where(visitors.c.last_seen < inactive_before)
+            # FOR UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE holds the database already);
+            # a row another writer changed meanwhile is checked again against the condition.
+            locked = [row[0] for row in conn.execute(lock.order_by(visitors.c.visitor_id).with_for_update())]
+            # Without a condition, events of a visitor who has no row go too.
+            doomed = ids if inactive_before is None else locked
+            if doomed:
+                for table in self.VISITOR_TABLES:
+                    where = (table.c.shop == shop) & table.c.visitor_id.in_(doomed)
+                    counts[table.name] = conn.execute(sa.delete(table).where(where)).rowcount or 0
+        return counts
+
+    def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
+        """Up to `limit` of the shop's web visitors last seen before `before`. Imported
+        customers (`u:` ids, imported_visitor_id) are not among them: their last_seen is the
+        newest order of the shop's own history, which the shop keeps or erases itself."""
+        query = (
+            sa.select(visitors.c.visitor_id)
+            .where(visitors.c.shop == shop, visitors.c.last_seen < before,
+                   ~visitors.c.visitor_id.startswith("u:", autoescape=True))
+            .limit(limit)
+        )
+        with self._reading() as conn:
+            return [row[0] for row in conn.execute(query)]
+
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was chosen to
 # give way, and running it again is the documented answer.

@@ -114,6 +114,7 @@ class PageViewWriter:
         self._pending = 0  # views waiting for a flush
         self._seq = 0  # flushes committed
         self._closing = False
+        self._now = False  # write what is waiting without waiting for the interval (flush())
         self._thread: threading.Thread | None = None
         self.written = 0  # views committed (for tests and benchmarks)
         self.dropped = 0
@@ -177,6 +178,7 @@ class PageViewWriter:
         deadline = self._clock() + timeout
         with self._cond:
             target = self._seq + 1 if self._pending or self._in_flight() else self._seq
+            self._now = True
             self._cond.notify_all()
             while (self._pending or self._in_flight()) and self._clock() < deadline:
                 if self._thread is None or not self._thread.is_alive():
@@ -184,11 +186,23 @@ class PageViewWriter:
                 self._cond.wait(timeout=0.05)
             return self._seq >= target and not self._pending and not self._in_flight()
 
+    def forget(self, shop: str, visitor_id: str) -> int:
+        """Drop the visitor's views not written yet (their data is being deleted); a batch of
+        theirs being written is waited for first, so the deletion comes after it. Returns
+        how many were dropped."""
+        key = (shop, visitor_id)
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing(key), timeout=self.wait_s)
+            entry = self._entries.pop(key, None)
+            dropped = len(entry.views) if entry else 0
+            self._pending -= dropped
+            return dropped
+
     def close(self) -> None:
         """Write what is queued, then stop the writer thread."""
         self.flush()
         with self._cond:
-            self._closing = True
+            self._closing = self._now = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -208,9 +222,12 @@ class PageViewWriter:
                 self._cond.wait_for(lambda: self._pending or self._closing)
                 if self._closing and not self._pending:
                     return
-            # Let the batch fill for one interval (less when it is full already).
-            if failures or self._pending < MAX_BATCH:
-                time.sleep(min(2.0, self.flush_interval_s * (2 ** failures)))
+            # Let the batch fill for one interval, unless it is full or a flush is asked for
+            # (after a failure, longer each time: the store is not taking writes).
+            with self._cond:
+                self._cond.wait_for(lambda: self._now or (not failures and self._pending >= MAX_BATCH),
+                                    timeout=min(2.0, self.flush_interval_s * (2 ** failures)))
+                self._now = False
             batch, taken = self._take()
             try:
                 self.store.record_page_views(batch)

@@ -1,0 +1,84 @@
+"""A visitor's data as they may see it (`export_visitor`), and its deletion (`delete_visitor`,
+`delete_inactive_visitors`), the same for the HTTP API, the CLI and the retention purge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable
+
+from server.models import utcnow
+from server.store import Store, StoreConflict
+from server.visitors.state import VisitorState
+
+# Columns that say whose or which row it is rather than what is held: the shop and visitor
+# id are said once at the top of an export, and an event's row number means nothing outside.
+KEY_COLUMNS = {"shop", "visitor_id", "id"}
+CONFLICT_ATTEMPTS = 3
+
+
+def export_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, Any] | None:
+    """Everything the store holds about this visitor, as JSON-ready data; None when nothing is.
+
+    `profile` is the visitor's row (counters, first and last seen, country, device class,
+    source), `state` the recent events and closed campaigns kept with it, `events` every
+    stored event. Rows of any other table about visitors (the store's VISITOR_TABLES) come
+    under their table's name, so what a new table holds shows here without a change."""
+    records = store.visitor_records(shop, visitor_id)
+    if not any(records.values()):
+        return None
+    profiles = records.pop("visitors", [])
+    row = profiles[0] if profiles else None
+    export: dict[str, Any] = {
+        "shop": shop,
+        "visitor_id": visitor_id,
+        "exported_at": _json(utcnow()),
+        "profile": None if row is None else {k: _json(v) for k, v in row.items() if k not in KEY_COLUMNS | {"state"}},
+        "state": None if row is None else _state(VisitorState.from_json(row.get("state"))),
+    }
+    for table, rows in records.items():
+        export[table] = [{k: _json(v) for k, v in r.items() if k not in KEY_COLUMNS} for r in rows]
+    return export
+
+
+def delete_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, int]:
+    """Delete every row about this visitor, in one transaction; rows deleted by table."""
+    return _retrying(lambda: store.delete_visitors(shop, [visitor_id]))
+
+
+def delete_inactive_visitors(store: Store, shop: str, before: datetime, chunk: int = 500) -> int:
+    """Delete the shop's web visitors last seen before `before` with every row about them,
+    `chunk` visitors per transaction (web workers' writes get their turn in between). Returns
+    how many visitors went; a second run finds none."""
+    deleted = 0
+    while True:
+        picked = store.inactive_visitors(shop, before, chunk)
+        if not picked:
+            return deleted
+        # One who came back since being picked is kept, and not picked again.
+        deleted += _retrying(lambda: store.delete_visitors(shop, picked, inactive_before=before))["visitors"]
+
+
+def _retrying(delete: Callable[[], dict[str, int]]) -> dict[str, int]:
+    """PostgreSQL may pick a deletion of several visitors as a deadlock's victim (a group
+    transaction locking two of them in the other order): the same deletion again succeeds."""
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return delete()
+        except StoreConflict:
+            pass
+    return delete()
+
+
+def _state(state: VisitorState) -> dict[str, Any]:
+    return {
+        "recent": [
+            {"type": e.type, "ts": _json(e.ts), "item_ids": list(e.items), **({"search_term": e.term} if e.term else {})}
+            for e in state.events()
+        ],
+        "closed_campaigns": sorted(state.closed),
+    }
+
+
+def _json(value: Any) -> Any:
+    """Times as ISO 8601 in UTC (the store keeps naive UTC); everything else is JSON already."""
+    return value.isoformat() + "Z" if isinstance(value, datetime) else value
