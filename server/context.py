@@ -81,7 +81,11 @@ class VisitorContext:
         return "returning" if self.profile.visits > 1 else "new"
 
     def as_dict(self) -> dict[str, Any]:
-        """The context as plain data: what templates get as `visitor`, and what `?_context=1` shows."""
+        """The context as plain data: what templates get as `visitor`, and what `?_context=1`
+        shows (made once per request: every slot's template gets it)."""
+        return self.derive("as_dict", self._as_dict)
+
+    def _as_dict(self) -> dict[str, Any]:
         return {
             "shop": self.shop,
             "kind": self.visitor_kind,
