@@ -12,6 +12,7 @@ stay where they were; only the reading of raw events is gone from the request pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import sys
 from datetime import datetime, timedelta
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -38,7 +39,9 @@ class VisitorState:
     def events(self) -> list["RecentEvent"]:
         """The recent events, newest first, as Event records (made once per state)."""
         if self._events is None:
-            made = [_event(n, entry) for n, entry in enumerate(self.recent)]
+            # Every request with a history makes up to 200 of them: tuples made directly.
+            make, at = tuple.__new__, _from_seconds
+            made = [make(RecentEvent, (t, at(seconds), items, term)) for t, seconds, items, term in self.recent]
             object.__setattr__(self, "_events", made)
             return made
         return self._events
@@ -65,11 +68,12 @@ class VisitorState:
         if not isinstance(data, dict) or data.get("v") != VERSION:
             return EMPTY
         try:
-            recent = tuple(
-                (str(t), float(ts), tuple(str(i) for i in items), str(term or ""))
-                for t, ts, items, term in data.get("recent", ())
-            )
-            closed = frozenset(str(c) for c in data.get("closed", ()))
+            # Only this module writes the state: its shape is checked, its strings are not
+            # converted one by one (that was most of a page call's reading of the visitor).
+            recent = tuple((t, float(ts), tuple(items), term or "") for t, ts, items, term in data.get("recent", ()))
+            closed = frozenset(data.get("closed", ()))
+            if not all(type(e[0]) is str and type(e[3]) is str for e in recent):
+                return EMPTY
         except (TypeError, ValueError):
             return EMPTY
         return cls(recent, closed)
@@ -81,6 +85,14 @@ class VisitorState:
 
 
 EMPTY = VisitorState()
+
+# Naive UTC from epoch seconds: the C constructor takes a third of the time of
+# `EPOCH + timedelta(seconds=...)`; Python 3.12 deprecates it, so there the sum it is.
+if sys.version_info < (3, 12):
+    _from_seconds = datetime.utcfromtimestamp
+else:  # pragma: no cover - the project's CI runs 3.11
+    def _from_seconds(seconds: float) -> datetime:
+        return EPOCH + timedelta(seconds=seconds)
 
 
 def _kept(event: Event) -> bool:
@@ -116,8 +128,3 @@ class RecentEvent(NamedTuple):
 
     def item_ids(self) -> list[str]:
         return list(self.items)
-
-
-def _event(n: int, entry: tuple[str, float, tuple[str, ...], str]) -> RecentEvent:
-    type_, seconds, items, term = entry
-    return RecentEvent(type_, EPOCH + timedelta(seconds=seconds), items, term)
