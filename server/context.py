@@ -178,7 +178,7 @@ class ContextBuilder:
         geo = self.locate(request)
         source = classify_source(page.url or None, page.referrer or None)
         now = utcnow()
-        if page_view_id:
+        if page_view_id and consent.personalization:
             view = Event(
                 event_id=f"pv:{page_view_id}", type="page_view", ts=now, item_id=page.item_id or None,
                 props={"page_type": page.type, "path": _path_of(page.url), "medium": source.medium},
