@@ -13,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from server.consent.rules import ANONYMOUS_VISITOR, ConsentDecision, ConsentIn, from_query
 from server.context import OVERRIDES, PageContext, VisitorContext
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
-from server.identity import Identity, attach_token, identify
+from server.identity import Identity, attach_token, clear_token, identify
 from server.navigation import MAX_MENU_ENTRIES
+from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.shops import ShopConfig
 from server.web.front import body_shop, request_shop
@@ -61,6 +63,8 @@ class PageRequest(BaseModel):
     slots: list[SlotIn] = Field(default_factory=list)
     # The shop's menu entries (data-category of each), in the shop's order.
     nav: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=MAX_MENU_ENTRIES)
+    consent: ConsentIn | None = None  # what the visitor allowed; absent or null: unknown
+    gpc: bool | None = None  # navigator.globalPrivacyControl
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -86,6 +90,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     if b"\\u0000" in body:  # a NUL in a JSON string: no store can hold it
         raise ApiError(400, "the request body contains a NUL character (\\u0000)")
     return bytes(body)
+
+
+def _respond(
+    request: Request, payload: dict, shop: str, identity: Identity, consent: ConsentDecision, status: int = 200,
+    withdrawn: bool = False,
+) -> Response:
+    """The answer, with the (re-)signed token as cookie and header when the visitor's consent
+    lets Vitrine keep one; without it no token is signed, and a withdrawal clears the cookie."""
+    if consent.personalization:
+        return _respond_with_token(request, payload, shop, identity, status)
+    svc = _services(request)
+    response = JSONResponse(payload, status_code=status, headers={"Cache-Control": "no-store"})
+    if withdrawn:
+        clear_token(response, shop, svc.settings.cookie_name, https=svc.contexts.is_https(request))
+    return response
 
 
 def _respond_with_token(request: Request, payload: dict, shop: str, identity: Identity, status: int = 200) -> Response:
@@ -140,10 +159,21 @@ async def page(request: Request) -> Response:
     page_ctx = PageContext(**body.page.model_dump())
     slots = [Slot(s.id, s.widget, s.attrs) for s in body.slots]
     _check_work(slots, svc.settings.recommendation_count, svc.settings.max_items_per_page)
+    consent = svc.contexts.consent(request, shop.consent_policy, body.consent, body.gpc)
+    # A visitor with a token was profiled with their consent: saying no now deletes it all.
+    # An unknown answer (a consent manager that has not answered yet) deletes nothing.
+    withdrawn = consent.refused and not identity.is_new
 
     def render() -> dict[str, Any]:
+        if withdrawn:
+            # This worker's page views of theirs not written yet go first (as for DELETE /v1/me).
+            svc.contexts.page_views.forget(shop.id, identity.visitor_id)
+            delete_visitor(svc.store, shop.id, identity.visitor_id)
         page_view_id = secrets.token_urlsafe(12)
-        ctx = svc.contexts.build(request, shop.id, identity, page_ctx, page_view_id=page_view_id)
+        ctx = svc.contexts.build(
+            request, shop.id, identity, page_ctx, page_view_id=page_view_id, consent=consent,
+            sensitive_categories=shop.sensitive_categories,
+        )
         rc = _render_context(svc, ctx, shop)
         fragments, errors = {}, {}
         for slot in slots:
@@ -165,6 +195,7 @@ async def page(request: Request) -> Response:
             "fragments": fragments,
             "popups": isolated(shop.id, "popups", lambda: popup_widget.page_popups(rc), list),  # type: ignore[attr-defined]
             "errors": errors,
+            "consent": {"personalization": consent.personalization, "analytics": consent.analytics, "withdrawn": withdrawn},
         }
         if body.nav and rc.navigator:
             navigator = rc.navigator
@@ -176,7 +207,7 @@ async def page(request: Request) -> Response:
         return payload
 
     payload = await run_in_threadpool(render)
-    return _respond_with_token(request, payload, shop.id, identity)
+    return _respond(request, payload, shop.id, identity, consent, withdrawn=withdrawn)
 
 
 async def events(request: Request) -> Response:
@@ -190,6 +221,16 @@ async def events(request: Request) -> Response:
         raise ApiError(status, str(exc)) from None
     shop = svc.shop(body_shop(request, batch.shop))
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, batch.token)
+    consent = svc.contexts.consent(request, shop.consent_policy, batch.consent, batch.gpc)
+    kept = [e for e in to_events(batch) if consent.allows(e.type)]
+    dropped = len(batch.events) - len(kept)
+    if not kept:
+        raise ApiError(403, (
+            f"nothing recorded: the visitor's consent does not allow these events ({consent.why}; "
+            'send "consent": {"personalization": true, "analytics": true} once the visitor agreed)'
+        ))
+    # Measurement of a visitor who allows no profile is counted under one id shared by all.
+    visitor_id = identity.visitor_id if consent.personalization else ANONYMOUS_VISITOR
     # Waiting for the group commit holds a thread of the writers' own (most of them asleep
     # on it), not one of the few request threads: concurrent batches can then share commits.
     limiter = getattr(request.app.state, "event_writers", None)
@@ -199,9 +240,10 @@ async def events(request: Request) -> Response:
     # may not be written yet when their first events come, server/visitors/page_views.py).
     country = svc.contexts.locate(request).country
     stored, duplicates = await anyio.to_thread.run_sync(
-        svc.store.record_events, shop.id, identity.visitor_id, to_events(batch), country, limiter=limiter,
+        svc.store.record_events, shop.id, visitor_id, kept, country, limiter=limiter,
     )
-    return _respond_with_token(request, {"accepted": stored, "duplicates": duplicates}, shop.id, identity, 202)
+    answer = {"accepted": stored, "duplicates": duplicates, "dropped": dropped}
+    return _respond(request, answer, shop.id, identity, consent, 202)
 
 
 async def fragment(request: Request) -> Response:
@@ -229,6 +271,11 @@ async def fragment(request: Request) -> Response:
             f"{QA_PARAM} parameter (`vitrine shops qa-key {shop.id}` prints it)",
         )
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name)
+    try:
+        given = from_query(params.get("consent"))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    consent = svc.contexts.consent(request, shop.consent_policy, given)
     page_ctx = PageContext(
         url=params.get("url", ""), referrer=params.get("referrer", ""), type=params.get("page_type", ""),
         item_id=params.get("item_id", ""), category=params.get("category", ""),
@@ -241,7 +288,10 @@ async def fragment(request: Request) -> Response:
         raise ApiError(422, str(exc)) from None
 
     def render():
-        ctx = svc.contexts.build(request, shop.id, identity, page_ctx, overrides=overrides)
+        ctx = svc.contexts.build(
+            request, shop.id, identity, page_ctx, overrides=overrides, consent=consent,
+            sensitive_categories=shop.sensitive_categories,
+        )
         rc = _render_context(svc, ctx, shop, standalone=True)
         return ctx, render_slot(rc, slot)
 

@@ -102,6 +102,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         contexts=ContextBuilder(
             store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60,
             PageViewWriter(store, settings.page_view_flush_ms / 1000, wait_s=settings.store_busy_timeout_ms / 1000),
+            catalog,
         ),
         recommender=recommender,
         search=SearchService(

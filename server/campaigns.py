@@ -118,6 +118,10 @@ class Campaign(BaseModel):
     code: str = Field(default="", description="A code revealed in a second step (two-step offer)")
     reveal_text: str = ""
     theme: str = "default"
+    geo_detail: Literal["region", "city"] = Field(
+        default="region", description='What of the visitor\'s location its template gets: "region" (country and '
+        'region) or "city" (also the city and time zone, for a campaign that needs them)',
+    )
 
     @field_validator(*COPY_FIELDS)
     @classmethod

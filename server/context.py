@@ -2,26 +2,31 @@
 
 Identity comes from the signed token; device from the User-Agent; location from the client
 IP (looked up, then dropped: it is never stored or kept in the context); traffic source from
-the page URL and referrer; history from the store.
+the page URL and referrer; history from the store, as far as the visitor's consent and the
+shop's sensitive categories let it be used (server/consent/).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
 from server.client_ip import client_ip, is_trusted_peer, parse_networks
+from server.consent.rules import ALLOWED, ConsentDecision, ConsentIn, ConsentPolicy, decide, gpc_signal
 from server.device import Device, parse_device
 from server.geo import Geo, GeoLocator
-from server.identity import Identity
+from server.identity import Identity, new_visitor_id
 from server.models import Event, VisitorProfile, utcnow
 from server.store import Store
 from server.traffic import TrafficSource, classify_source
 from server.visitors.page_views import PageView, PageViewWriter
+
+if TYPE_CHECKING:
+    from server.catalog import Catalog
 
 T = TypeVar("T")
 
@@ -46,6 +51,10 @@ class VisitorContext:
     geo: Geo
     source: TrafficSource
     page: PageContext
+    consent: ConsentDecision = ALLOWED
+    # The ids among these items whose views this page must not use (the shop's sensitive
+    # categories other than the page's own); None when the shop has none.
+    hidden: Callable[[Sequence[str]], set[str]] | None = field(default=None, compare=False, repr=False)
     # What widgets derive from the visitor (their history's viewed items, affinity, model
     # vector), worked out once per request and shared by every slot. Not copied by
     # dataclasses.replace: a context with QA's overrides derives anew.
@@ -62,14 +71,19 @@ class VisitorContext:
     @property
     def history(self) -> list[Event]:
         """The visitor's recent events, newest first, from the visitor state (read with the
-        profile: no query of its own); none for a visitor without a valid token."""
-        if self.is_new_token or self.profile.state is None:
+        profile: no query of its own); none for a visitor without a valid token or without
+        consent to personalization. Every reader of the history (recommendations, the menu,
+        search, category pages) reads it here, so views of the shop's sensitive categories
+        are left out here, except on a page of that category."""
+        if self.is_new_token or self.profile.state is None or not self.consent.personalization:
             return []
-        return self.profile.state.events()
+        if self.hidden is None:
+            return self.profile.state.events()
+        return self.derive("history:shown", lambda: _without_hidden(self.profile.state.events(), self.hidden))
 
     @property
     def closed_campaigns(self) -> frozenset[str]:
-        if self.is_new_token or self.profile.state is None:
+        if self.is_new_token or self.profile.state is None or not self.consent.personalization:
             return frozenset()
         return self.profile.state.closed
 
@@ -80,12 +94,17 @@ class VisitorContext:
             return "customer"
         return "returning" if self.profile.visits > 1 else "new"
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, geo_detail: str = "region") -> dict[str, Any]:
         """The context as plain data: what templates get as `visitor`, and what `?_context=1`
-        shows (made once per request: every slot's template gets it)."""
-        return self.derive("as_dict", self._as_dict)
+        shows (made once per request and detail: every slot's template gets it). The location
+        is the country and region; the city and time zone only for `geo_detail="city"` (a
+        campaign that opts in)."""
+        return self.derive(f"as_dict:{geo_detail}", lambda: self._as_dict(geo_detail))
 
-    def _as_dict(self) -> dict[str, Any]:
+    def _as_dict(self, geo_detail: str) -> dict[str, Any]:
+        geo = dataclasses.asdict(self.geo)
+        if geo_detail != "city":
+            geo = {k: geo[k] for k in ("country", "country_name", "region")}
         return {
             "shop": self.shop,
             "kind": self.visitor_kind,
@@ -96,7 +115,7 @@ class VisitorContext:
             "is_customer": self.profile.is_customer,
             "first_seen": self.profile.first_seen.isoformat(timespec="seconds"),
             "device": dataclasses.asdict(self.device),
-            "geo": dataclasses.asdict(self.geo),
+            "geo": geo,
             "source": {
                 "medium": self.source.medium,
                 "source": self.source.source,
@@ -104,6 +123,7 @@ class VisitorContext:
                 "utm": dict(self.source.utm),
             },
             "page": dataclasses.asdict(self.page),
+            "consent": self.consent.as_dict(),
         }
 
 
@@ -114,9 +134,10 @@ OVERRIDES = ("visitor", "country", "device", "source")
 class ContextBuilder:
     def __init__(
         self, store: Store, geo: GeoLocator, trusted_proxies: tuple[str, ...], visit_timeout_s: int,
-        page_views: PageViewWriter,
+        page_views: PageViewWriter, catalog: "Catalog | None" = None,
     ) -> None:
         self.store = store
+        self.catalog = catalog
         self.page_views = page_views
         self.geo = geo
         self.trusted = parse_networks(trusted_proxies)
@@ -132,6 +153,14 @@ class ContextBuilder:
         peer = request.client.host if request.client else None
         return self.geo.lookup(client_ip(peer, request.headers.get("x-forwarded-for"), self.trusted))
 
+    def consent(
+        self, request: Request, policy: ConsentPolicy, given: ConsentIn | None, page_gpc: bool | None = None,
+    ) -> ConsentDecision:
+        """What this request may store, by the visitor's answer, GPC and the shop's rule (for
+        `required_in`, by the country of the request's address, which is then dropped)."""
+        country = self.locate(request).country if policy.rule == "required_in" else ""
+        return decide(policy, given, country, gpc_signal(request.headers, page_gpc))
+
     def build(
         self,
         request: Request,
@@ -141,13 +170,19 @@ class ContextBuilder:
         *,
         page_view_id: str | None = None,
         overrides: Mapping[str, str] | None = None,
+        consent: ConsentDecision = ALLOWED,
+        sensitive_categories: Sequence[str] = (),
     ) -> VisitorContext:
-        """The visitor's context; with a `page_view_id` this request is a page view and is recorded."""
+        """The visitor's context; with a `page_view_id` this request is a page view and is
+        recorded. Without consent to personalization nothing is read or recorded: the visitor
+        is a new one, known only by this request (device, location, source, page)."""
+        if not consent.personalization:
+            identity = Identity(visitor_id=new_visitor_id(), is_new=True)
         device = parse_device(request.headers.get("user-agent"))
         geo = self.locate(request)
         source = classify_source(page.url or None, page.referrer or None)
         now = utcnow()
-        if page_view_id:
+        if page_view_id and consent.personalization:
             view = Event(
                 event_id=f"pv:{page_view_id}", type="page_view", ts=now, item_id=page.item_id or None,
                 props={"page_type": page.type, "path": _path_of(page.url), "medium": source.medium},
@@ -155,7 +190,10 @@ class ContextBuilder:
             profile = self.page_views.record(PageView(
                 shop, identity.visitor_id, now, self.visit_timeout_s,
                 country=geo.country, device_class=device.device_class, source=source.medium, event=view,
+                gpc=consent.gpc,
             ), known=not identity.is_new)
+        elif identity.is_new:  # nothing can be stored under an id this request made
+            profile = VisitorProfile(visitor_id=identity.visitor_id, first_seen=now, last_seen=now, new_visit=True)
         else:
             profile = self.store.get_visitor(shop, identity.visitor_id) or VisitorProfile(
                 visitor_id=identity.visitor_id, first_seen=now, last_seen=now, new_visit=True
@@ -165,9 +203,46 @@ class ContextBuilder:
             source = TrafficSource(medium=profile.source, source="", campaign="", utm={})
         ctx = VisitorContext(
             shop=shop, visitor_id=identity.visitor_id, is_new_token=identity.is_new,
-            profile=profile, device=device, geo=geo, source=source, page=page,
+            profile=profile, device=device, geo=geo, source=source, page=page, consent=consent,
+            hidden=self._hidden(shop, page, sensitive_categories) if sensitive_categories else None,
         )
         return apply_overrides(ctx, overrides or {})
+
+
+    def _hidden(self, shop: str, page: PageContext, sensitive: Sequence[str]) -> Callable[[Sequence[str]], set[str]] | None:
+        """Which items' views this page must not use: those in a sensitive category, unless the
+        page itself is in that category (its own page, or one of its items)."""
+        if self.catalog is None:
+            return None
+        catalog = self.catalog.shop(shop)
+        own = [page.category] + [c for c, _ in catalog.facts([page.item_id]).values()] if page.item_id else [page.category]
+        closed = [s for s in sensitive if not any(in_category(c, s) for c in own if c)]
+        if not closed:
+            return None
+        return lambda item_ids: {
+            i for i, (category, _) in catalog.facts(item_ids).items() if any(in_category(category, s) for s in closed)
+        }
+
+
+def in_category(category: str, parent: str) -> bool:
+    """`category` is `parent` or one of its subcategories ("Health > Diet" is in "Health")."""
+    category, parent = category.casefold(), parent.casefold()
+    return category == parent or category.startswith(parent + " > ")
+
+
+def _without_hidden(events: list, hidden: Callable[[Sequence[str]], set[str]]) -> list:
+    """The events without the hidden items; an event left with no item goes altogether."""
+    gone = hidden(list({i for e in events for i in e.item_ids()}))
+    if not gone:
+        return events
+    kept = []
+    for event in events:
+        items = event.item_ids()
+        if not any(i in gone for i in items):
+            kept.append(event)
+        elif any(i not in gone for i in items):
+            kept.append(event._replace(items=tuple(i for i in items if i not in gone)))
+    return kept
 
 
 def apply_overrides(ctx: VisitorContext, overrides: Mapping[str, str]) -> VisitorContext:

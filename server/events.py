@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from server.consent.rules import ConsentIn
 from server.models import Event, utcnow
 
 EventType = Literal[
@@ -118,6 +119,8 @@ class EventBatch(BaseModel):
     shop: str = Field(min_length=1, max_length=64)
     token: str | None = Field(default=None, max_length=512)
     events: list[EventIn] = Field(min_length=1)
+    consent: ConsentIn | None = None  # what the visitor allowed (server/consent/); absent: unknown
+    gpc: bool | None = None  # navigator.globalPrivacyControl
 
 
 class BatchError(ValueError):

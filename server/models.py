@@ -81,6 +81,7 @@ class VisitorProfile:
     device_class: str = ""
     source: str = ""  # traffic medium the current visit started with
     new_visit: bool = False  # this request started a visit
+    gpc: bool = False  # Global Privacy Control on the latest page view: never exported to a third party
     state: "VisitorState | None" = None  # recent events and closed campaigns (None: nothing yet)
 
     @property

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from server.campaigns import Campaign
+from server.consent.regions import REGIONS
+from server.consent.rules import ConsentPolicy, GpcRule, Rule
+from server.countries import to_iso
 from server.urls import RULE, is_web_url
 
 log = logging.getLogger("vitrine.shops")
@@ -80,6 +83,47 @@ class ShopConfig(BaseModel):
     campaigns: list[Campaign] = Field(default_factory=list)
     nav: NavConfig = Field(default_factory=NavConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
+    # Consent (docs/privacy.md). consent_regions comes first: consent's check reads it.
+    consent_regions: list[str] = Field(
+        default_factory=list, description='With consent = "required_in": "EU", "EEA" or country codes ("GB", "CH").'
+    )
+    consent: Rule = Field(
+        "not_required", validate_default=True,
+        description="required: no profile until the visitor consents; required_in: only in consent_regions; "
+        "not_required: an unknown answer counts as yes (an explicit no is always followed).",
+    )
+    gpc: GpcRule = Field(
+        "no_sharing", description="no_sharing: a GPC visitor is flagged and left out of every export to a "
+        "third party; refuse: GPC counts as no consent at all.",
+    )
+    sensitive_categories: list[str] = Field(
+        default_factory=list, description="Categories (and their subcategories) whose views never feed what "
+        "is shown outside them.",
+    )
+
+    @field_validator("consent_regions")
+    @classmethod
+    def _known_regions(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name.upper() not in REGIONS and not (len(name) == 2 and to_iso(name) == name.upper()):
+                raise ValueError(f"{name!r} is neither {' nor '.join(repr(r) for r in REGIONS)} nor a two-letter country code")
+        return [name.upper() for name in names]
+
+    @field_validator("consent")
+    @classmethod
+    def _regions_with_required_in(cls, rule: str, info: ValidationInfo) -> str:
+        regions = info.data.get("consent_regions")
+        if regions is None:  # consent_regions itself is wrong, and says so
+            return rule
+        if rule == "required_in" and not regions:
+            raise ValueError('consent = "required_in" needs consent_regions, e.g. ["EU", "EEA", "GB"]')
+        if rule != "required_in" and regions:
+            raise ValueError(f'consent_regions is set but consent is "{rule}": write consent = "required_in" to use it')
+        return rule
+
+    @property
+    def consent_policy(self) -> ConsentPolicy:
+        return ConsentPolicy(self.consent, tuple(self.consent_regions), self.gpc)
 
     def campaign(self, campaign_id: str) -> Campaign | None:
         return next((c for c in self.campaigns if c.id == campaign_id), None)

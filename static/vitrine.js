@@ -1,6 +1,4 @@
-/*! Vitrine embed script. Paste: <script async src="https://HOST/v1/vitrine.js" data-shop="SHOP"></script>
- * One global (`vitrine`), one page call per page view, events by sendBeacon, GA4 dataLayer
- * pick-up. Every entry point is wrapped: nothing here may throw into the host page. */
+/*! Vitrine embed script (docs/embedding.md). Every entry point is wrapped: it never throws into the page. */
 (function (w, d) {
   "use strict";
   var me = d.currentScript;
@@ -10,7 +8,7 @@
   var api = (opt.api || me.src.replace(/\/v1\/vitrine\.js.*$/, "")).replace(/\/$/, "");
   var budget = +opt.timeout || 1500;
   var KEY = "vitrine:" + shop + ":";
-  var queue = [], timer, pageViewId, token, popupOpen;
+  var queue = [], timer, pageViewId, token, popupOpen, started, ok, asked, shut = {};
 
   function noop() {}
   function safe(fn) {
@@ -19,14 +17,15 @@
     };
   }
   function get(k) { try { return localStorage.getItem(KEY + k); } catch (e) { return null; } }
-  function set(k, v) { try { localStorage.setItem(KEY + k, v); } catch (e) {} }
+  // Only what consent allows (the server says).
+  function set(k, v) { try { if (ok && ok.personalization) localStorage.setItem(KEY + k, v); } catch (e) {} }
   function url(path) { return api + path + "?shop=" + encodeURIComponent(shop); }
   function uid() {
     return w.crypto && crypto.randomUUID ? crypto.randomUUID() : Date.now().toString(36) + Math.random().toString(36).slice(2);
   }
   token = get("token");
 
-  // -- events ------------------------------------------------------------------------
+  // -- events
   function track(type, ev) {
     ev = ev || {};
     ev.event_id = uid();
@@ -37,9 +36,11 @@
     clearTimeout(timer);
     timer = setTimeout(flush, queue.length >= 20 ? 0 : 800);
   }
+  var MEASURE = { view_promotion: 1, select_promotion: 1, close_promotion: 1, view_item_list: 1, select_item: 1 };
   function flush() {
+    if (ok) queue = queue.filter(function (e) { return MEASURE[e.type] ? ok.analytics : ok.personalization; });
     while (queue.length) {
-      var body = JSON.stringify({ shop: shop, token: token, events: queue.splice(0, 50) });
+      var body = JSON.stringify({ shop: shop, token: token, consent: consent(), events: queue.splice(0, 50) });
       var sent = false;
       try { sent = navigator.sendBeacon(url("/v1/events"), new Blob([body], { type: "text/plain" })); } catch (e) {}
       if (!sent && w.fetch) {
@@ -51,11 +52,11 @@
   w.addEventListener("pagehide", safe(flush));
   d.addEventListener("visibilitychange", safe(function () { if (d.visibilityState === "hidden") flush(); }));
 
-  // GA4 ecommerce events the shop already pushes (gtag() or GTM style) become ours.
   var GA4 = { view_item: 1, add_to_cart: 1, remove_from_cart: 1, begin_checkout: 1, purchase: 1, search: 1 };
   function fromDataLayer(entry) {
     var name, p;
     if (!entry) return;
+    if (entry[0] == "consent") return gcm(entry[2]);
     if (entry[0] === "event") { name = entry[1]; p = entry[2] || {}; }
     else if (entry.event) { name = entry.event; p = entry.ecommerce || entry; }
     if (!GA4[name]) return;
@@ -82,7 +83,42 @@
     };
   }
 
-  // -- fragments and popups ----------------------------------------------------------
+  // -- consent
+  // Own call, Consent Mode, TCF, Shopify: the first answer decides.
+  var said = [{}, {}, {}, {}];
+  function consent() {
+    var c = {};
+    said.forEach(function (s) { for (var k in s) if (c[k] == null && s[k] != null) c[k] = !!s[k]; });
+    return c;
+  }
+  function heard(i, c) {
+    said[i] = c || {};
+    if (started && JSON.stringify(consent()) != asked) page();
+  }
+  // A default for some regions only is left to consent_regions.
+  function gcm(p) {
+    if (!p || p.region) return;
+    var g = function (k) { return p[k + "_storage"] == null ? said[1][k] : p[k + "_storage"] == "granted"; };
+    heard(1, { personalization: g("personalization"), analytics: g("analytics") });
+  }
+  // TCF v2.2 purposes: 1, 5, 6 for personalization; 1, 8 for analytics.
+  function tcf(t, success) {
+    if (!success || !t || (t.eventStatus != "tcloaded" && t.eventStatus != "useractioncomplete")) return;
+    if (t.gdprApplies === false) return heard(2);
+    var has = function (n) { return t.purpose.consents[n] || (t.publisher || {}).consents[n]; };
+    heard(2, { personalization: has(1) && has(5) && has(6), analytics: has(1) && has(8) });
+  }
+  function shopify() {
+    var cp = w.Shopify && Shopify.customerPrivacy;
+    if (cp && cp.analyticsProcessingAllowed)
+      said[3] = { personalization: cp.preferencesProcessingAllowed(), analytics: cp.analyticsProcessingAllowed() };
+  }
+  function wipe() {
+    token = pageViewId = null;
+    try { for (var i = localStorage.length, k; i--; ) if (!(k = localStorage.key(i)).indexOf(KEY)) localStorage.removeItem(k); } catch (e) {}
+  }
+
+  // -- fragments and popups
   function campaignOf(el) {
     var c = el && el.closest && el.closest("[data-vitrine-campaign]");
     return c ? c.getAttribute("data-vitrine-campaign") : null;
@@ -127,7 +163,7 @@
     wire(root, el.getAttribute("data-vitrine-slot"));
   }
   function arm(p) {
-    if (get("closed:" + p.campaign)) return;
+    if (get("closed:" + p.campaign) || shut[p.campaign]) return;
     var t = p.trigger || {}, done;
     function show() { if (!done) { done = 1; openPopup(p); } }
     if (t.on == "delay") setTimeout(safe(show), (t.seconds || 0) * 1000);
@@ -151,9 +187,9 @@
     var before = d.activeElement;
     d.body.appendChild(host);
     popupOpen = 1;
-    // <dialog> gives the semantics: modal, Escape closes it, focus moves in and is kept in.
     dialog.addEventListener("close", safe(function () {
       popupOpen = 0;
+      shut[p.campaign] = 1;
       set("closed:" + p.campaign, "1");
       track("close_promotion", { promotion_id: p.campaign, creative_slot: "popup" });
       flush();
@@ -164,9 +200,7 @@
     dialog.showModal();
   }
 
-  // -- reserved heights ---------------------------------------------------------------
-  // "h:<slot>" = "<width>:<px>", the slot's height when last filled at this viewport width,
-  // reserved as its min-height before the first paint (later, the reserve itself would shift).
+  // -- reserved heights
   var sheet, ID = /^[\w-]{1,64}$/;
   function slotEls() { return d.querySelectorAll("[data-vitrine-slot]"); }
   function hold(px) {
@@ -177,7 +211,7 @@
   }
   function reserve() {
     var px = {}, p = w.performance, k, id, m;
-    sheet = d.querySelector("style[data-vitrine-h]"); // the page's own reserve (docs/embedding.md), ours to release
+    sheet = d.querySelector("style[data-vitrine-h]");
     if (p && p.getEntriesByType && p.getEntriesByType("paint").length) return;
     for (var i = 0; i < localStorage.length; i++) {
       k = localStorage.key(i);
@@ -187,8 +221,6 @@
     }
     hold(px);
   }
-  // Filled (or given up on): each slot gets, and remembers, its own height, except that one
-  // seen (in or above the viewport) does not shrink before the next page view.
   function finish(res) {
     var before = {}, keep = {};
     slotEls().forEach(function (el) { before[el.getAttribute("data-vitrine-slot")] = el.offsetHeight; });
@@ -203,7 +235,7 @@
     hold(keep);
   }
 
-  // -- the page call -----------------------------------------------------------------
+  // -- the page call
   function pageContext() {
     var el = d.querySelector("[data-vitrine-page]"), ds = (el && el.dataset) || {};
     return { url: location.href, referrer: d.referrer, title: d.title.slice(0, 500),
@@ -219,15 +251,12 @@
     });
     return found;
   }
-  // The shop's menu: its top-level entries (a submenu inside an entry moves with it).
   function menu() {
     var nav = d.querySelector("[data-vitrine-nav]");
     return nav ? [].filter.call(nav.querySelectorAll("[data-category]"), function (el) {
       return !el.parentNode.closest("[data-vitrine-nav] [data-category]");
     }) : [];
   }
-  // Move the entries into the visitor's order: each keeps its place holder (a comment),
-  // so nothing else in the menu moves, nothing is hidden and the menu keeps its size.
   function reorder(order) {
     var els = menu(), by = {};
     els.forEach(function (el) { by[el.getAttribute("data-category")] = el; });
@@ -237,6 +266,8 @@
       .forEach(function (m, i) { m.parentNode.replaceChild(by[order[i]], m); });
   }
   function apply(res) {
+    ok = res.consent || ok;
+    if (ok && ok.withdrawn) wipe();
     if (res.token) set("token", (token = res.token));
     pageViewId = res.page_view_id;
     if (res.nav && res.nav.moved) safe(reorder)(res.nav.order);
@@ -253,7 +284,11 @@
     var stop = setTimeout(function () { if (ctrl) ctrl.abort(); }, budget);
     var headers = { "Content-Type": "application/json" };
     if (token) headers["X-Visitor-Token"] = token;
-    var body = { shop: shop, token: token, page: pageContext(), slots: slots() };
+    started = 1;
+    safe(shopify)();
+    var body = { shop: shop, token: token, page: pageContext(), slots: slots(), consent: consent(),
+      gpc: navigator.globalPrivacyControl === true };
+    asked = JSON.stringify(body.consent);
     var nav = menu().slice(0, 60).map(function (el) { return el.getAttribute("data-category").slice(0, 128); });
     if (nav.length) body.nav = nav;
     fetch(url("/v1/page"), { method: "POST", credentials: "include", headers: headers, signal: ctrl && ctrl.signal,
@@ -264,25 +299,23 @@
       .then(safe(finish));
   }
 
-  // -- the visitor's own data (docs/privacy.md) ----------------------------------------
+  // -- the visitor's own data (docs/privacy.md)
   function mine(method) {
     return fetch(url("/v1/me"), { method: method, credentials: "include", headers: token ? { "X-Visitor-Token": token } : {} })
       .then(function (r) { if (r.ok || r.status == 404) return r; throw Error("vitrine: " + r.status); });
   }
   function forget() {
     clearTimeout(timer);
-    queue.length = 0; // what the visitor did last is not sent after their data is gone
-    return mine("DELETE").then(function () {
-      token = pageViewId = null;
-      try { for (var i = localStorage.length, k; i--; ) if (!(k = localStorage.key(i)).indexOf(KEY)) localStorage.removeItem(k); } catch (e) {}
-    });
+    queue.length = 0;
+    return mine("DELETE").then(wipe);
   }
 
-  // -- the global ----------------------------------------------------------------------
+  // -- the global
   function vitrine(cmd, a, b) {
     if (cmd == "event") track(a, b);
     else if (cmd == "page") page();
     else if (cmd == "flush") flush();
+    else if (cmd == "consent") heard(0, a);
     else if (cmd == "me") return mine("GET").then(function (r) { return r.ok ? r.json() : null; });
     else if (cmd == "forget") return forget();
   }
@@ -292,6 +325,8 @@
   safe(reserve)();
   safe(function () {
     watchDataLayer();
+    if (w.__tcfapi) __tcfapi("addEventListener", 2, safe(tcf));
+    d.addEventListener("visitorConsentCollected", safe(function () { shopify(); heard(3, said[3]); }));
     ((prior && prior.q) || []).forEach(function (args) { api_.apply(null, args); });
     if (d.readyState == "loading") d.addEventListener("DOMContentLoaded", safe(page));
     else page();

@@ -142,7 +142,7 @@ def test_the_client_ip_is_never_stored(client, services, settings) -> None:
     assert client.post("/v1/events?shop=demo", json=events, headers=headers).status_code == 202
     client.get("/v1/fragments/banner?shop=demo", headers=headers)
     vid = services.signer.visitor_id("demo", token)
-    assert services.store.get_visitor("demo", vid).country == "GB"
+    assert stored(services).get_visitor("demo", vid).country == "GB"
 
     db = sqlite3.connect(settings.resolved_data_dir / "vitrine.db")
     try:

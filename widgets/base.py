@@ -232,7 +232,7 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         campaign = decision.campaign
         names = Templates.names(kind, rc.shop.id, campaign.id)
         html, used = rc.templates.render(
-            names, campaign=campaign, copy=campaign_copy(campaign, rc.ctx), visitor=rc.ctx.as_dict(),
+            names, campaign=campaign, copy=campaign_copy(campaign, rc.ctx), visitor=rc.ctx.as_dict(campaign.geo_detail),
             shop=rc.shop, slot=slot, standalone=rc.standalone,
         )
         parts.append(html)

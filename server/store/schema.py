@@ -46,6 +46,9 @@ visitors = sa.Table(
     sa.Column("country", sa.String(64), nullable=False, server_default=""),
     sa.Column("device_class", sa.String(16), nullable=False, server_default=""),
     sa.Column("source", sa.String(16), nullable=False, server_default=""),  # medium of this visit
+    # The browser sent Global Privacy Control on the visitor's latest page view: an export
+    # of visitors to a third party must leave them out (docs/privacy.md).
+    sa.Column("gpc", sa.Boolean, nullable=False, server_default=sa.false()),
     # The visitor state (server/visitors/state.py): recent events and closed campaigns, kept
     # in step with the events table so that a request reads this row and not the events.
     sa.Column("state", sa.JSON, nullable=True),

@@ -361,6 +361,7 @@ class SqlStore:
             visits=sa.bindparam("new_visits"), page_views=sa.bindparam("new_page_views"),
             country=sa.bindparam("new_country"), device_class=sa.bindparam("new_device_class"),
             source=sa.bindparam("new_source"), state=sa.bindparam("new_state", type_=visitors.c.state.type),
+            gpc=sa.bindparam("new_gpc"),
         )
         changes = []
         for (shop, visitor_id), profile in sorted(rows.items()):
@@ -370,7 +371,7 @@ class SqlStore:
                 key_shop=shop, key_visitor=visitor_id, new_first_seen=profile.first_seen,
                 new_last_seen=profile.last_seen, new_visits=profile.visits, new_page_views=profile.page_views,
                 new_country=profile.country, new_device_class=profile.device_class, new_source=profile.source,
-                new_state=(profile.state or EMPTY_STATE).to_json(),
+                new_state=(profile.state or EMPTY_STATE).to_json(), new_gpc=profile.gpc,
             ))
         if changes:
             conn.execute(update, changes)
@@ -931,6 +932,7 @@ def _row_profile(row: Any, new_visit: bool = False) -> VisitorProfile:
         revenue=row.get("revenue", 0.0), last_order_at=row.get("last_order_at"),
         country=row.get("country", ""), device_class=row.get("device_class", ""),
         source=row.get("source", ""), new_visit=new_visit, state=VisitorState.from_json(row.get("state")),
+        gpc=bool(row.get("gpc", False)),
     )
 
 

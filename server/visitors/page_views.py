@@ -54,6 +54,7 @@ class PageView:
     source: str = ""  # this page's traffic medium
     event: Event | None = None  # the page_view event, stored with it
     counted: bool = True  # False: the visitor was seen, no page view is counted
+    gpc: bool = False  # the browser sent Global Privacy Control
 
 
 def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile:
@@ -67,7 +68,7 @@ def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile
         return VisitorProfile(
             visitor_id=view.visitor_id, first_seen=view.at, last_seen=view.at, visits=1, page_views=views,
             country=view.country, device_class=view.device_class, source=view.source, new_visit=True,
-            state=state,
+            state=state, gpc=view.gpc,
         )
     new_visit = view.at - profile.last_seen > timedelta(seconds=view.visit_timeout_s)
     source = view.source if (new_visit or not profile.source) and view.source != "internal" else profile.source
@@ -84,6 +85,7 @@ def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile
         source=source,
         new_visit=new_visit,
         state=state,
+        gpc=view.gpc,
     )
 
 
