@@ -17,6 +17,7 @@ from server.settings import Settings, SettingsError, setting_fields
 
 DEMO_DIR = Path(__file__).parent / "demo"
 DEMO_SHOP = "demo"
+DEMO_CONSENT_SHOP = "demo-consent"
 
 
 def fail(message: str) -> NoReturn:
@@ -73,6 +74,7 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) ->
         if report.artifact is not None:
             click.echo(f"Model {report.artifact.version} trained in {report.seconds:.0f} s.")
     click.echo(f"Demo shop: http://{settings.host}:{settings.port}/demo/")
+    click.echo(f"Consent demo (consent = \"required\"): http://{settings.host}:{settings.port}/demo/consent")
     from server.worker import Worker
 
     jobs = Worker(services, log=click.echo)  # `vitrine worker`'s jobs, in this process
@@ -169,11 +171,14 @@ def _services(settings: Settings) -> Any:
 
 
 def _install_demo_shop(settings: Settings) -> None:
-    target = settings.resolved_shops_dir / f"{DEMO_SHOP}.toml"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(DEMO_DIR / "demo.toml", target)
-        click.echo(f"Wrote the demo shop's config to {target}")
+    """The demo shop's config and, beside it, the consent demo's (/demo/consent): a shop
+    with campaigns only, whose rule is consent = "required"."""
+    for name, what in ((DEMO_SHOP, "demo shop"), (DEMO_CONSENT_SHOP, "consent demo shop")):
+        target = settings.resolved_shops_dir / f"{name}.toml"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(DEMO_DIR / f"{name}.toml", target)
+            click.echo(f"Wrote the {what}'s config to {target}")
 
 
 # -- data ------------------------------------------------------------------------------

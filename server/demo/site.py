@@ -21,6 +21,8 @@ from server.taxonomy import CATEGORIES, FALLBACK_CATEGORY, slugify
 
 DEMO_DIR = Path(__file__).parent
 SHOP = "demo"
+# The consent demo's shop (demo-consent.toml, beside demo.toml): consent = "required".
+CONSENT_SHOP = "demo-consent"
 PAGE_SIZE = 24
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(DEMO_DIR / "templates")), autoescape=True, trim_blocks=True, lstrip_blocks=True
@@ -42,6 +44,7 @@ def demo_routes() -> list[BaseRoute]:
         Route("/cart", cart),
         Route("/search", search),
         Route("/privacy", privacy),
+        Route("/consent", consent),
         Route("/img/{item_id}.svg", image),
         Mount("/static", StaticFiles(directory=str(DEMO_DIR / "static")), name="demo-static"),
     ]
@@ -51,13 +54,13 @@ def _store(request: Request):
     return request.app.state.services.store
 
 
-def _render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+def _render(request: Request, template: str, status: int = 200, shop: str = SHOP, **context) -> HTMLResponse:
     settings = request.app.state.services.settings
     # The configured public URL, else a path on this server: never the request's Host
     # header, which anyone can set (and a cache would then keep their script tag).
     base = settings.public_url.rstrip("/")
     html = _env.get_template(template).render(
-        base_url=base, shop=SHOP, categories=MENU, **context
+        base_url=base, shop=shop, categories=MENU, **context
     )
     return HTMLResponse(html, status_code=status)
 
@@ -111,6 +114,12 @@ async def search(request: Request) -> Response:
 async def privacy(request: Request) -> Response:
     """The shop's privacy page: what is kept, and the visitor's "download my data" and "forget me"."""
     return _render(request, "privacy.html", page_type="other")
+
+
+async def consent(request: Request) -> Response:
+    """The required-consent flow: a page of the demo-consent shop with the shop's own consent
+    banner, whose "Accept" and "Only necessary" call vitrine('consent', ...)."""
+    return _render(request, "consent.html", shop=CONSENT_SHOP, page_type="home")
 
 
 PALETTE = ["#b4233c", "#1f3a5f", "#1e6b45", "#8a5a00", "#5b3f8c", "#0f6e7a", "#9c3d6b", "#4d5b23", "#7a3b1d"]
