@@ -537,6 +537,18 @@ def _visitor_of(visitor: str | None, customer: str | None) -> str:
     return visitor or imported_visitor_id(customer or "")
 
 
+def _for_visitor(ctx: click.Context, shop: str, visitor: str | None, customer: str | None, work: Any) -> tuple[str, Any]:
+    """`work(store, shop, visitor_id)` for the visitor named by --visitor or --customer, in a
+    shop that exists; the visitor's id and what `work` returned."""
+    visitor_id = _visitor_of(visitor, customer)
+    services = _services(_settings(ctx))
+    try:
+        _require_shop(services, shop)
+        return visitor_id, work(services.store, shop, visitor_id)
+    finally:
+        services.close()
+
+
 @privacy.command("export")
 @click.option("--shop", required=True, help="Shop id.")
 @_visitor_option
@@ -545,13 +557,7 @@ def privacy_export(ctx: click.Context, shop: str, visitor: str | None, customer:
     """Print everything held about one visitor as JSON (the answer of GET /v1/me)."""
     from server.privacy.data import export_visitor
 
-    visitor_id = _visitor_of(visitor, customer)
-    services = _services(_settings(ctx))
-    try:
-        _require_shop(services, shop)
-        data = export_visitor(services.store, shop, visitor_id)
-    finally:
-        services.close()
+    visitor_id, data = _for_visitor(ctx, shop, visitor, customer, export_visitor)
     if data is None:
         click.echo(f"Nothing is stored about visitor {visitor_id!r} in shop {shop!r}.", err=True)
         sys.exit(1)
@@ -566,13 +572,7 @@ def privacy_delete(ctx: click.Context, shop: str, visitor: str | None, customer:
     """Delete every row about one visitor, in one transaction (what DELETE /v1/me does)."""
     from server.privacy.data import delete_visitor
 
-    visitor_id = _visitor_of(visitor, customer)
-    services = _services(_settings(ctx))
-    try:
-        _require_shop(services, shop)
-        counts = delete_visitor(services.store, shop, visitor_id)
-    finally:
-        services.close()
+    visitor_id, counts = _for_visitor(ctx, shop, visitor, customer, delete_visitor)
     if not any(counts.values()):
         click.echo(f"Nothing was stored about visitor {visitor_id!r} in shop {shop!r}: nothing deleted.")
         return
