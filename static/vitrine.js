@@ -1,4 +1,4 @@
-/*! Vitrine embed script (docs/embedding.md). Every entry point is wrapped: it never throws into the page. */
+/*! Vitrine embed script, docs/embedding.md */
 (function (w, d) {
   "use strict";
   var me = d.currentScript;

@@ -346,7 +346,6 @@ class SqlStore:
                 for row in conn.execute(query):
                     profile = _row_profile(row._mapping)
                     rows[(shop, row.visitor_id)] = None if profile.visits == 0 else profile
-        before = {key: profile for key, profile in rows.items()}
         after: list[VisitorProfile] = []
         events_rows = []
         for view in views:
@@ -364,9 +363,7 @@ class SqlStore:
             gpc=sa.bindparam("new_gpc"),
         )
         changes = []
-        for (shop, visitor_id), profile in sorted(rows.items()):
-            if profile is None or profile is before[(shop, visitor_id)]:
-                continue
+        for (shop, visitor_id), profile in sorted(rows.items()):  # every row read has a view counted
             changes.append(dict(
                 key_shop=shop, key_visitor=visitor_id, new_first_seen=profile.first_seen,
                 new_last_seen=profile.last_seen, new_visits=profile.visits, new_page_views=profile.page_views,
