@@ -11,7 +11,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 
 from server.consent.rules import ANONYMOUS_VISITOR, ConsentDecision, ConsentIn, from_query
 from server.context import OVERRIDES, PageContext, VisitorContext
@@ -24,6 +24,7 @@ from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.shops import ShopConfig
 from server.web.front import body_shop, request_shop
 from server.web.html import debug_comment
+from server.web.responses import JSONResponse
 from widgets import WIDGETS, RenderContext, Slot, SlotLimit, isolated, items_asked, render_slot
 
 ACCEPTED_TYPES = ("application/json", "text/plain", "")

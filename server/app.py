@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # GIL. The in-flight limit (inside CORS, so a 503 carries CORS headers) keeps the
         # queue for them short.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.resolved_request_threads
+        await anyio.to_thread.run_sync(_warm_and_freeze, services)
         yield
         # A clean stop (SIGTERM) writes the page views still waiting (server/visitors/page_views.py).
         await anyio.to_thread.run_sync(services.contexts.page_views.flush)
@@ -167,6 +169,23 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     return app
+
+
+def _warm_and_freeze(services: Services) -> None:
+    """Load what requests read (each shop's config, catalog and model), then move every object
+    alive into the garbage collector's permanent generation. The collector's full passes then
+    skip the catalog and the model: in a warmed worker one took 80 ms (a page call's p99),
+    frozen it takes a fraction of a millisecond. What loads later (a new catalog version) is
+    collected as usual."""
+    for shop in services.shops.ids():
+        try:
+            services.shop(shop)
+            services.catalog.shop(shop)
+            services.recommender.models.get(shop)
+        except Exception as exc:  # noqa: BLE001 - the first request that needs it reports it
+            log.warning("could not load shop %s before serving: %s", shop, exc)
+    gc.collect()
+    gc.freeze()
 
 
 def services_of(request: Request) -> Services:

@@ -9,6 +9,9 @@ shop's sensitive categories let it be used (server/consent/).
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
@@ -41,6 +44,47 @@ class PageContext:
     title: str = ""
 
 
+class VisitorMemo:
+    """What widgets derive from a visitor's state (their history's viewed items, category
+    affinity, model vector and top picks), kept across the visitor's requests for `ttl_s`
+    while the state stays the same: a visitor going from the home page to a category and
+    the cart changes nothing these read, and their menu and panels are not worked out anew.
+
+    Keyed by a fingerprint of what the values depend on (VisitorContext.derive), with the
+    state itself hashed, so a new event (another worker's included: the state is read from
+    the store on every request) makes a new entry. Values that follow the clock (affinity
+    halves with time) are at most `ttl_s` old. The last `max_visitors` visitors are kept."""
+
+    def __init__(self, max_visitors: int = 4096, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_visitors = max_visitors
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get(self, fingerprint: tuple, key: str, compute: Callable[[], T]) -> T:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(fingerprint)
+            if entry is not None and now - entry[0] < self.ttl_s:
+                self._entries.move_to_end(fingerprint)
+                if key in entry[1]:
+                    return entry[1][key]
+        value = compute()
+        with self._lock:
+            entry = self._entries.get(fingerprint)
+            if entry is None or now - entry[0] >= self.ttl_s:
+                entry = self._entries[fingerprint] = (now, {})
+                self._entries.move_to_end(fingerprint)
+                while len(self._entries) > self.max_visitors:
+                    self._entries.popitem(last=False)
+            entry[1][key] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass(frozen=True)
 class VisitorContext:
     shop: str
@@ -55,18 +99,42 @@ class VisitorContext:
     # The ids among these items whose views this page must not use (the shop's sensitive
     # categories other than the page's own); None when the shop has none.
     hidden: Callable[[Sequence[str]], set[str]] | None = field(default=None, compare=False, repr=False)
+    # What lasts across this visitor's requests while their state stays the same (VisitorMemo).
+    memo: "VisitorMemo | None" = field(default=None, compare=False, repr=False)
     # What widgets derive from the visitor (their history's viewed items, affinity, model
     # vector), worked out once per request and shared by every slot. Not copied by
     # dataclasses.replace: a context with QA's overrides derives anew.
     _derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
-    def derive(self, key: str, compute: Callable[[], T]) -> T:
-        """`compute()` the first time a request asks for `key`, the same value after."""
+    def derive(self, key: str, compute: Callable[[], T], lasting: bool = False) -> T:
+        """`compute()` the first time a request asks for `key`, the same value after.
+
+        `lasting`: the value depends on nothing but the visitor's stored state, their device,
+        location, kind and consent, the page's category where sensitive categories apply, and
+        whatever `key` names (a catalog or model version): the visitor's next requests with the
+        same state reuse it for a while (VisitorMemo)."""
         try:
             return self._derived[key]
         except KeyError:
-            value = self._derived[key] = compute()
-            return value
+            pass
+        memo = self.memo
+        if lasting and memo is not None and not self.is_new_token and self.profile.state:
+            value = memo.get(self._fingerprint(), key, compute)
+        else:
+            value = compute()
+        self._derived[key] = value
+        return value
+
+    def _fingerprint(self) -> tuple:
+        """What a lasting value may depend on (see derive)."""
+        def make() -> tuple:
+            state = self.profile.state
+            assert state is not None
+            page = (self.page.category, self.page.item_id) if self.hidden is not None else None
+            return (self.shop, self.visitor_id, hash(state.recent), self.consent.personalization, self.geo.country,
+                    self.device.device_class, self.visitor_kind, page)
+
+        return self.derive("fingerprint", make)
 
     @property
     def history(self) -> list[Event]:
@@ -142,6 +210,7 @@ class ContextBuilder:
         self.geo = geo
         self.trusted = parse_networks(trusted_proxies)
         self.visit_timeout_s = visit_timeout_s
+        self.memo = VisitorMemo()
 
     def is_https(self, request: Request) -> bool:
         if request.url.scheme == "https":
@@ -204,7 +273,7 @@ class ContextBuilder:
         ctx = VisitorContext(
             shop=shop, visitor_id=identity.visitor_id, is_new_token=identity.is_new,
             profile=profile, device=device, geo=geo, source=source, page=page, consent=consent,
-            hidden=self._hidden(shop, page, sensitive_categories) if sensitive_categories else None,
+            hidden=self._hidden(shop, page, sensitive_categories) if sensitive_categories else None, memo=self.memo,
         )
         return apply_overrides(ctx, overrides or {})
 

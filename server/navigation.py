@@ -181,7 +181,7 @@ class Navigator:
             category_of = {item.item_id: item.category for item in self.catalog.shop(ctx.shop).get(ids)}
             return category_affinity(events, category_of, utcnow(), self.half_life_hours)
 
-        return ctx.derive("nav:affinity", compute)
+        return ctx.derive(f"nav:affinity:{self.catalog.shop(ctx.shop).version}", compute, lasting=True)
 
     # -- the menu ------------------------------------------------------------------------
     def order_menu(

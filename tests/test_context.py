@@ -157,3 +157,46 @@ def test_the_client_ip_is_never_stored(client, services, settings) -> None:
     # Nor is the city (the context has it; the store must not).
     city = services.geo.lookup(UK_IP).city
     assert city and city not in dump
+
+
+# -- what lasts across a visitor's requests ------------------------------------------------
+def test_lasting_values_are_reused_while_the_state_and_visitor_stay_the_same() -> None:
+    from server.context import VisitorMemo
+    from server.visitors.state import EMPTY
+    from server.models import Event
+
+    clock = [0.0]
+    memo = VisitorMemo(max_visitors=2, ttl_s=30, clock=lambda: clock[0])
+    viewed = EMPTY.add([Event("e1", "view_item", T0, item_id="i1")])
+    calls: list[str] = []
+
+    def ctx(state=viewed, **kw) -> VisitorContext:
+        kw.setdefault("profile", VisitorProfile(visitor_id="v1", first_seen=T0, last_seen=T0, visits=2, state=state))
+        return make_ctx(memo=memo, **kw)
+
+    def value(c: VisitorContext, key: str = "k") -> str:
+        return c.derive(key, lambda: calls.append(key) or f"{key}-{len(calls)}", lasting=True)
+
+    first = value(ctx())
+    assert value(ctx()) == first and calls == ["k"]  # the next request reuses it
+    # Anything it may depend on makes it anew: another event, country, device, kind, consent.
+    changed = [
+        ctx(state=viewed.add([Event("e2", "add_to_cart", T0, item_id="i2")])),
+        ctx(geo=Geo("GB", "United Kingdom")),
+        ctx(device=Device("mobile", "iOS", "Safari", True)),
+        ctx(profile=VisitorProfile(visitor_id="v1", first_seen=T0, last_seen=T0, visits=2, orders=1, state=viewed)),
+    ]
+    assert len({value(c) for c in changed} | {first}) == 5 and len(calls) == 5
+    # A visitor without a valid token (an id made for this request) is not kept.
+    value(ctx(is_new_token=True)), value(ctx(is_new_token=True))
+    assert len(calls) == 7
+    # Not kept past its time, and only the last max_visitors fingerprints are.
+    clock[0] = 31.0
+    assert value(ctx()) != first and len(calls) == 8
+    assert len(memo) <= 2
+    # Not lasting: once per request only.
+    c = ctx()
+    c.derive("once", lambda: calls.append("once"))
+    c.derive("once", lambda: calls.append("once"))
+    ctx().derive("once", lambda: calls.append("once"))
+    assert calls.count("once") == 2

@@ -27,6 +27,7 @@ from server.store import Store, StoreBusy, StoreError, open_store
 from server.store.schema import events as events_table
 from server.store.schema import visitors as visitors_table
 from server.store.sql import MIGRATIONS, imported_visitor_id
+from server.visitors.page_views import PageView
 
 T0 = datetime(2024, 3, 1, 12, 0, 0)
 TIMEOUT_S = 30 * 60
@@ -547,6 +548,23 @@ def test_a_page_view_comes_back_in_the_state_of_the_same_call(store: Store) -> N
     profile = store.touch_visitor("shop", "v1", T0 + timedelta(seconds=5), 1800, event=home)
     assert profile.page_views == 2 and [e.item_id for e in profile.state.events()] == ["22632"]
     assert store.get_visitor("shop", "v1").state == profile.state
+
+
+def test_page_views_without_an_item_leave_the_stored_state_as_it_is(store: Store) -> None:
+    """The writer reads and writes the state only for views that change it; a home page view
+    in between, or in the same batch as an item's, must keep the history."""
+    item = Event("pv-1", "page_view", T0, item_id="22632", props={"page_type": "product"})
+    store.record_page_views([PageView("shop", "v1", T0, 1800, event=item)])
+    home = [Event(f"pv-h{n}", "page_view", T0 + timedelta(seconds=n), props={"page_type": "home"}) for n in (1, 2)]
+    profiles = store.record_page_views([PageView("shop", "v1", e.ts, 1800, event=e) for e in home])
+    assert profiles[-1].page_views == 3
+    stored = store.get_visitor("shop", "v1")
+    assert stored.page_views == 3 and [e.item_id for e in stored.state.events()] == ["22632"]
+    later = Event("pv-2", "page_view", T0 + timedelta(seconds=9), item_id="84029E", props={"page_type": "product"})
+    again = Event("pv-h3", "page_view", T0 + timedelta(seconds=8), props={"page_type": "home"})
+    store.record_page_views([PageView("shop", "v1", e.ts, 1800, event=e) for e in (again, later)])
+    assert [e.item_id for e in store.get_visitor("shop", "v1").state.events()] == ["84029E", "22632"]
+    assert store.get_visitor("shop", "v1").page_views == 5
 
 
 def test_imported_customers_get_their_state(store: Store) -> None:

