@@ -22,7 +22,7 @@ from server.models import Event, Interaction, utcnow
 from server.privacy.data import delete_inactive_visitors, export_visitor
 from server.retention import run_purge
 from server.store.schema import metadata
-from server.store.sql import SqlStore, imported_visitor_id
+from server.store.sql import SqlStore, _EventBatch, imported_visitor_id
 from test_store import postgres_url  # noqa: F401 (a fixture: a new schema on the test PostgreSQL)
 
 ORIGIN = "http://127.0.0.1:8000"  # one of the demo shop's origins
@@ -313,7 +313,8 @@ def test_a_deletion_waits_for_the_visitors_writer_and_takes_what_it_wrote(servic
     done: list[dict[str, int]] = []
     try:
         with writer._writing() as conn:
-            writer._store_events(conn, "demo", vid, [Event("racing-1", "view_item", utcnow(), item_id="71053")])
+            batch = _EventBatch("demo", vid, (Event("racing-1", "view_item", utcnow(), item_id="71053"),))
+            writer._store_event_batches(conn, [batch])
             deleting = threading.Thread(target=lambda: done.append(other_process.delete_visitors("demo", [vid])))
             deleting.start()
             time.sleep(0.5)

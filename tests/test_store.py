@@ -897,6 +897,50 @@ def test_a_bad_batch_in_a_group_fails_alone(store: Store) -> None:
     assert store.count_events("shop") == 50 and store.get_visitor("shop", "v3") is None
 
 
+def test_batches_of_one_group_are_written_by_one_statement_per_table(store: Store) -> None:
+    """Fifteen batches together: one insert of events and one update of visitor states for
+    all of them; each batch still gets its own count, duplicates across batches count once,
+    and the shared measurement visitor gets no row of its own."""
+    from server.consent.rules import ANONYMOUS_VISITOR
+
+    batches = {f"v{n}": [Event(f"c-{n}-{k}", "view_item", T0 + timedelta(seconds=k), item_id=f"i{k}") for k in range(4)]
+               for n in range(13)}
+    batches["v12"][0] = Event("c-0-0", "view_item", T0, item_id="i0")  # v0's event id, sent again by v12
+    batches[ANONYMOUS_VISITOR] = [Event("c-anon-0", "view_item", T0, item_id="i9")]
+    batches["v0-again"] = []  # an empty batch
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(" ".join(statement.split())[:40])
+
+    sa.event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        results = _batches_behind_a_held_writer(store, batches)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+    assert results["v0"] == (4, 0) and results["v12"] == (3, 1), results
+    assert all(results[f"v{n}"] == (4, 0) for n in range(1, 12)) and results[ANONYMOUS_VISITOR] == (1, 0)
+    assert results["v0-again"] == (0, 0)
+    assert sum(s.startswith("INSERT INTO events") for s in statements) == 1, statements
+    assert sum(s.startswith("UPDATE visitors SET state") for s in statements) == 1, statements
+    assert store.count_events("shop") == 13 * 4 - 1 + 1
+    assert [e.item_id for e in store.get_visitor("shop", "v5").state.events()] == ["i3", "i2", "i1", "i0"]
+    assert [e.item_id for e in store.get_visitor("shop", "v12").state.events()] == ["i3", "i2", "i1"]
+    assert store.get_visitor("shop", ANONYMOUS_VISITOR) is None
+    assert set(store.trending("shop")) == {"i0", "i1", "i2", "i3", "i9"}  # the anonymous batch counts for trending too
+
+
+def test_two_batches_of_one_visitor_in_one_transaction_keep_both_in_the_state(store: Store) -> None:
+    from server.store.sql import _EventBatch
+
+    first = _EventBatch("shop", "v1", (Event("s-1", "view_item", T0, item_id="i1"),))
+    second = _EventBatch("shop", "v1", (Event("s-2", "add_to_cart", T0 + timedelta(seconds=1), item_id="i2"),
+                                        Event("s-1", "view_item", T0, item_id="i1")))
+    with store._writing() as conn:
+        assert store._store_event_batches(conn, [first, second]) == [1, 1]
+    assert [e.item_id for e in store.get_visitor("shop", "v1").state.events()] == ["i2", "i1"]
+
+
 def test_while_the_store_is_busy_one_write_waits_and_the_others_are_refused_at_once(store: Store) -> None:
     import threading
     import time

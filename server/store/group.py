@@ -27,6 +27,9 @@ class _Pending:
     work: Job
     durable: bool
     done: Future = field(default_factory=Future)
+    # run_combined: the jobs of a group with the same `combine` run as one call of it.
+    combine: Callable[[Connection, list[Any]], list[Any]] | None = None
+    item: Any = None
 
 
 class GroupWriter:
@@ -48,7 +51,14 @@ class GroupWriter:
         self._probing = False
         self._state_lock = threading.Lock()
 
-    def run(self, work: Job, durable: bool) -> Any:
+    def run_combined(self, combine: Callable[[Connection, list[Any]], list[Any]], item: Any, durable: bool) -> Any:
+        """`combine(conn, [item, ...])[i]` inside a shared transaction, once committed: the
+        items of every job of a group with the same `combine` (say, every event batch that
+        came in meanwhile) are written by one call of it, a statement per table for all."""
+        return self.run(lambda conn: combine(conn, [item])[0], durable, combine=combine, item=item)
+
+    def run(self, work: Job, durable: bool, combine: Callable[[Connection, list[Any]], list[Any]] | None = None,
+            item: Any = None) -> Any:
         """`work(conn)` inside a shared transaction; its result once that is committed."""
         probe = False
         with self._state_lock:
@@ -58,7 +68,7 @@ class GroupWriter:
                 self._probing = probe = True
         try:
             self._ensure_thread()
-            pending = _Pending(work, durable)
+            pending = _Pending(work, durable, combine=combine, item=item)
             try:
                 self._queue.put_nowait(pending)
             except queue.Full:
@@ -109,7 +119,7 @@ class GroupWriter:
         results: list[Any] = []
         try:
             with self._writing(any(p.durable for p in live)) as conn:
-                results = [p.work(conn) for p in live]
+                results = self._run_all(conn, live)
         except StoreBusy as exc:
             # The store itself is not available: no job of the group can be written, nor can
             # the ones queued behind it, which would each wait the same timeout again.
@@ -129,6 +139,21 @@ class GroupWriter:
         self._busy = False
         for pending, result in zip(live, results):
             pending.done.set_result(result)
+
+    @staticmethod
+    def _run_all(conn: Connection, live: list[_Pending]) -> list[Any]:
+        """Each job's result: single jobs in their order, then each kind of combined ones at once."""
+        results: list[Any] = [None] * len(live)
+        combined: dict[Any, list[int]] = {}
+        for n, pending in enumerate(live):
+            if pending.combine is None:
+                results[n] = pending.work(conn)
+            else:
+                combined.setdefault(pending.combine, []).append(n)
+        for combine, jobs in combined.items():
+            for n, result in zip(jobs, combine(conn, [live[n].item for n in jobs]), strict=True):
+                results[n] = result
+        return results
 
     def _drain(self) -> list[_Pending]:
         drained: list[_Pending] = []

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
 from server import trending
+from server.consent.rules import ANONYMOUS_VISITOR
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError
 from server.store.group import GroupWriter
@@ -409,79 +410,96 @@ class SqlStore:
 
     # -- events ----------------------------------------------------------------------
     def record_events(self, shop: str, visitor_id: str, batch: Sequence[Event], country: str = "") -> tuple[int, int]:
-        """Store a batch in one durable transaction; returns (stored, duplicates).
+        """Store a batch durably; returns (stored, duplicates). Batches that arrive together
+        are written together: one transaction, one statement per table for all of them, one
+        commit (_store_event_batches).
 
         `country` is where the request came from (its trending scores count there); empty,
         the visitor's stored country."""
-        stored = self._group.run(
-            lambda conn: self._store_events(conn, shop, visitor_id, batch, country=country)[0], durable=True)
+        stored = self._group.run_combined(
+            self._store_event_batches, _EventBatch(shop, visitor_id, tuple(batch), country), durable=True)
         return stored, len(batch) - stored
 
-    def _store_events(
-        self, conn: Connection, shop: str, visitor_id: str, batch: Sequence[Event], state: VisitorState | None = None,
-        country: str = "",
-    ) -> tuple[int, VisitorState | None]:
-        """Insert the batch's new events and fold them into counters, aggregates and the
-        visitor state (read here, locked, unless the caller passes the one it holds).
-        Returns how many were new, and the visitor state after them."""
-        now = utcnow()
-        rows = [_event_row(shop, visitor_id, event, now) for event in batch]
-        if not rows:
-            return 0, state
-        country = country or None
-        if state is None:
-            found = self._lock_visitor(conn, shop, visitor_id, now)
-            state, country = VisitorState.from_json(found.state), country or found.country
-        stored: list[Event] = []
-        sold: list[str] = []
-        trends: list[tuple[str, str, datetime]] = []
-        # One statement for the batch; RETURNING names the rows that went in (the others are
-        # an event_id already stored, or an order this visitor already sent).
-        inserted = {row[0] for row in conn.execute(self._event_insert(events.c.event_id), rows)}
-        for event in batch:
-            if event.event_id not in inserted:
-                continue
-            inserted.discard(event.event_id)  # the same id twice in one batch is stored once
-            stored.append(event)
-            if event.type == "purchase":
-                self._count_order(conn, shop, visitor_id, event, now)
-                sold += event.item_ids()
-            if event.type in trending.WEIGHTS:
-                trends += [(item, event.type, event.ts) for item in event.item_ids()]
-        # Rows shared with other visitors' writers last, each table once and in key order.
-        self._add_sales(conn, shop, sold)
-        if trends:
-            if country is None:
-                key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
-                country = conn.execute(sa.select(visitors.c.country).where(key)).scalar()
-            self._add_trends(conn, shop, [(item, type_, ts, country or "") for item, type_, ts in trends])
-        return len(stored), self._add_to_state(conn, shop, visitor_id, stored, state)
+    def _store_event_batches(self, conn: Connection, batches: Sequence[_EventBatch]) -> list[int]:
+        """Insert the batches' new events and fold them into counters, aggregates and each
+        visitor's state; returns how many events of each batch were new.
 
-    def _lock_visitor(self, conn: Connection, shop: str, visitor_id: str, now: datetime) -> Any:
-        """The visitor's row (state, country), locked until the transaction ends; made if missing.
+        The visitors' rows are locked first, all in key order (see _lock_visitors), then one
+        insert takes every batch's events, one update per visitor writes the states, and the
+        rows every writer shares (sales, trends) come last, once for all batches."""
+        now = utcnow()
+        if not any(b.events for b in batches):
+            return [0] * len(batches)
+        found = self._lock_visitors(conn, sorted({(b.shop, b.visitor_id) for b in batches if b.events}), now)
+        rows = [_event_row(b.shop, b.visitor_id, event, now) for b in batches for event in b.events]
+        # One statement; RETURNING names the rows that went in (the others are an event_id
+        # already stored, or an order this visitor already sent).
+        inserted = {(r[0], r[1]) for r in conn.execute(self._event_insert(events.c.shop, events.c.event_id), rows)}
+        counts: list[int] = []
+        changed: dict[tuple[str, str], VisitorState] = {}
+        for b in batches:
+            key = (b.shop, b.visitor_id)
+            stored: list[Event] = []
+            sold: list[str] = []
+            trends: list[tuple[str, str, datetime]] = []
+            for event in b.events:
+                if (b.shop, event.event_id) not in inserted:
+                    continue
+                inserted.discard((b.shop, event.event_id))  # the same id twice is stored once
+                stored.append(event)
+                if event.type == "purchase":
+                    if key in found:  # the shared measurement visitor has no orders to count
+                        self._count_order(conn, b.shop, b.visitor_id, event, now)
+                    sold += event.item_ids()
+                if event.type in trending.WEIGHTS:
+                    trends += [(item, event.type, event.ts) for item in event.item_ids()]
+            counts.append(len(stored))
+            self._add_sales(conn, b.shop, sold)
+            if key not in found:  # the shared measurement visitor: no row, no state
+                if trends:
+                    self._add_trends(conn, b.shop, [(i, t, ts, b.country) for i, t, ts in trends])
+                continue
+            state, stored_country = found[key]
+            if trends:
+                country = b.country or stored_country or ""
+                self._add_trends(conn, b.shop, [(i, t, ts, country) for i, t, ts in trends])
+            updated = state.add(stored)
+            if updated is not state:
+                found[key] = (updated, stored_country)
+                changed[key] = updated
+        if changed:
+            conn.execute(_STATE_UPDATE, [
+                dict(key_shop=shop, key_visitor=visitor, new_state=state.to_json())
+                for (shop, visitor), state in sorted(changed.items())
+            ])
+        return counts
+
+    def _lock_visitors(
+        self, conn: Connection, keys: Sequence[tuple[str, str]], now: datetime,
+    ) -> dict[tuple[str, str], tuple[VisitorState, str]]:
+        """The visitors' states and countries, their rows locked until the transaction ends
+        (made where missing: events from a visitor who made no page call), in key order.
 
         A writer of a visitor takes this lock before anything else it writes (page views do in
-        _count_views): two writers of one visitor wait for each other here, and none waits for it
-        while holding rows that others need (sales, trends), so on PostgreSQL writers in
-        several processes take the rows they share in one order and do not deadlock."""
-        key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
-        query = sa.select(visitors.c.state, visitors.c.country).where(key).with_for_update()
-        found = conn.execute(query).first()
-        if found is None:  # events from a visitor who made no page call: the row holds the state
-            conn.execute(self._insert(visitors).values(shop=shop, visitor_id=visitor_id, first_seen=now,
-                                                       last_seen=now, page_views=0).on_conflict_do_nothing())
-            found = conn.execute(query).first()
+        _count_views): two writers of one visitor wait for each other here, and none waits for
+        it while holding rows that others need (sales, trends), so on PostgreSQL writers in
+        several processes take the rows they share in one order and do not deadlock. The
+        shared visitor of measurement without a profile (ANONYMOUS_VISITOR) has no row: every
+        such batch of every worker would queue on its lock."""
+        keys = [k for k in keys if k[1] != ANONYMOUS_VISITOR]
+        found: dict[tuple[str, str], tuple[VisitorState, str]] = {}
+        for shop in sorted({k[0] for k in keys}):
+            ids = [v for s, v in keys if s == shop]
+            conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
+                dict(shop=shop, visitor_id=v, first_seen=now, last_seen=now, page_views=0) for v in ids
+            ])
+            for start in range(0, len(ids), 500):
+                query = (sa.select(visitors.c.visitor_id, visitors.c.state, visitors.c.country)
+                         .where(visitors.c.shop == shop, visitors.c.visitor_id.in_(ids[start : start + 500]))
+                         .order_by(visitors.c.visitor_id).with_for_update())
+                for row in conn.execute(query):
+                    found[(shop, row.visitor_id)] = (VisitorState.from_json(row.state), row.country or "")
         return found
-
-    def _add_to_state(
-        self, conn: Connection, shop: str, visitor_id: str, new: list[Event], state: VisitorState,
-    ) -> VisitorState:
-        """Fold new events into the visitor state (its row locked), in the transaction that stored them."""
-        updated = state.add(new)
-        if updated is not state:
-            key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
-            conn.execute(sa.update(visitors).where(key).values(state=updated.to_json()))
-        return updated
 
     def _add_sales(self, conn: Connection, shop: str, item_ids: Iterable[str]) -> None:
         """Count order lines in the sales counters, when the transaction's work is done."""
@@ -797,12 +815,12 @@ class SqlStore:
             return [_row_event(r) for r in conn.execute(query)]
 
     # -- helpers ---------------------------------------------------------------------
-    def _event_insert(self, returning: Any = None) -> Any:
+    def _event_insert(self, *returning: Any) -> Any:
         """An insert of events that skips rows breaking either unique rule of the table: the
         (shop, event_id) of an event sent again, and the (shop, visitor, order) of a purchase
         sent again under a new event_id. With no conflict target, ON CONFLICT DO NOTHING covers
         both. Count the RETURNING rows, not rowcount: psycopg reports -1 for these inserts."""
-        return self._insert(events).on_conflict_do_nothing().returning(returning if returning is not None else events.c.id)
+        return self._insert(events).on_conflict_do_nothing().returning(*(returning or (events.c.id,)))
 
     def _insert(self, table: sa.Table) -> Any:
         # Both dialects spell upserts the same way; only the import differs.
@@ -945,6 +963,20 @@ def _row_event(row: Any) -> Event:
         event_id=row.event_id, type=row.type, ts=row.ts, item_id=row.item_id, value=row.value,
         currency=row.currency, order_id=row.order_id, campaign=row.campaign, props=row.props,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _EventBatch:
+    shop: str
+    visitor_id: str
+    events: tuple[Event, ...]
+    country: str = ""  # where the request came from; empty: the visitor's stored country
+
+
+# The visitor state after an event batch.
+_STATE_UPDATE = sa.update(visitors).where(
+    visitors.c.shop == sa.bindparam("key_shop"), visitors.c.visitor_id == sa.bindparam("key_visitor"),
+).values(state=sa.bindparam("new_state", type_=visitors.c.state.type))
 
 
 # What the page-view writer sets on a visitor's row (and the state, where its views change it).

@@ -59,8 +59,8 @@ class VisitorState:
 
     # -- storage ---------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return {"v": VERSION, "recent": [list(e[:2]) + [list(e[2]), e[3]] for e in self.recent],
-                "closed": sorted(self.closed)}
+        # The tuples as they are: JSON writes them as arrays (and from_json reads them back).
+        return {"v": VERSION, "recent": self.recent, "closed": sorted(self.closed)}
 
     @classmethod
     def from_json(cls, data: Any) -> "VisitorState":
