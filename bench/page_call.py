@@ -314,8 +314,8 @@ def drop_database(admin: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def search_shop(tree: Path, directory: Path, items: int) -> str:
-    """A generated `items`-item shop (bench/search_http.py's), kept in `directory`; a returning visitor's token."""
+def search_shop(tree: Path, directory: Path, items: int) -> list[str]:
+    """A generated `items`-item shop (bench/search_http.py's), kept in `directory`; 16 returning visitors' tokens."""
     tokens = directory / "bench-tokens.json"
     if not tokens.exists():
         shutil.rmtree(directory, ignore_errors=True)
@@ -331,7 +331,7 @@ def search_shop(tree: Path, directory: Path, items: int) -> str:
             raise SystemExit(f"building the search shop failed:\n{done.stderr[-2000:]}")
         tokens.write_text(line.removeprefix("TOKENS "))
         print(f"built in {time.perf_counter() - started:.0f} s", flush=True)
-    return json.loads(tokens.read_text())[0]
+    return json.loads(tokens.read_text())
 
 
 # -- measuring --------------------------------------------------------------------------
@@ -344,6 +344,7 @@ class Bench:
         self.rows: list[dict] = []
         self.checks: dict[str, dict] = {}
         self.notes: list[str] = []
+        self.memory: dict | None = None
 
     def measure(self, setup: str, case: str, baseline: str | None, url: str, connections: int, server_pid: int | None,
                 **wrk: object) -> dict:
@@ -433,6 +434,58 @@ class Bench:
                          server.url(path), c, server.proc.pid, headers=browser_headers(server.port, token))
 
 
+    def memory_case(self, server: Server, tokens: list[str], requests: int) -> None:
+        """The worker's resident memory over `requests` page calls on the big shop (a panel of
+        top picks and a search for each; returning visitors in turn, and every fourth chunk a
+        new visitor per request), sampled after each chunk of load."""
+        body = {"shop": "bench", "page": {"url": "http://127.0.0.1/", "type": "home"},
+                "slots": [{"id": "picks", "widget": "recommendations", "attrs": {"strategy": "top_picks", "count": "8"}},
+                          {"id": "found", "widget": "search", "attrs": {"q": SEARCH_QUERY}}]}
+        url = server.url("/v1/page?shop=bench")
+        headers = {k: v for k, v in browser_headers(server.port, post=True).items() if k != "Origin"}
+        samples = [{"requests": 0, "rss_mb": rss_mb(server.proc.pid)}]
+        done, chunk = 0, 0
+        print(f"  memory: {requests:,} page calls on the {self.args.search_items:,}-item shop ...", flush=True)
+        while done < requests:
+            new = chunk % 4 == 3
+            row = run_wrk(url, 32, 10, threads=self.args.threads, timeout_s=self.args.timeout, method="POST",
+                          body=page_body(body, None if new else TOKEN_SLOT), headers=headers,
+                          env=None if new else {"WRK_TOKENS": ",".join(tokens)})
+            if row["non_2xx"]:
+                raise SystemExit(f"memory case: {row['non_2xx']} answers were not 2xx: {row['statuses']}")
+            done += row["requests"]
+            chunk += 1
+            samples.append({"requests": done, "rss_mb": rss_mb(server.proc.pid), "req_per_s": row["req_per_s"]})
+            print(f"    after {done:>8,} requests: {samples[-1]['rss_mb']:.1f} MB ({row['req_per_s']:.0f} req/s)", flush=True)
+        # Growth after the first tenth (caches fill as visitors and queries come).
+        settled = next(s for s in samples if s["requests"] >= requests / 10)
+        self.memory = {"requests": done, "samples": samples, "rss_mb_start": samples[0]["rss_mb"],
+                       "rss_mb_settled": settled["rss_mb"], "rss_mb_end": samples[-1]["rss_mb"],
+                       "growth_after_settled_mb": round(samples[-1]["rss_mb"] - settled["rss_mb"], 1)}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` and its children (a `vitrine serve` worker), in MB."""
+    total, todo = 0, [pid]
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except OSError:
+                continue
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+        todo += children.get(current, [])
+    return round(total / 1024, 1)
+
+
 def events_bare_body() -> bytes:
     now = int(time.time() * 1000)
     events = [{"event_id": f"bare-{n}", "type": "view_item", "ts": now, "item_id": "22632",
@@ -501,12 +554,17 @@ def main() -> None:
                         help="also run every case against `vitrine serve --workers N` on PostgreSQL (needs --postgres)")
     parser.add_argument("--search-items", type=int, default=0, metavar="N",
                         help="also search a generated N-item shop (bench/search_http.py's; 100000 takes about a minute)")
+    parser.add_argument("--memory-requests", type=int, default=0, metavar="N",
+                        help="with --search-items: the worker's memory over N page calls on that shop (100000 takes "
+                        "about 6 minutes)")
     parser.add_argument("--tree", type=Path, default=ROOT,
                         help="serve the code of this checkout (e.g. a `git worktree` of another commit); default: this one")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     if args.workers and not args.postgres:
         parser.error("--workers needs --postgres (several workers share one PostgreSQL database)")
+    if args.memory_requests and not args.search_items:
+        parser.error("--memory-requests needs --search-items (the memory is measured on that shop)")
     require_wrk()
     args.run_id = f"r{int(time.time())}"
     args.tree = args.tree.resolve()
@@ -549,13 +607,15 @@ def main() -> None:
         sqlite.stop()
 
         if args.search_items:
-            token = search_shop(args.tree, base / f"search-{args.search_items}", args.search_items)
+            tokens = search_shop(args.tree, base / f"search-{args.search_items}", args.search_items)
             big = Server(f"SQLite, {args.search_items // 1000}k items", args.tree, base / f"search-{args.search_items}",
                          logs / "search.log", ["serve"])
             servers.append(big)
             big.wait()
             mark = big.log.stat().st_size
-            bench.search_cases(big, token, args.search_items)
+            bench.search_cases(big, tokens[0], args.search_items)
+            if args.memory_requests:
+                bench.memory_case(big, tokens, args.memory_requests)
             log_findings[big.label] = log_problems(big.log, mark)
             big.stop()
 
@@ -619,6 +679,11 @@ def main() -> None:
     for label, found in log_findings.items():
         if found.get("tracebacks") or found.get("non_2xx_in_access_log"):
             print(f"server log, {label}: {found}")
+    if bench.memory:
+        m = bench.memory
+        print(f"memory, one worker, {m['requests']:,} page calls on the {args.search_items:,}-item shop: "
+              f"{m['rss_mb_start']:.0f} MB at the start, {m['rss_mb_settled']:.0f} MB after a tenth, "
+              f"{m['rss_mb_end']:.0f} MB at the end ({m['growth_after_settled_mb']:+.1f} MB after the first tenth)")
     notes = bench.notes + bottlenecks(rows, machine["cpus"] or 1)
     for note in notes:
         print(f"note: {note}")
@@ -636,10 +701,11 @@ def main() -> None:
                      "event_batch": EVENT_BATCH, "history_events": HISTORY_EVENTS, "visitors": args.visitors,
                      "script_budget_ms": SCRIPT_BUDGET_MS,
                      "postgres": bool(args.postgres), "workers": args.workers, "search_items": args.search_items,
+                     "memory_requests": args.memory_requests,
                      "uvicorn": "1 worker, uvloop, httptools, uvicorn access log off (Vitrine writes its own)"},
         "page_call_body": home, "history_taste": TASTE, "checks": bench.checks, "server_logs": log_findings,
         "baseline_check": sanity, "notes": notes, "elapsed_s": elapsed, "setup_s": setup_s,
-        "results": rows,
+        "results": rows, "memory": bench.memory,
     }, indent=2) + "\n")
     print(f"written to {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
 
