@@ -403,9 +403,8 @@ class SqlStore:
         return after
 
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
-        query = sa.select(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id == visitor_id)
         with self._reading() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_VISITOR_BY_KEY, {"key_shop": shop, "key_visitor": visitor_id}).first()
         return _row_profile(row._mapping) if row else None
 
     # -- events ----------------------------------------------------------------------
@@ -972,6 +971,12 @@ class _EventBatch:
     events: tuple[Event, ...]
     country: str = ""  # where the request came from; empty: the visitor's stored country
 
+
+# A visitor's row, the one read of a page call: built once, so that each call neither makes
+# the statement nor works out its cache key again.
+_VISITOR_BY_KEY = sa.select(visitors).where(
+    visitors.c.shop == sa.bindparam("key_shop"), visitors.c.visitor_id == sa.bindparam("key_visitor"),
+)
 
 # The visitor state after an event batch.
 _STATE_UPDATE = sa.update(visitors).where(
