@@ -131,7 +131,7 @@ class VisitorContext:
             state = self.profile.state
             assert state is not None
             page = (self.page.category, self.page.item_id) if self.hidden is not None else None
-            return (self.shop, self.visitor_id, hash(state.recent), self.consent.personalization, self.geo.country,
+            return (self.shop, self.visitor_id, state.digest(), self.consent.personalization, self.geo.country,
                     self.device.device_class, self.visitor_kind, page)
 
         return self.derive("fingerprint", make)

@@ -981,3 +981,24 @@ def test_a_deadlock_victim_is_written_again(store: Store) -> None:
 
     assert store._group.run(chosen_as_victim_once, durable=False) == "written"
     assert len(tries) == 2
+
+
+def test_a_visitor_state_cached_by_one_worker_shows_another_workers_writes(store_url: str) -> None:
+    """Each store (one per worker) keeps states parsed by their stored text: a write by the
+    other one changes the text, so the next read parses the new state."""
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        first.migrate()
+        first.record_events("shop", "v1", [Event("w-1", "view_item", T0, item_id="i1")])
+        assert [e.item_id for e in first.get_visitor("shop", "v1").state.events()] == ["i1"]
+        assert [e.item_id for e in second.get_visitor("shop", "v1").state.events()] == ["i1"]
+        second.record_events("shop", "v1", [Event("w-2", "view_item", T0 + timedelta(seconds=1), item_id="i2")])
+        assert [e.item_id for e in first.get_visitor("shop", "v1").state.events()] == ["i2", "i1"]
+        later = T0 + timedelta(seconds=2)
+        second.record_page_views([PageView("shop", "v1", later, 1800, event=Event("w-3", "page_view", later, item_id="i3"))])
+        assert [e.item_id for e in first.get_visitor("shop", "v1").state.events()] == ["i3", "i2", "i1"]
+        first.record_events("shop", "v1", [Event("w-4", "add_to_cart", T0 + timedelta(seconds=3), item_id="i4")])
+        assert [e.item_id for e in second.get_visitor("shop", "v1").state.events()] == ["i4", "i3", "i2", "i1"]
+    finally:
+        first.close()
+        second.close()

@@ -35,3 +35,30 @@ def test_the_state_reads_back_as_written_with_its_times_to_the_millisecond() -> 
 ])
 def test_anything_unreadable_is_an_empty_state(stored) -> None:
     assert VisitorState.from_json(stored) is EMPTY
+
+
+def test_a_text_that_is_not_json_is_an_empty_state() -> None:
+    for text in ("", None, "{", "[1, 2", '{"v": 1, "recent": [[', "\ufffd"):
+        assert VisitorState.from_text(text) is EMPTY
+    state = EMPTY.add([Event(event_id="e1", type="view_item", ts=T0, item_id="a")])
+    assert VisitorState.from_text(state.to_text()) == state
+
+
+def test_the_state_cache_gives_the_parsed_state_while_the_text_is_the_same() -> None:
+    from server.visitors.state import StateCache
+
+    cache = StateCache(max_visitors=2)
+    one = EMPTY.add([Event(event_id="e1", type="view_item", ts=T0, item_id="a")])
+    two = one.add([Event(event_id="e2", type="add_to_cart", ts=T0 + timedelta(seconds=1), item_id="b")])
+    first = cache.read(("s", "v1"), one.to_text())
+    assert first == one and cache.read(("s", "v1"), one.to_text()) is first  # parsed once
+    # Another text (another writer wrote the row) is parsed anew, whoever cached what.
+    assert cache.read(("s", "v1"), two.to_text()) == two
+    cache.remember(("s", "v2"), one.to_text(), one)
+    assert cache.read(("s", "v2"), one.to_text()) is one
+    cache.read(("s", "v3"), two.to_text())
+    assert len(cache) == 2 and cache.read(("s", "v1"), "not json") is EMPTY
+    # Its events are shared between requests: a caller changing its list changes nothing.
+    events = first.events()
+    events.clear()
+    assert len(first.events()) == 1

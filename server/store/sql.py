@@ -34,7 +34,7 @@ from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
 from server.visitors.state import HISTORY_EVENTS as HISTORY_STATE_EVENTS
 from server.visitors.state import KEPT as STATE_TYPES
-from server.visitors.state import VisitorState, changes_state
+from server.visitors.state import StateCache, VisitorState, changes_state
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -166,6 +166,13 @@ class SqlStore:
         # writer commits; left to SQLite's busy handler they sleep in steps of up to
         # 100 ms, which is what made the tail latency of concurrent page calls.
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        # Visitor states are read and written as their JSON text, parsed once per text (StateCache).
+        self.states = StateCache()
+        text = sa.bindparam("new_state", type_=sa.Text)
+        # SQLite stores the text as it is; PostgreSQL takes it as json (CAST there, since on
+        # SQLite a CAST to an unknown type name would read the text as a number).
+        self._state_value = text if self.dialect == "sqlite" else sa.cast(text, visitors.c.state.type)
+        self._state_update = _by_key(sa.update(visitors)).values(state=self._state_value)
         # Event batches and page views share transactions and commits (server/store/group.py).
         self._group = GroupWriter(self._writing, wait_s=2 * busy_timeout_ms / 1000 + 1.0)
 
@@ -364,15 +371,11 @@ class SqlStore:
             stated |= {(shop, v) for v in changing}
             for start in range(0, len(ordered), 500):
                 chunk = ordered[start : start + 500]
-                state = sa.type_coerce(
-                    sa.case((visitors.c.visitor_id.in_(changing), visitors.c.state)) if changing else sa.null(),
-                    visitors.c.state.type,
-                ).label("state")
-                columns = [c for c in visitors.c if c.name != "state"]
-                query = (sa.select(*columns, state).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
+                state = (sa.case((visitors.c.visitor_id.in_(changing), _STATE_CAST)) if changing else sa.null()).label("state")
+                query = (sa.select(*_NOT_STATE, state).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
                          .order_by(visitors.c.visitor_id).with_for_update())
                 for row in conn.execute(query):
-                    profile = _row_profile(row._mapping)
+                    profile = _row_profile(row._mapping, self.states.read((shop, row.visitor_id), row.state))
                     rows[(shop, row.visitor_id)] = None if profile.visits == 0 else profile
         after: list[VisitorProfile] = []
         events_rows = []
@@ -391,11 +394,14 @@ class SqlStore:
                 new_gpc=profile.gpc,
             )
             if key in stated:
-                with_state.append({**change, "new_state": (profile.state or EMPTY_STATE).to_json()})
+                state = profile.state or EMPTY_STATE
+                text = state.to_text()
+                self.states.remember(key, text, state)
+                with_state.append({**change, "new_state": text})
             else:
                 without_state.append(change)
         if with_state:
-            conn.execute(_VIEW_UPDATE.values(state=sa.bindparam("new_state", type_=visitors.c.state.type)), with_state)
+            conn.execute(_VIEW_UPDATE.values(state=self._state_value), with_state)
         if without_state:
             conn.execute(_VIEW_UPDATE, without_state)
         if events_rows:
@@ -405,7 +411,7 @@ class SqlStore:
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
         with self._reading() as conn:
             row = conn.execute(_VISITOR_BY_KEY, {"key_shop": shop, "key_visitor": visitor_id}).first()
-        return _row_profile(row._mapping) if row else None
+        return _row_profile(row._mapping, self.states.read((shop, visitor_id), row.state)) if row else None
 
     # -- events ----------------------------------------------------------------------
     def record_events(self, shop: str, visitor_id: str, batch: Sequence[Event], country: str = "") -> tuple[int, int]:
@@ -467,10 +473,12 @@ class SqlStore:
                 found[key] = (updated, stored_country)
                 changed[key] = updated
         if changed:
-            conn.execute(_STATE_UPDATE, [
-                dict(key_shop=shop, key_visitor=visitor, new_state=state.to_json())
-                for (shop, visitor), state in sorted(changed.items())
-            ])
+            updates = []
+            for key, state in sorted(changed.items()):
+                text = state.to_text()
+                self.states.remember(key, text, state)
+                updates.append(dict(key_shop=key[0], key_visitor=key[1], new_state=text))
+            conn.execute(self._state_update, updates)
         return counts
 
     def _lock_visitors(
@@ -493,11 +501,12 @@ class SqlStore:
                 dict(shop=shop, visitor_id=v, first_seen=now, last_seen=now, page_views=0) for v in ids
             ])
             for start in range(0, len(ids), 500):
-                query = (sa.select(visitors.c.visitor_id, visitors.c.state, visitors.c.country)
+                query = (sa.select(visitors.c.visitor_id, _STATE_TEXT, visitors.c.country)
                          .where(visitors.c.shop == shop, visitors.c.visitor_id.in_(ids[start : start + 500]))
                          .order_by(visitors.c.visitor_id).with_for_update())
                 for row in conn.execute(query):
-                    found[(shop, row.visitor_id)] = (VisitorState.from_json(row.state), row.country or "")
+                    key = (shop, row.visitor_id)
+                    found[key] = (self.states.read(key, row.state), row.country or "")
         return found
 
     def _add_sales(self, conn: Connection, shop: str, item_ids: Iterable[str]) -> None:
@@ -972,22 +981,22 @@ class _EventBatch:
     country: str = ""  # where the request came from; empty: the visitor's stored country
 
 
+def _by_key(statement: Any) -> Any:
+    """`statement` for the visitor named by the parameters key_shop and key_visitor."""
+    return statement.where(visitors.c.shop == sa.bindparam("key_shop"), visitors.c.visitor_id == sa.bindparam("key_visitor"))
+
+
+# The visitor state as its stored JSON text (parsed by StateCache, once per text).
+_STATE_CAST = sa.cast(visitors.c.state, sa.Text)
+_STATE_TEXT = _STATE_CAST.label("state")
+_NOT_STATE = [c for c in visitors.c if c.name != "state"]
 # A visitor's row, the one read of a page call: built once, so that each call neither makes
 # the statement nor works out its cache key again.
-_VISITOR_BY_KEY = sa.select(visitors).where(
-    visitors.c.shop == sa.bindparam("key_shop"), visitors.c.visitor_id == sa.bindparam("key_visitor"),
-)
-
-# The visitor state after an event batch.
-_STATE_UPDATE = sa.update(visitors).where(
-    visitors.c.shop == sa.bindparam("key_shop"), visitors.c.visitor_id == sa.bindparam("key_visitor"),
-).values(state=sa.bindparam("new_state", type_=visitors.c.state.type))
+_VISITOR_BY_KEY = _by_key(sa.select(*_NOT_STATE, _STATE_TEXT))
 
 
 # What the page-view writer sets on a visitor's row (and the state, where its views change it).
-_VIEW_UPDATE = sa.update(visitors).where(
-    visitors.c.shop == sa.bindparam("key_shop"), visitors.c.visitor_id == sa.bindparam("key_visitor"),
-).values(
+_VIEW_UPDATE = _by_key(sa.update(visitors)).values(
     first_seen=sa.bindparam("new_first_seen"), last_seen=sa.bindparam("new_last_seen"),
     visits=sa.bindparam("new_visits"), page_views=sa.bindparam("new_page_views"),
     country=sa.bindparam("new_country"), device_class=sa.bindparam("new_device_class"),
@@ -995,13 +1004,15 @@ _VIEW_UPDATE = sa.update(visitors).where(
 )
 
 
-def _row_profile(row: Any, new_visit: bool = False) -> VisitorProfile:
+def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
+    """The visitor of a row; its state as given (read through StateCache), else from the row's parsed JSON."""
     return VisitorProfile(
         visitor_id=row["visitor_id"], first_seen=row["first_seen"], last_seen=row["last_seen"],
         visits=row["visits"], page_views=row["page_views"], orders=row.get("orders", 0),
         revenue=row.get("revenue", 0.0), last_order_at=row.get("last_order_at"),
         country=row.get("country", ""), device_class=row.get("device_class", ""),
-        source=row.get("source", ""), new_visit=new_visit, state=VisitorState.from_json(row.get("state")),
+        source=row.get("source", ""), new_visit=False,
+        state=state if state is not None else VisitorState.from_json(row.get("state")),
         gpc=bool(row.get("gpc", False)),
     )
 

@@ -11,10 +11,14 @@ stay where they were; only the reading of raw events is gone from the request pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, NamedTuple, Sequence
+
+import orjson
 
 from server.models import Event
 
@@ -34,17 +38,24 @@ class VisitorState:
 
     recent: tuple[tuple[str, float, tuple[str, ...], str], ...] = ()
     closed: frozenset[str] = frozenset()
-    _events: list["RecentEvent"] | None = field(default=None, compare=False, repr=False)
+    _events: tuple["RecentEvent", ...] | None = field(default=None, compare=False, repr=False)
+    _digest: int | None = field(default=None, compare=False, repr=False)
+
+    def digest(self) -> int:
+        """A hash of the recent events, worked out once per state (what VisitorMemo keys by)."""
+        if self._digest is None:
+            object.__setattr__(self, "_digest", hash(self.recent))
+        return self._digest  # type: ignore[return-value]
 
     def events(self) -> list["RecentEvent"]:
-        """The recent events, newest first, as Event records (made once per state)."""
+        """The recent events, newest first, as Event records (made once per state, which
+        StateCache shares between requests: each caller gets its own list of them)."""
         if self._events is None:
             # Every request with a history makes up to 200 of them: tuples made directly.
             make, at = tuple.__new__, _from_seconds
-            made = [make(RecentEvent, (t, at(seconds), items, term)) for t, seconds, items, term in self.recent]
+            made = tuple(make(RecentEvent, (t, at(seconds), items, term)) for t, seconds, items, term in self.recent)
             object.__setattr__(self, "_events", made)
-            return made
-        return self._events
+        return list(self._events)
 
     def add(self, events: Iterable[Event]) -> "VisitorState":
         """The state after these events (in any order; kept newest first, at most HISTORY_EVENTS)."""
@@ -79,12 +90,61 @@ class VisitorState:
         return cls(recent, closed)
 
     @classmethod
+    def from_text(cls, text: str | None) -> "VisitorState":
+        """The state from its stored JSON text (None: a row without one)."""
+        if not text:
+            return EMPTY
+        try:
+            return cls.from_json(orjson.loads(text))
+        except orjson.JSONDecodeError:
+            return EMPTY
+
+    def to_text(self) -> str:
+        return orjson.dumps(self.to_json()).decode()
+
+    @classmethod
     def from_events(cls, newest_first: Sequence[Event]) -> "VisitorState":
         """A state rebuilt from stored events (migrations and imports, never a request)."""
         return EMPTY.add(reversed(list(newest_first)))
 
 
 EMPTY = VisitorState()
+
+
+class StateCache:
+    """Visitor states as read from their stored JSON text, kept by visitor and reused while
+    the stored text is exactly the same: the page call, the page-view writer and the event
+    writer each read a visitor's row and would otherwise parse its 10 kB of JSON (and make
+    200 tuples) every time. Exact, across workers: any write by anyone changes the text,
+    and a different text is parsed anew. The last `max_visitors` visitors are kept."""
+
+    def __init__(self, max_visitors: int = 2048) -> None:
+        self.max_visitors = max_visitors
+        self._lock = threading.Lock()
+        self._states: OrderedDict[tuple[str, str], tuple[str, VisitorState]] = OrderedDict()
+
+    def read(self, key: tuple[str, str], text: str | None) -> VisitorState:
+        if not text:
+            return EMPTY
+        with self._lock:
+            held = self._states.get(key)
+            if held is not None and held[0] == text:
+                self._states.move_to_end(key)
+                return held[1]
+        state = VisitorState.from_text(text)
+        self.remember(key, text, state)
+        return state
+
+    def remember(self, key: tuple[str, str], text: str, state: VisitorState) -> None:
+        """What was just written (or read): the next read of that text is this state."""
+        with self._lock:
+            self._states[key] = (text, state)
+            self._states.move_to_end(key)
+            while len(self._states) > self.max_visitors:
+                self._states.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._states)
 
 # Naive UTC from epoch seconds: the C constructor takes a third of the time of
 # `EPOCH + timedelta(seconds=...)`; Python 3.12 deprecates it, so there the sum it is.
