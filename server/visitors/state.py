@@ -65,7 +65,11 @@ class VisitorState:
         if not new and len(closed) == len(self.closed):
             return self
         # A stable sort: among equal times the newer write stays first, as the events query ordered by id.
-        recent = sorted([*reversed(new), *self.recent], key=lambda entry: -entry[1])[:HISTORY_EVENTS]
+        new = sorted(reversed(new), key=lambda entry: -entry[1])
+        if not new or not self.recent or new[-1][1] >= self.recent[0][1]:
+            recent = [*new, *self.recent][:HISTORY_EVENTS]  # the usual case: all of them newer
+        else:
+            recent = sorted([*new, *self.recent], key=lambda entry: -entry[1])[:HISTORY_EVENTS]
         return VisitorState(tuple(recent), frozenset(sorted(closed)[:MAX_CLOSED]))
 
     # -- storage ---------------------------------------------------------------------
