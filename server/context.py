@@ -170,7 +170,9 @@ class VisitorContext:
         return self.derive(f"as_dict:{geo_detail}", lambda: self._as_dict(geo_detail))
 
     def _as_dict(self, geo_detail: str) -> dict[str, Any]:
-        geo = dataclasses.asdict(self.geo)
+        # vars(), not dataclasses.asdict: these dataclasses hold only strings and flags, and
+        # asdict's deep copy was a tenth of the template data's time.
+        geo = dict(vars(self.geo))
         if geo_detail != "city":
             geo = {k: geo[k] for k in ("country", "country_name", "region")}
         return {
@@ -182,7 +184,7 @@ class VisitorContext:
             "orders": self.profile.orders,
             "is_customer": self.profile.is_customer,
             "first_seen": self.profile.first_seen.isoformat(timespec="seconds"),
-            "device": dataclasses.asdict(self.device),
+            "device": dict(vars(self.device)),
             "geo": geo,
             "source": {
                 "medium": self.source.medium,
@@ -190,7 +192,7 @@ class VisitorContext:
                 "campaign": self.source.campaign,
                 "utm": dict(self.source.utm),
             },
-            "page": dataclasses.asdict(self.page),
+            "page": dict(vars(self.page)),
             "consent": self.consent.as_dict(),
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 FALLBACK_CATEGORY = "Gifts"
@@ -127,6 +128,8 @@ def color_tags(description: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+@functools.lru_cache(maxsize=65536)
 def slugify(category: str) -> str:
-    """A URL-safe lowercase form of a category: "Candles and lights" -> "candles-and-lights"."""
+    """A URL-safe lowercase form of a category: "Candles and lights" -> "candles-and-lights".
+    (Remembered: every page call's menu entries and the catalog's categories come again.)"""
     return re.sub(r"[^a-z0-9]+", "-", category.lower()).strip("-")
