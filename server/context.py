@@ -215,7 +215,7 @@ class ContextBuilder:
         self.memo = VisitorMemo()
 
     def is_https(self, request: Request) -> bool:
-        if request.url.scheme == "https":
+        if request.scope.get("scheme") == "https":  # not request.url: building it is a tenth of a millisecond
             return True
         peer = request.client.host if request.client else None
         return is_trusted_peer(peer, self.trusted) and request.headers.get("x-forwarded-proto", "").lower() == "https"

@@ -104,6 +104,7 @@ class Recommender:
         self.catalog = catalog
         self.models = models
         self._normalised: dict[int, np.ndarray] = {}  # id(item_vectors) -> unit rows, for cosine
+        self._by_features: dict[tuple, list[str]] = {}  # (model version, features, limit) -> top picks
         self._strategies: dict[str, Callable[[_Request], list[str]]] = {
             "top_picks": self._top_picks,
             "similar": self._similar,
@@ -170,8 +171,23 @@ class Recommender:
             model, ctx.visitor_id, history.viewed[:SESSION_VIEWS], visitor_features(ctx)), lasting=True)
 
     def _top_picks(self, request: _Request) -> list[str]:
-        if request.model is None:
+        model = request.model
+        if model is None:
             return []
+        ctx = request.ctx
+        if model.user_index.get(ctx.visitor_id) is None and not request.history.viewed:
+            # Known to the model by their features alone (most of all a first visit): every
+            # visitor of that country, device class and kind gets the same picks.
+            key = (model.version, tuple(sorted(visitor_features(ctx))), request.limit)
+            picks = self._by_features.get(key)
+            if picks is None:
+                if len(self._by_features) >= 4096:
+                    self._by_features.clear()
+                picks = self._by_features[key] = self._scored_picks(request)
+            return picks
+        return self._scored_picks(request)
+
+    def _scored_picks(self, request: _Request) -> list[str]:
         vector = self._visitor_vector(request)
         if vector is None:
             return []
