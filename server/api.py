@@ -341,7 +341,7 @@ def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool
     return RenderContext(
         ctx=ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
         recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
-        navigator=svc.navigator,
+        navigator=svc.navigator, catalog=svc.catalog,
     )
 
 
