@@ -18,7 +18,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
-from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
+from server.models import (
+    ANONYMOUS_VISITOR, CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow,
+)
 from server import trending
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError
@@ -398,13 +400,17 @@ class SqlStore:
     ) -> tuple[int, VisitorState | None]:
         """Insert the batch's new events and fold them into counters, aggregates and the
         visitor state (read here, locked, unless the caller passes the one it holds).
-        Returns how many were new, and the visitor state after them."""
+        Returns how many were new, and the visitor state after them.
+
+        The measurement of visitors without a profile (ANONYMOUS_VISITOR) has no visitor row
+        and no state: its batches lock no row, so they never queue behind one another."""
         now = utcnow()
         rows = [_event_row(shop, visitor_id, event, now) for event in batch]
         if not rows:
             return 0, state
         country = country or None
-        if state is None:
+        anonymous = visitor_id == ANONYMOUS_VISITOR
+        if state is None and not anonymous:
             found = self._lock_visitor(conn, shop, visitor_id, now)
             state, country = VisitorState.from_json(found.state), country or found.country
         stored: list[Event] = []
@@ -419,17 +425,20 @@ class SqlStore:
             inserted.discard(event.event_id)  # the same id twice in one batch is stored once
             stored.append(event)
             if event.type == "purchase":
-                self._count_order(conn, shop, visitor_id, event, now)
+                if not anonymous:
+                    self._count_order(conn, shop, visitor_id, event, now)
                 sold += event.item_ids()
             if event.type in trending.WEIGHTS:
                 trends += [(item, event.type, event.ts) for item in event.item_ids()]
         # Rows shared with other visitors' writers last, each table once and in key order.
         self._add_sales(conn, shop, sold)
         if trends:
-            if country is None:
+            if country is None and not anonymous:
                 key = (visitors.c.shop == shop) & (visitors.c.visitor_id == visitor_id)
                 country = conn.execute(sa.select(visitors.c.country).where(key)).scalar()
             self._add_trends(conn, shop, [(item, type_, ts, country or "") for item, type_, ts in trends])
+        if anonymous:
+            return len(stored), state
         return len(stored), self._add_to_state(conn, shop, visitor_id, stored, state)
 
     def _lock_visitor(self, conn: Connection, shop: str, visitor_id: str, now: datetime) -> Any:
@@ -606,15 +615,19 @@ class SqlStore:
         with self._reading() as conn:
             return conn.execute(query).scalar_one()
 
-    def purge_events(self, shop: str, types: Sequence[str], before: datetime, chunk: int = 5000) -> int:
-        """Delete the shop's events of these types older than `before`, `chunk` rows per
-        transaction so that writers of the web workers get their turn in between. Returns
-        how many were deleted."""
+    def purge_events(
+        self, shop: str, types: Sequence[str], before: datetime, chunk: int = 5000, visitor_id: str | None = None,
+    ) -> int:
+        """Delete the shop's events of these types older than `before` (only this visitor's,
+        given one), `chunk` rows per transaction so that writers of the web workers get their
+        turn in between. Returns how many were deleted."""
         doomed = (
             sa.select(events.c.id)
             .where(events.c.shop == shop, events.c.type.in_(list(types)), events.c.ts < before)
             .limit(chunk)
         )
+        if visitor_id is not None:
+            doomed = doomed.where(events.c.visitor_id == visitor_id)
         deleted = 0
         while True:
             with self._writing() as conn:
@@ -838,11 +851,14 @@ class SqlStore:
     def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
         """Up to `limit` of the shop's web visitors last seen before `before`. Imported
         customers (`u:` ids, imported_visitor_id) are not among them: their last_seen is the
-        newest order of the shop's own history, which the shop keeps or erases itself."""
+        newest order of the shop's own history, which the shop keeps or erases itself. Nor
+        is ANONYMOUS_VISITOR, whose events are everyone's measurement (a row made for it
+        before it had none would take them all): those go by their age alone."""
         query = (
             sa.select(visitors.c.visitor_id)
             .where(visitors.c.shop == shop, visitors.c.last_seen < before,
-                   ~visitors.c.visitor_id.startswith("u:", autoescape=True))
+                   ~visitors.c.visitor_id.startswith("u:", autoescape=True),
+                   visitors.c.visitor_id != ANONYMOUS_VISITOR)
             .limit(limit)
         )
         with self._reading() as conn:
