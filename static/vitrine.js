@@ -103,10 +103,10 @@
     function has(n) { return t.purpose.consents[n] || (t.publisher || {}).consents[n]; }
     heard(3, { personalization: has(1) && has(5) && has(6), analytics: has(1) && has(8) });
   }
+  // "" is undecided (*Allowed() says false).
   function shopify() {
-    var cp = w.Shopify && Shopify.customerPrivacy;
-    if (cp && cp.analyticsProcessingAllowed)
-      said[4] = { personalization: cp.preferencesProcessingAllowed(), analytics: cp.analyticsProcessingAllowed() };
+    var cp = w.Shopify && Shopify.customerPrivacy, v = cp && cp.currentVisitorConsent && cp.currentVisitorConsent(), yes = { yes: 1, no: 0 };
+    if (v) said[4] = { personalization: yes[v.preferences], analytics: yes[v.analytics] };
   }
   function optout(e) {
     var t = e.composedPath()[0];
