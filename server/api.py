@@ -13,11 +13,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from server.consent.rules import ANONYMOUS_VISITOR, ConsentDecision, ConsentIn, from_query
+from server.consent.rules import ConsentDecision, ConsentIn, from_query
 from server.context import OVERRIDES, PageContext, VisitorContext
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.identity import Identity, attach_token, clear_token, identify
+from server.models import ANONYMOUS_VISITOR
 from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
@@ -342,7 +343,7 @@ def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool
     return RenderContext(
         ctx=ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
         recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
-        navigator=svc.navigator,
+        navigator=svc.navigator, catalog=svc.catalog,
     )
 
 

@@ -34,3 +34,21 @@ def to_iso(name: str) -> str:
         return pycountry.countries.lookup(name.strip()).alpha_2
     except LookupError:
         return ""
+
+
+# Countries whose English name takes "the": "visiting from the United Kingdom".
+_WITH_THE = {"BS", "GM", "KM", "MV", "NL", "PH", "SC", "VA"}
+_RENAMED = {"RU": "Russia"}  # short names where pycountry has none
+
+
+@lru_cache(maxsize=512)
+def display_name(code: str) -> str:
+    """A country code as a shopper reads it in a sentence ("the United Kingdom", "Ireland",
+    "South Korea"); "" for a code that names no country."""
+    code = code.strip().upper()
+    country = pycountry.countries.get(alpha_2=code) if len(code) == 2 else None
+    if country is None:
+        return ""
+    name = _RENAMED.get(code) or getattr(country, "common_name", None) or country.name
+    the = code in _WITH_THE or name.startswith("United ") or name.endswith((" Islands", " Republic"))
+    return f"the {name}" if the else name

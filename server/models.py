@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from server.visitors.state import VisitorState
 
 INTERACTION_KINDS = ("view", "cart", "purchase", "rating")
+# Measurement of a visitor who allowed analytics but no profile is kept under this one id,
+# shared by all of them: counted, never linked to anyone (server/consent/). It has no
+# visitors row: nothing is known about it to keep there. Real ids are 22 URL-safe characters.
+ANONYMOUS_VISITOR = ":anonymous"
 
 
 def utcnow() -> datetime:

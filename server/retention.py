@@ -17,7 +17,9 @@ Visitors: one not seen for `visitor_retention_days` (13 months by default) goes 
 row about them, kept events included, through the same deletion as a visitor's own request
 (server/privacy/data.py). Imported customers (`u:` ids) are not: their last visit is the
 newest order of the shop's own history, which the shop keeps or erases itself
-(`vitrine privacy delete --customer ID`).
+(`vitrine privacy delete --customer ID`). Nor is the shared measurement id of visitors
+without a profile (ANONYMOUS_VISITOR), which is nobody: its events, closes included (no
+popup is kept closed for it), go when they are older than `event_retention_days`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from server.models import utcnow
+from server.consent.rules import ANALYTICS_EVENTS
+from server.models import ANONYMOUS_VISITOR, utcnow
 from server.privacy.data import delete_inactive_visitors
 
 if TYPE_CHECKING:
@@ -48,8 +51,11 @@ def _purge_events(services: Any) -> str:
     if days <= 0:
         return "events: off (event_retention_days = 0)"
     before = utcnow() - timedelta(days=days)
+    store = services.store
     deleted = {
-        shop: services.store.purge_events(shop, PURGED_TYPES, before, PURGE_CHUNK) for shop in services.shops.ids()
+        shop: store.purge_events(shop, PURGED_TYPES, before, PURGE_CHUNK)
+        + store.purge_events(shop, sorted(ANALYTICS_EVENTS), before, PURGE_CHUNK, visitor_id=ANONYMOUS_VISITOR)
+        for shop in services.shops.ids()
     }
     return f"events older than {days} days deleted ({_per_shop(deleted)})"
 

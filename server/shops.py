@@ -100,6 +100,10 @@ class ShopConfig(BaseModel):
         default_factory=list, description="Categories (and their subcategories) whose views never feed what "
         "is shown outside them.",
     )
+    why_link: bool = Field(
+        False, description='Every widget shows a "Why this?" link with the reasons in plain words and, for a '
+        "visitor with personalization on, a button that turns it off (docs/privacy.md).",
+    )
 
     @field_validator("consent_regions")
     @classmethod

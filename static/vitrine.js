@@ -1,13 +1,12 @@
 /*! Vitrine embed script, docs/embedding.md */
 (function (w, d) {
   "use strict";
-  var me = d.currentScript;
-  var prior = w.vitrine;
+  var me = d.currentScript, prior = w.vitrine;
   if (!me || (prior && prior.loaded)) return;
   var opt = me.dataset, shop = opt.shop;
   var api = (opt.api || me.src.replace(/\/v1\/vitrine\.js.*$/, "")).replace(/\/$/, "");
   var budget = +opt.timeout || 1500;
-  var KEY = "vitrine:" + shop + ":";
+  var KEY = "vitrine:" + shop + ":", OFF = "vitrine-off:" + shop;
   var queue = [], timer, pageViewId, token, popupOpen, started, ok, asked, shut = {};
 
   function noop() {}
@@ -16,19 +15,17 @@
       try { return fn.apply(this, arguments); } catch (e) { try { console.debug("vitrine:", e); } catch (_) {} }
     };
   }
-  function get(k) { try { return localStorage.getItem(KEY + k); } catch (e) { return null; } }
-  // Only what consent allows (the server says).
-  function set(k, v) { try { if (ok && ok.personalization) localStorage.setItem(KEY + k, v); } catch (e) {} }
+  function ls(m, k, v) { try { return localStorage[m](k, v); } catch (e) {} }
+  function keys() { try { return Object.keys(localStorage); } catch (e) { return []; } }
+  function get(k) { return ls("getItem", KEY + k); }
+  function set(k, v) { if (ok && ok.personalization) ls("setItem", KEY + k, v); }
   function url(path) { return api + path + "?shop=" + encodeURIComponent(shop); }
-  function uid() {
-    return w.crypto && crypto.randomUUID ? crypto.randomUUID() : Date.now().toString(36) + Math.random().toString(36).slice(2);
-  }
   token = get("token");
 
   // -- events
   function track(type, ev) {
     ev = ev || {};
-    ev.event_id = uid();
+    ev.event_id = w.crypto && crypto.randomUUID ? crypto.randomUUID() : Date.now().toString(36) + Math.random().toString(36).slice(2);
     ev.type = type;
     ev.ts = Date.now();
     if (pageViewId) ev.page_view_id = pageViewId;
@@ -41,32 +38,28 @@
     if (ok) queue = queue.filter(function (e) { return MEASURE[e.type] ? ok.analytics : ok.personalization; });
     while (queue.length) {
       var body = JSON.stringify({ shop: shop, token: token, consent: consent(), events: queue.splice(0, 50) });
-      var sent = false;
-      try { sent = navigator.sendBeacon(url("/v1/events"), new Blob([body], { type: "text/plain" })); } catch (e) {}
-      if (!sent && w.fetch) {
-        fetch(url("/v1/events"), { method: "POST", body: body, keepalive: true, credentials: "include",
-          headers: { "Content-Type": "text/plain" } }).catch(noop);
-      }
+      var to = url("/v1/events");
+      try { if (navigator.sendBeacon(to, body)) continue; } catch (e) {}
+      if (w.fetch) fetch(to, { method: "POST", body: body, keepalive: true, credentials: "include" }).catch(noop);
     }
   }
   w.addEventListener("pagehide", safe(flush));
-  d.addEventListener("visibilitychange", safe(function () { if (d.visibilityState === "hidden") flush(); }));
+  d.addEventListener("visibilitychange", safe(function () { if (d.visibilityState == "hidden") flush(); }));
 
   var GA4 = { view_item: 1, add_to_cart: 1, remove_from_cart: 1, begin_checkout: 1, purchase: 1, search: 1 };
   function fromDataLayer(entry) {
     var name, p;
     if (!entry) return;
     if (entry[0] == "consent") return gcm(entry[2]);
-    if (entry[0] === "event") { name = entry[1]; p = entry[2] || {}; }
+    if (entry[0] == "event") { name = entry[1]; p = entry[2] || {}; }
     else if (entry.event) { name = entry.event; p = entry.ecommerce || entry; }
     if (!GA4[name]) return;
-    var items = [], ev = {};
+    var items = [], ev = { items: items };
     (p.items || []).slice(0, 100).forEach(function (i) {
       var id = i && (i.item_id || i.id);
       if (id) items.push({ item_id: String(id), quantity: +i.quantity || 1, price: i.price == null ? null : +i.price });
     });
-    ev.items = items;
-    if (items.length === 1) ev.item_id = items[0].item_id;
+    if (items.length == 1) ev.item_id = items[0].item_id;
     if (p.value != null) ev.value = +p.value;
     if (p.currency) ev.currency = String(p.currency);
     if (p.transaction_id) ev.transaction_id = String(p.transaction_id);
@@ -78,14 +71,15 @@
     dl.forEach(safe(fromDataLayer));
     dl.push = function () {
       var r = push.apply(dl, arguments);
-      for (var i = 0; i < arguments.length; i++) safe(fromDataLayer)(arguments[i]);
+      [].forEach.call(arguments, safe(fromDataLayer));
       return r;
     };
   }
 
   // -- consent
-  // Own call, Consent Mode, TCF, Shopify: the first answer decides.
-  var said = [{}, {}, {}, {}];
+  // A data-vitrine-optout click (until an own call says yes), own call, Consent Mode, TCF,
+  // Shopify: the first answer decides.
+  var said = [ls("getItem", OFF) ? { personalization: false } : {}, {}, {}, {}, {}];
   function consent() {
     var c = {};
     said.forEach(function (s) { for (var k in s) if (c[k] == null && s[k] != null) c[k] = !!s[k]; });
@@ -93,43 +87,51 @@
   }
   function heard(i, c) {
     said[i] = c || {};
+    if (i == 1 && said[1].personalization) { said[0] = {}; ls("removeItem", OFF); }
     if (started && JSON.stringify(consent()) != asked) page();
   }
-  // A default for some regions only is left to consent_regions.
+  // A region's default is left to consent_regions.
   function gcm(p) {
     if (!p || p.region) return;
-    var g = function (k) { return p[k + "_storage"] == null ? said[1][k] : p[k + "_storage"] == "granted"; };
-    heard(1, { personalization: g("personalization"), analytics: g("analytics") });
+    function g(k) { return p[k + "_storage"] == null ? said[2][k] : p[k + "_storage"] == "granted"; }
+    heard(2, { personalization: g("personalization"), analytics: g("analytics") });
   }
-  // TCF v2.2 purposes: 1, 5, 6 for personalization; 1, 8 for analytics.
+  // TCF v2.2 purposes: 1, 5, 6 personalization; 1, 8 analytics.
   function tcf(t, success) {
     if (!success || !t || (t.eventStatus != "tcloaded" && t.eventStatus != "useractioncomplete")) return;
-    if (t.gdprApplies === false) return heard(2);
-    var has = function (n) { return t.purpose.consents[n] || (t.publisher || {}).consents[n]; };
-    heard(2, { personalization: has(1) && has(5) && has(6), analytics: has(1) && has(8) });
+    if (t.gdprApplies === false) return heard(3);
+    function has(n) { return t.purpose.consents[n] || (t.publisher || {}).consents[n]; }
+    heard(3, { personalization: has(1) && has(5) && has(6), analytics: has(1) && has(8) });
   }
+  // "" is undecided (*Allowed() says false).
   function shopify() {
-    var cp = w.Shopify && Shopify.customerPrivacy;
-    if (cp && cp.analyticsProcessingAllowed)
-      said[3] = { personalization: cp.preferencesProcessingAllowed(), analytics: cp.analyticsProcessingAllowed() };
+    var cp = w.Shopify && Shopify.customerPrivacy, v = cp && cp.currentVisitorConsent && cp.currentVisitorConsent(), yes = { yes: 1, no: 0 };
+    if (v) said[4] = { personalization: yes[v.preferences], analytics: yes[v.analytics] };
+  }
+  function optout(e) {
+    var t = e.composedPath()[0];
+    if (!t.closest || !t.closest("[data-vitrine-optout]")) return;
+    ls("setItem", OFF, 1);
+    d.dispatchEvent(new Event("vitrine:optout"));
+    heard(0, { personalization: false });
   }
   function wipe() {
     token = pageViewId = null;
-    try { for (var i = localStorage.length, k; i--; ) if (!(k = localStorage.key(i)).indexOf(KEY)) localStorage.removeItem(k); } catch (e) {}
+    keys().forEach(function (k) { if (!k.indexOf(KEY)) ls("removeItem", k); });
   }
 
-  // -- fragments and popups
+  // -- fragments
   function campaignOf(el) {
-    var c = el && el.closest && el.closest("[data-vitrine-campaign]");
-    return c ? c.getAttribute("data-vitrine-campaign") : null;
+    var c = el.closest("[data-vitrine-campaign]");
+    return c && c.getAttribute("data-vitrine-campaign");
   }
   function listOf(el) {
-    var l = el && el.closest && el.closest("[data-vitrine-list]");
-    return l ? { item_list_id: l.getAttribute("data-vitrine-list"), item_list_name: l.getAttribute("data-vitrine-strategy") } : null;
+    var l = el.closest("[data-vitrine-list]");
+    return l && { item_list_id: l.getAttribute("data-vitrine-list"), item_list_name: l.getAttribute("data-vitrine-strategy") };
   }
   function wire(root, slot, onClose) {
     root.querySelectorAll("[data-vitrine-campaign]").forEach(function (c) {
-      track("view_promotion", { promotion_id: c.getAttribute("data-vitrine-campaign"), creative_slot: slot });
+      track("view_promotion", { promotion_id: campaignOf(c), creative_slot: slot });
     });
     root.querySelectorAll("[data-vitrine-list]").forEach(function (l) {
       var ev = listOf(l);
@@ -170,7 +172,7 @@
     else if (t.on == "scroll") {
       w.addEventListener("scroll", safe(function () {
         var h = d.documentElement.scrollHeight - w.innerHeight;
-        if (h <= 0 || (w.scrollY / h) * 100 >= t.percent) show();
+        if (h <= 0 || w.scrollY * 100 >= t.percent * h) show();
       }), { passive: true });
     } else if (t.on == "exit") {
       d.addEventListener("mouseout", safe(function (e) { if (!e.relatedTarget && e.clientY <= 0) show(); }));
@@ -210,15 +212,13 @@
     if (sheet) sheet.textContent = css;
   }
   function reserve() {
-    var px = {}, p = w.performance, k, id, m;
+    var px = {}, p = w.performance;
     sheet = d.querySelector("style[data-vitrine-h]");
     if (p && p.getEntriesByType && p.getEntriesByType("paint").length) return;
-    for (var i = 0; i < localStorage.length; i++) {
-      k = localStorage.key(i);
-      id = k.slice(KEY.length + 2);
-      m = !k.indexOf(KEY + "h:") && ID.test(id) && /^(\d+):(\d+)$/.exec(localStorage.getItem(k));
+    keys().forEach(function (k) {
+      var id = k.slice(KEY.length + 2), m = !k.indexOf(KEY + "h:") && ID.test(id) && /^(\d+):(\d+)$/.exec(ls("getItem", k));
       if (m && m[1] == w.innerWidth) px[id] = m[2];
-    }
+    });
     hold(px);
   }
   function finish(res) {
@@ -243,13 +243,11 @@
       category: opt.category || ds.vitrineCategory || "" };
   }
   function slots() {
-    var found = [];
-    slotEls().forEach(function (el) {
+    return [].map.call(slotEls(), function (el) {
       var attrs = {}, ds = el.dataset;
       for (var k in ds) if (k != "vitrineSlot" && k != "widget" && k != "vitrineFilled") attrs[k] = String(ds[k]).slice(0, 200);
-      found.push({ id: ds.vitrineSlot, widget: ds.widget || "banner", attrs: attrs });
+      return { id: ds.vitrineSlot, widget: ds.widget || "banner", attrs: attrs };
     });
-    return found;
   }
   function menu() {
     var nav = d.querySelector("[data-vitrine-nav]");
@@ -260,7 +258,7 @@
   function reorder(order) {
     var els = menu(), by = {};
     els.forEach(function (el) { by[el.getAttribute("data-category")] = el; });
-    if (!order || order.length != els.length || Object.keys(by).length != els.length ||
+    if (order.length != els.length || Object.keys(by).length != els.length ||
       !order.every(function (k) { return by[k]; })) return;
     els.map(function (el) { return el.parentNode.insertBefore(d.createComment(""), el); })
       .forEach(function (m, i) { m.parentNode.replaceChild(by[order[i]], m); });
@@ -280,7 +278,7 @@
   }
   function page() {
     if (!shop || !w.fetch) return;
-    var ctrl = w.AbortController ? new AbortController() : null;
+    var ctrl = w.AbortController && new AbortController();
     var stop = setTimeout(function () { if (ctrl) ctrl.abort(); }, budget);
     var headers = { "Content-Type": "application/json" };
     if (token) headers["X-Visitor-Token"] = token;
@@ -299,7 +297,7 @@
       .then(safe(finish));
   }
 
-  // -- the visitor's own data (docs/privacy.md)
+  // -- the visitor's data
   function mine(method) {
     return fetch(url("/v1/me"), { method: method, credentials: "include", headers: token ? { "X-Visitor-Token": token } : {} })
       .then(function (r) { if (r.ok || r.status == 404) return r; throw Error("vitrine: " + r.status); });
@@ -315,18 +313,18 @@
     if (cmd == "event") track(a, b);
     else if (cmd == "page") page();
     else if (cmd == "flush") flush();
-    else if (cmd == "consent") heard(0, a);
+    else if (cmd == "consent") heard(1, a);
     else if (cmd == "me") return mine("GET").then(function (r) { return r.ok ? r.json() : null; });
     else if (cmd == "forget") return forget();
   }
-  var api_ = safe(vitrine);
+  var api_ = w.vitrine = safe(vitrine);
   api_.loaded = 1;
-  w.vitrine = api_;
   safe(reserve)();
   safe(function () {
     watchDataLayer();
     if (w.__tcfapi) __tcfapi("addEventListener", 2, safe(tcf));
-    d.addEventListener("visitorConsentCollected", safe(function () { shopify(); heard(3, said[3]); }));
+    d.addEventListener("visitorConsentCollected", safe(function () { shopify(); heard(4, said[4]); }));
+    d.addEventListener("click", safe(optout));
     ((prior && prior.q) || []).forEach(function (args) { api_.apply(null, args); });
     if (d.readyState == "loading") d.addEventListener("DOMContentLoaded", safe(page));
     else page();

@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from server.consent.regions import EEA, EU, countries_of
-from server.consent.rules import ANONYMOUS_VISITOR, ConsentIn, ConsentPolicy, decide, from_query
+from server.consent.rules import ConsentIn, ConsentPolicy, decide, from_query
 from server.identity import TOKEN_HEADER
+from server.models import ANONYMOUS_VISITOR
 from server.shops import ShopConfigError, parse_shop_config
 from server.store.schema import metadata
 

@@ -477,7 +477,9 @@ def test_fragments_never_fail(client, kind, params, tail, given_headers) -> None
 v1_path = st.one_of(
     st.sampled_from(("/v1/page", "/v1/events", "/v1/health", "/v1/vitrine.js", "/v1/me")),
     st.sampled_from(KINDS).map(lambda kind: f"/v1/fragments/{kind}"),
-    url_text.map(lambda junk: "/v1/" + quote(junk)),
+    # Not "." or "..": a client resolves those dot segments away (RFC 3986), so the request
+    # would go to another path than the one the test names.
+    url_text.filter(lambda junk: junk not in (".", "..")).map(lambda junk: "/v1/" + quote(junk)),
 )
 
 

@@ -18,10 +18,10 @@ from starlette.testclient import TestClient
 
 from conftest import UK_IP
 from server.cli import main
-from server.models import Event, Interaction, utcnow
+from server.models import ANONYMOUS_VISITOR, Event, Interaction, utcnow
 from server.privacy.data import delete_inactive_visitors, export_visitor
 from server.retention import run_purge
-from server.store.schema import metadata
+from server.store.schema import metadata, visitors
 from server.store.sql import SqlStore, _EventBatch, imported_visitor_id
 from test_store import postgres_url  # noqa: F401 (a fixture: a new schema on the test PostgreSQL)
 
@@ -442,6 +442,25 @@ def test_the_visitor_purge_works_in_chunks_and_spares_who_came_back(services) ->
     assert delete_inactive_visitors(store, "demo", before, chunk=2) == 5
     assert store.inactive_visitors("demo", before, 10) == []
     assert store.get_visitor("demo", "old-0") is not None
+
+
+def test_the_anonymous_measurement_goes_by_its_age_never_with_a_visitor(client, services) -> None:
+    consent = {"personalization": False, "analytics": True}
+    r = client.post("/v1/events?shop=demo", headers={"X-Forwarded-For": UK_IP}, json={
+        "shop": "demo", "consent": consent, "events": [{"event_id": "anon-now-1", "type": "view_promotion",
+                                                        "promotion_id": "welcome"}]})
+    assert r.status_code == 202 and services.store.get_visitor("demo", ANONYMOUS_VISITOR) is None
+    old = utcnow() - timedelta(days=500)
+    services.store.record_events("demo", ANONYMOUS_VISITOR, [
+        Event("anon-old-imp", "view_promotion", old, campaign="welcome"),
+        Event("anon-old-close", "close_promotion", old, campaign="welcome"),  # kept for a visitor, not for nobody
+    ])
+    with services.store.engine.begin() as conn:  # a row an earlier version made, not seen for long
+        conn.execute(sa.insert(visitors).values(shop="demo", visitor_id=ANONYMOUS_VISITOR, first_seen=old, last_seen=old))
+    assert run_purge(services) == (
+        "events older than 400 days deleted (demo: 2); visitors unseen for 395 days deleted (demo: 0)"
+    )
+    assert [e["event_id"] for e in export_visitor(services.store, "demo", ANONYMOUS_VISITOR)["events"]] == ["anon-now-1"]
 
 
 def test_the_visitor_purge_can_be_turned_off(client, services) -> None:

@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 
 from conftest import HEAD, POSTGRES_URL
-from server.models import CatalogItem, Event, Interaction
+from server.models import ANONYMOUS_VISITOR, CatalogItem, Event, Interaction
 from server.store import Store, StoreBusy, StoreError, open_store
 from server.store.schema import events as events_table
 from server.store.schema import visitors as visitors_table
@@ -437,6 +437,38 @@ def test_a_purchase_from_an_unseen_visitor_creates_the_visitor(store: Store) -> 
     assert (visitor.orders, visitor.revenue) == (1, 10.0)
 
 
+def test_the_anonymous_measurement_is_stored_without_a_visitor_row(store: Store) -> None:
+    # Analytics-only batches of visitors without a profile share one id: none of them makes,
+    # locks or changes a visitors row, so they never queue behind one another.
+    batch = [Event("anon-imp", "view_promotion", T0, campaign="welcome"),
+             Event("anon-close", "close_promotion", T0, campaign="welcome"),
+             Event("anon-click", "select_item", T0, item_id="a")]
+    assert store.record_events("shop", ANONYMOUS_VISITOR, batch) == (3, 0)
+    assert store.record_events("shop", ANONYMOUS_VISITOR, batch[:1]) == (0, 1)  # still one event per id
+    assert store.get_visitor("shop", ANONYMOUS_VISITOR) is None
+    assert [e.event_id for e in store.visitor_events("shop", ANONYMOUS_VISITOR)] == [
+        "anon-click", "anon-close", "anon-imp"]
+    own = Event("own-close", "close_promotion", T0, campaign="welcome")
+    assert store.record_events("shop", "v1", [own]) == (1, 0)  # a visitor's own close: on their row
+    assert store.get_visitor("shop", "v1").state.closed == {"welcome"}
+
+
+def test_migrating_drops_the_row_earlier_versions_made_for_the_anonymous_measurement(fresh_store: Store) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with fresh_store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0008")
+        conn.execute(sa.insert(visitors_table), [
+            dict(shop="shop", visitor_id=v, first_seen=T0, last_seen=T0) for v in (ANONYMOUS_VISITOR, "A")])
+        conn.execute(sa.insert(events_table), [dict(shop="shop", event_id="imp", visitor_id=ANONYMOUS_VISITOR,
+                                                    type="view_promotion", campaign="welcome", ts=T0, received_at=T0)])
+    assert fresh_store.migrate() == HEAD
+    assert fresh_store.get_visitor("shop", ANONYMOUS_VISITOR) is None
+    assert fresh_store.get_visitor("shop", "A") is not None
+    assert [e.event_id for e in fresh_store.visitor_events("shop", ANONYMOUS_VISITOR)] == ["imp"]
+
+
 def test_the_same_event_id_in_two_shops_is_stored_twice(store: Store) -> None:
     assert store.record_events("one", "v1", [purchase("shared-id", "a", value=1.0)]) == (1, 0)
     assert store.record_events("two", "v1", [purchase("shared-id", "a", value=2.0)]) == (1, 0)
@@ -795,6 +827,27 @@ def test_a_thread_holding_the_write_lock_makes_other_writers_busy_quickly(tmp_pa
     store.close()
 
 
+def test_postgres_anonymous_batches_wait_for_no_row_lock(postgres_url: str) -> None:
+    store = open_store(postgres_url, busy_timeout_ms=BUSY_MS)
+    store.migrate()
+    with store.engine.begin() as conn:  # a row as earlier versions made it, which every batch locked
+        conn.execute(sa.insert(visitors_table).values(shop="shop", visitor_id=ANONYMOUS_VISITOR, first_seen=T0,
+                                                      last_seen=T0))
+    holder = sa.create_engine(postgres_url)
+    try:
+        with holder.connect() as other:
+            other.execute(sa.text("SELECT 1 FROM visitors WHERE visitor_id = :v FOR UPDATE"), {"v": ANONYMOUS_VISITOR})
+            started = time.perf_counter()
+            for n in range(3):
+                batch = [Event(f"imp-{n}", "view_promotion", T0, campaign="welcome")]
+                assert store.record_events("shop", ANONYMOUS_VISITOR, batch) == (1, 0)
+            assert time.perf_counter() - started < BUSY_MS / 1000  # none waited for the row
+            other.rollback()
+    finally:
+        holder.dispose()
+        store.close()
+
+
 def test_postgres_locks_held_elsewhere_make_calls_busy_instead_of_hanging(postgres_url: str) -> None:
     store = open_store(postgres_url, busy_timeout_ms=BUSY_MS)
     store.migrate()
@@ -901,7 +954,7 @@ def test_batches_of_one_group_are_written_by_one_statement_per_table(store: Stor
     """Fifteen batches together: one insert of events and one update of visitor states for
     all of them; each batch still gets its own count, duplicates across batches count once,
     and the shared measurement visitor gets no row of its own."""
-    from server.consent.rules import ANONYMOUS_VISITOR
+    from server.models import ANONYMOUS_VISITOR
 
     batches = {f"v{n}": [Event(f"c-{n}-{k}", "view_item", T0 + timedelta(seconds=k), item_id=f"i{k}") for k in range(4)]
                for n in range(13)}

@@ -15,8 +15,11 @@ from server.campaigns import COPY_FIELDS, Campaign, Decision, fill_copy
 from server.context import VisitorContext
 from server.shops import ShopConfig
 from server.urls import web_url
+from widgets import why as explain
+from widgets.why import Why
 
 if TYPE_CHECKING:
+    from server.catalog import Catalog
     from server.navigation import Navigator
     from server.recommend.serving import Recommender
     from server.search import SearchService
@@ -46,6 +49,7 @@ class Fragment:
     chain: list[dict] = field(default_factory=list)  # recommendations: every strategy tried
     error: str = ""  # a slot problem the page should hear about (unknown strategy ...)
     failed: bool = False  # the widget broke (a bug or a broken part): the page keeps its default
+    why: "Why | None" = None  # the reasons in plain words ("Why this?"), when worked out
 
     def debug(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -58,6 +62,8 @@ class Fragment:
             info.update(strategy=self.strategy, chain=self.chain)
         if self.error:
             info["error"] = self.error
+        if self.why is not None:
+            info["why"] = self.why.as_dict()
         return info
 
 
@@ -69,6 +75,7 @@ class RenderContext:
     closed: set[str] = field(default_factory=set)  # campaigns this visitor closed
     standalone: bool = False  # rendered for a fragment URL, not injected by the embed script
     recommender: "Recommender | None" = None
+    catalog: "Catalog | None" = None
     search: "SearchService | None" = None
     navigator: "Navigator | None" = None
     default_count: int = 4  # items in a recommendation panel
@@ -231,9 +238,11 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
     for decision in shown:
         campaign = decision.campaign
         names = Templates.names(kind, rc.shop.id, campaign.id)
+        why = explain.campaign(rc, campaign) if explain.wanted(rc) else None
+        fragment.why = fragment.why or why
         html, used = rc.templates.render(
             names, campaign=campaign, copy=campaign_copy(campaign, rc.ctx), visitor=rc.ctx.as_dict(campaign.geo_detail),
-            shop=rc.shop, slot=slot, standalone=rc.standalone,
+            shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why),
         )
         parts.append(html)
         fragment.templates, fragment.template = names, used

@@ -21,9 +21,6 @@ GpcRule = Literal["no_sharing", "refuse"]
 # Vitrine rendered. Everything else a batch carries (views, cart, orders, searches) is the
 # visitor's profile (the personalization purpose).
 ANALYTICS_EVENTS = frozenset({"view_promotion", "select_promotion", "close_promotion", "view_item_list", "select_item"})
-# Measurement of a visitor who allowed analytics but no profile is kept under this one id,
-# shared by all of them: counted, never linked to anyone. Real ids are 22 URL-safe characters.
-ANONYMOUS_VISITOR = ":anonymous"
 
 
 class ConsentIn(BaseModel):
@@ -73,7 +70,7 @@ class ConsentDecision:
 
     def allows(self, event_type: str) -> bool:
         """Whether an event of this type may be recorded (under the visitor's id or, for
-        measurement without a profile, under ANONYMOUS_VISITOR)."""
+        measurement without a profile, under server.models.ANONYMOUS_VISITOR)."""
         return self.analytics if event_type in ANALYTICS_EVENTS else self.personalization
 
     def as_dict(self) -> dict[str, Any]:

@@ -77,7 +77,7 @@ class History:
         return history
 
 
-def _history(ctx: "VisitorContext") -> History:
+def visitor_history(ctx: "VisitorContext") -> History:
     """The visitor's history, read from their events once per request."""
     return ctx.derive("history", lambda: History.from_events(ctx.history), lasting=True)
 
@@ -87,6 +87,8 @@ class Recommendation:
     items: list[CatalogItem]
     strategy: str  # the strategy that served (the first one in the chain that gave items)
     chain: list[dict] = field(default_factory=list)  # each strategy tried: name, candidates, used, why
+    anchor: str = ""  # the item similar and bought-together start from
+    anchor_viewed: bool = False  # the anchor is the visitor's latest view, not the page's item
 
 
 @dataclass
@@ -124,7 +126,7 @@ class Recommender:
         """`shown`: items already in other panels of this page, left out so panels differ."""
         if strategy not in self._strategies:
             raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-        history = _history(ctx)
+        history = visitor_history(ctx)
         page_item = item_id or ctx.page.item_id
         anchor = page_item or (history.viewed[0] if history.viewed else "")
         model = self.models.get(ctx.shop) if self.models else None
@@ -136,7 +138,7 @@ class Recommender:
         if strategy != "buy_again":
             exclude |= set(history.purchases)
 
-        result = Recommendation(items=[], strategy="")
+        result = Recommendation(items=[], strategy="", anchor=anchor, anchor_viewed=anchor != page_item)
         shop_catalog = self.catalog.shop(ctx.shop)
         for name in dict.fromkeys((strategy, *STAND_INS.get(strategy, ()), *FALLBACKS)):
             candidates = [c for c in self._strategies[name](request) if c not in exclude]
@@ -159,7 +161,7 @@ class Recommender:
         model = self.models.get(ctx.shop) if self.models else None
         if model is None:
             return None, None
-        return model, self._vector(ctx, model, _history(ctx))
+        return model, self._vector(ctx, model, visitor_history(ctx))
 
     def _visitor_vector(self, request: _Request) -> np.ndarray | None:
         assert request.model is not None

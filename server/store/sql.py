@@ -20,9 +20,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
-from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow
+from server.models import (
+    ANONYMOUS_VISITOR, CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow,
+)
 from server import trending
-from server.consent.rules import ANONYMOUS_VISITOR
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError
 from server.store.group import GroupWriter
@@ -657,15 +658,19 @@ class SqlStore:
         with self._reading() as conn:
             return conn.execute(query).scalar_one()
 
-    def purge_events(self, shop: str, types: Sequence[str], before: datetime, chunk: int = 5000) -> int:
-        """Delete the shop's events of these types older than `before`, `chunk` rows per
-        transaction so that writers of the web workers get their turn in between. Returns
-        how many were deleted."""
+    def purge_events(
+        self, shop: str, types: Sequence[str], before: datetime, chunk: int = 5000, visitor_id: str | None = None,
+    ) -> int:
+        """Delete the shop's events of these types older than `before` (only this visitor's,
+        given one), `chunk` rows per transaction so that writers of the web workers get their
+        turn in between. Returns how many were deleted."""
         doomed = (
             sa.select(events.c.id)
             .where(events.c.shop == shop, events.c.type.in_(list(types)), events.c.ts < before)
             .limit(chunk)
         )
+        if visitor_id is not None:
+            doomed = doomed.where(events.c.visitor_id == visitor_id)
         deleted = 0
         while True:
             with self._writing() as conn:
@@ -861,7 +866,7 @@ class SqlStore:
         """Delete every row about these visitors in one transaction; how many went, by table.
 
         The visitors' rows are locked first, as every writer of a visitor locks its row before
-        anything else (_count_views, _lock_visitor): a page view or event batch of theirs being
+        anything else (_count_views, _lock_visitors): a page view or event batch of theirs being
         written commits first and is deleted with the rest; one that comes after finds no row
         and makes a fresh one. Nothing shared is touched (trending scores, sales counters are
         aggregates), so this waits for no other writer's rows while holding a visitor's.
@@ -889,11 +894,14 @@ class SqlStore:
     def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
         """Up to `limit` of the shop's web visitors last seen before `before`. Imported
         customers (`u:` ids, imported_visitor_id) are not among them: their last_seen is the
-        newest order of the shop's own history, which the shop keeps or erases itself."""
+        newest order of the shop's own history, which the shop keeps or erases itself. Nor
+        is ANONYMOUS_VISITOR, whose events are everyone's measurement (a row made for it
+        before it had none would take them all): those go by their age alone."""
         query = (
             sa.select(visitors.c.visitor_id)
             .where(visitors.c.shop == shop, visitors.c.last_seen < before,
-                   ~visitors.c.visitor_id.startswith("u:", autoescape=True))
+                   ~visitors.c.visitor_id.startswith("u:", autoescape=True),
+                   visitors.c.visitor_id != ANONYMOUS_VISITOR)
             .limit(limit)
         )
         with self._reading() as conn:

@@ -4,6 +4,9 @@ agrees, a profile after, nothing left after they withdraw."""
 
 from __future__ import annotations
 
+import json
+import tomllib
+import urllib.request
 from pathlib import Path
 
 from .conftest import wait_until
@@ -97,3 +100,144 @@ def test_consent_mode_update_grants_without_reload(vitrine_server, context) -> N
     page.evaluate("gtag('consent', 'update', { personalization_storage: 'granted', analytics_storage: 'granted' })")
     assert wait_until(lambda: f"vitrine:{SHOP}:token" in page.evaluate(KEPT))
     assert cookie(context)
+
+
+# Shopify's Customer Privacy API as its documentation describes it, in a region where consent
+# is required: currentVisitorConsent() answers "yes", "no" or "" (not decided yet) per
+# purpose, the *Allowed() functions say false until the visitor agrees (so they cannot tell
+# "not decided" from "no"), and setTrackingConsent() stores the choice and fires
+# visitorConsentCollected on the document. The stub keeps the choice as Shopify's cookie does.
+SHOPIFY = """<script>
+  (function () {
+    var KEY = "stub-shopify-consent";
+    function saved() { try { return JSON.parse(localStorage.getItem(KEY)) || {}; } catch (e) { return {}; } }
+    function answer(v) { return v === true ? "yes" : v === false ? "no" : ""; }
+    window.Shopify = { customerPrivacy: {
+      currentVisitorConsent: function () {
+        var s = saved();
+        return { analytics: answer(s.analytics), preferences: answer(s.preferences), marketing: answer(s.marketing),
+                 sale_of_data: answer(s.sale_of_data) };
+      },
+      analyticsProcessingAllowed: function () { return saved().analytics === true; },
+      preferencesProcessingAllowed: function () { return saved().preferences === true; },
+      shouldShowBanner: function () { return saved().analytics == null; },
+      setTrackingConsent: function (consent, callback) {
+        localStorage.setItem(KEY, JSON.stringify(consent));
+        document.dispatchEvent(new CustomEvent("visitorConsentCollected", { detail: {
+          analyticsAllowed: consent.analytics === true, preferencesAllowed: consent.preferences === true } }));
+        if (callback) callback({});
+      }
+    } };
+  })();
+</script>
+"""
+
+
+def use_config(server, text: str) -> None:
+    """Write the shop's config and wait until the server serves it (it checks every second):
+    a fragment URL's `_context=1`, asked with GPC, shows the rule and what GPC means."""
+    (server.data_dir / "shops" / f"{SHOP}.toml").write_text(text)
+    config = tomllib.loads(text)
+    rule, refuses = config.get("consent", "not_required"), config.get("gpc") == "refuse"
+    url = f"{server.url}/v1/fragments/banner?shop={SHOP}&placement=top&_context=1"
+
+    def served() -> bool:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Sec-GPC": "1"})) as response:
+            consent = json.load(response)["visitor"]["consent"]
+        return consent["rule"] == rule and consent["refused"] == refuses
+
+    assert wait_until(served), "the server did not take the new config"
+
+
+def open_test_page(server, context, html: str):
+    page = context.new_page()
+    page.route(f"{server.url}/consent-test", lambda route: route.fulfill(body=html, content_type="text/html"))
+    page.goto(f"{server.url}/consent-test")
+    wait_until(lambda: page.locator("[data-vitrine-slot=top][data-vitrine-filled]").count() == 1)
+    return page
+
+
+def token_visitor(server, page) -> str | None:
+    token = page.evaluate(f"() => localStorage.getItem('vitrine:{SHOP}:token')")
+    return server.signer.visitor_id(SHOP, token) if token else None
+
+
+def held(server, visitor: str) -> int:
+    """Rows about this visitor: their visitors row and their events."""
+    return server.query("SELECT (SELECT count(*) FROM visitors WHERE visitor_id = ?) + "
+                        "(SELECT count(*) FROM events WHERE visitor_id = ?)", visitor, visitor)[0][0]
+
+
+def with_shopify() -> str:
+    return page_html(tcf=False).replace('<script async src="/v1/vitrine.js"', SHOPIFY + '<script async src="/v1/vitrine.js"')
+
+
+def test_shopify_not_decided_is_unknown_and_its_no_withdraws(vitrine_server, context, watch) -> None:
+    use_config(vitrine_server, DEMO_CONFIG.read_text())  # consent = "not_required": an unknown answer is a yes
+    page = open_test_page(vitrine_server, context, with_shopify())
+    problems = watch(page)
+    assert page.evaluate("() => Shopify.customerPrivacy.shouldShowBanner()") is True  # not decided yet
+    # Not decided is not a no: the shop's rule decides, and a returning visitor keeps their profile.
+    assert wait_until(lambda: token_visitor(vitrine_server, page))
+    visitor = token_visitor(vitrine_server, page)
+    assert wait_until(lambda: held(vitrine_server, visitor))
+    page.reload()
+    wait_until(lambda: page.locator("[data-vitrine-slot=top][data-vitrine-filled]").count() == 1)
+    page.wait_for_timeout(500)
+    assert token_visitor(vitrine_server, page) == visitor and held(vitrine_server, visitor) and cookie(context)
+
+    page.evaluate("() => Shopify.customerPrivacy.setTrackingConsent({ analytics: false, preferences: false })")
+    assert wait_until(lambda: page.evaluate(KEPT) == [] and cookie(context) == [])
+    assert wait_until(lambda: held(vitrine_server, visitor) == 0)
+    before = visitors(vitrine_server)
+    page.reload()  # Shopify remembers the no: still nothing
+    wait_until(lambda: page.locator("[data-vitrine-slot=top][data-vitrine-filled]").count() == 1)
+    page.wait_for_timeout(500)
+    assert page.evaluate(KEPT) == [] and visitors(vitrine_server) == before
+
+    page.evaluate("() => Shopify.customerPrivacy.setTrackingConsent({ analytics: true, preferences: true })")
+    assert wait_until(lambda: token_visitor(vitrine_server, page))
+    assert wait_until(lambda: held(vitrine_server, token_visitor(vitrine_server, page)))
+    problems.assert_none()
+
+
+def test_shopify_not_decided_on_a_required_shop_stores_nothing_until_yes(vitrine_server, context) -> None:
+    use_config(vitrine_server, 'consent = "required"\n' + DEMO_CONFIG.read_text())
+    before = visitors(vitrine_server)
+    page = open_test_page(vitrine_server, context, with_shopify())
+    page.wait_for_timeout(800)
+    assert page.evaluate(KEPT) == [] and cookie(context) == [] and visitors(vitrine_server) == before
+    page.evaluate("() => Shopify.customerPrivacy.setTrackingConsent({ analytics: true, preferences: true })")
+    assert wait_until(lambda: token_visitor(vitrine_server, page))
+    assert wait_until(lambda: held(vitrine_server, token_visitor(vitrine_server, page)))
+
+
+# Global Privacy Control as a browser that has it on reports it to scripts.
+GPC_ON = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true, configurable: true });"
+
+
+def test_gpc_refuse_keeps_nothing_and_withdraws_a_visitor_who_turns_it_on(vitrine_server, new_context, watch) -> None:
+    use_config(vitrine_server, 'gpc = "refuse"\n' + DEMO_CONFIG.read_text())
+    html = page_html(tcf=False)
+    context = new_context()
+    page = open_test_page(vitrine_server, context, html)  # GPC off: a profile as usual
+    assert wait_until(lambda: token_visitor(vitrine_server, page))
+    visitor = token_visitor(vitrine_server, page)
+    assert wait_until(lambda: held(vitrine_server, visitor)) and cookie(context)
+
+    context.add_init_script(GPC_ON)  # the visitor turns GPC on in their browser
+    page.reload()
+    problems = watch(page)
+    assert page.evaluate("() => navigator.globalPrivacyControl") is True
+    assert wait_until(lambda: page.evaluate(KEPT) == [] and cookie(context) == [])
+    assert wait_until(lambda: held(vitrine_server, visitor) == 0)
+
+    before = visitors(vitrine_server), vitrine_server.query("SELECT count(*) FROM events")[0][0]
+    fresh = new_context()
+    fresh.add_init_script(GPC_ON)
+    other = open_test_page(vitrine_server, fresh, html)  # a visitor with GPC from the first page
+    other.evaluate("vitrine('consent', { personalization: true, analytics: true })")  # GPC wins over a yes
+    other.wait_for_timeout(1500)
+    assert other.evaluate(KEPT) == [] and [c for c in fresh.cookies() if c["name"] == f"vitrine_{SHOP}"] == []
+    assert (visitors(vitrine_server), vitrine_server.query("SELECT count(*) FROM events")[0][0]) == before
+    problems.assert_none()

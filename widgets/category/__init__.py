@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from server.navigation import MAX_PER_PAGE, SORTS, CategoryPage, UnknownCategory
+from widgets import why as explain
 from widgets.base import MAX_PAGE, Fragment, RenderContext, Slot, Templates, asked_number
 
 SORT_LABELS = {"personal": "Recommended", "bestsellers": "Bestsellers", "trending": "Trending"}
@@ -73,13 +74,15 @@ class CategoryWidget:
         fragment.page, fragment.strategy = page, page.served
         link = _linker(rc, page)
         controls = [c for c in attrs.get("controls", ",".join(CONTROLS)).replace(" ", "").split(",") if c in CONTROLS]
+        if explain.wanted(rc):
+            fragment.why = explain.category(rc, page)
         fragment.html, fragment.template = rc.templates.render(
             names, items=page.items, category=page.name, slug=page.slug, sort=page.served, requested=sort,
             page=page.page, pages=page.pages, total=page.total, per_page=page.per_page,
             previous_url=link(page=page.page - 1) if page.page > 1 else "",
             next_url=link(page=page.page + 1) if page.page < page.pages else "",
             sorts=[{"sort": s, "label": SORT_LABELS[s], "url": link(sort=s, page=1), "current": s == sort} for s in SORTS],
-            controls=controls,
+            controls=controls, why=explain.shown(rc, fragment.why),
             visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot, standalone=rc.standalone,
         )
         return fragment

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from server.navigation import MAX_MENU_ENTRIES, NavOrder
 from server.taxonomy import slugify
+from widgets import why as explain
 from widgets.base import Fragment, RenderContext, Slot, SlotLimit, Templates
 
 
@@ -51,9 +52,11 @@ class NavWidget:
         ]
         if not entries:
             return fragment
+        if explain.wanted(rc):
+            fragment.why = explain.nav(rc, order)
         fragment.html, fragment.template = rc.templates.render(
             names, entries=entries, nav=order.as_json(), visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot,
-            standalone=rc.standalone,
+            standalone=rc.standalone, why=explain.shown(rc, fragment.why),
         )
         return fragment
 

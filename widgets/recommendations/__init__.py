@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from server.recommend.serving import STRATEGIES, Filters
+from widgets import why as explain
 from widgets.base import Fragment, RenderContext, Slot, Templates, asked_number
 
 TITLES = {
@@ -45,10 +46,12 @@ class RecommendationsWidget:
         fragment = Fragment(html="", shadow=self.shadow, templates=names, strategy=found.strategy, chain=found.chain)
         if not found.items:
             return fragment
+        if explain.wanted(rc):
+            fragment.why = explain.recommendations(rc, found, filters.category)
         fragment.html, fragment.template = rc.templates.render(
             names, items=found.items, title=attrs.get("title") or TITLES[found.strategy],
             strategy=found.strategy, requested=strategy, visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot,
-            standalone=rc.standalone,
+            standalone=rc.standalone, why=explain.shown(rc, fragment.why),
         )
         return fragment
 

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from server.search import SearchResults
 from server.urls import is_web_url
+from widgets import why as explain
 from widgets.base import MAX_PAGE, Fragment, RenderContext, Slot, Templates, asked_number
 
 PAGE_SIZE = 24
@@ -65,8 +66,11 @@ class SearchWidget:
         fragment = SearchFragment(
             html="", shadow=self.shadow, templates=names, strategy=results.strategy, search=_debug(results),
         )
+        if explain.wanted(rc):
+            fragment.why = explain.search(rc, results, bool(context["trending"]))
         fragment.html, fragment.template = rc.templates.render(
             names, **context, visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot, standalone=rc.standalone,
+            why=explain.shown(rc, fragment.why),
         )
         return fragment
 
