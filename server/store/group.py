@@ -3,8 +3,10 @@
 Event batches and page views from many requests are handed to one writer thread per store.
 It takes whatever is waiting (up to `max_jobs`), runs every job in one transaction and
 commits once; each caller gets its own result only after that commit, so a 202 still means
-"on disk". A job that fails makes the group roll back, and then every job of the group runs
-again in a transaction of its own: the failing one fails alone, the others are committed.
+"on disk". Jobs of one kind can be written together (`run_combined`): the event batches of a
+group are one call of the store's batch writer, a statement per table for all of them. A job
+that fails makes the group roll back, and then every job of the group runs again in a
+transaction of its own: the failing one fails alone, the others are committed.
 """
 
 from __future__ import annotations
