@@ -530,10 +530,14 @@ def _visitor_option(command: Any) -> Any:
 
 
 def _visitor_of(visitor: str | None, customer: str | None) -> str:
+    from server.models import ANONYMOUS_VISITOR
     from server.store.sql import imported_visitor_id
 
     if bool(visitor) == bool(customer):
         fail("name the visitor: --visitor ID, or --customer USER_ID for an imported customer")
+    if visitor == ANONYMOUS_VISITOR:
+        fail(f"{ANONYMOUS_VISITOR} is not a visitor: it holds the measurement of every visitor who allowed "
+             "analytics only, with nothing that names one (its events go by age: event_retention_days)")
     return visitor or imported_visitor_id(customer or "")
 
 

@@ -367,6 +367,14 @@ def test_cli_delete_deletes_what_delete_me_does_and_says_how_many_rows(client, s
     assert f"Nothing is stored about visitor '{vid}' in shop 'demo'." in missing.stderr
 
 
+def test_cli_refuses_the_shared_measurement_visitor(services, settings) -> None:
+    services.store.record_events("demo", ANONYMOUS_VISITOR, [Event("anon-1", "view_item", utcnow(), item_id="22632")])
+    for command in ("export", "delete"):
+        result = vitrine(settings, command, "--shop", "demo", "--visitor", ANONYMOUS_VISITOR)
+        assert result.exit_code == 2 and "is not a visitor" in result.output, result.output
+    assert [e.event_id for e in services.store.visitor_events("demo", ANONYMOUS_VISITOR)] == ["anon-1"]
+
+
 def test_cli_finds_an_imported_customer_by_user_id(services, settings) -> None:
     long_id = "customer-" + "9" * 80  # hashed into the visitor id: the shop need not know how
     services.store.import_interactions("demo", [
