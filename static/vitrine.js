@@ -274,7 +274,7 @@
       var f = frags[el.getAttribute("data-vitrine-slot")];
       if (f) fill(el, f);
     }));
-    (res.popups || []).forEach(safe(arm));
+    (ls("getItem", OFF) ? [] : res.popups || []).forEach(safe(arm));
   }
   function page() {
     if (!shop || !w.fetch) return;
