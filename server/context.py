@@ -25,7 +25,8 @@ from server.geo import Geo, GeoLocator
 from server.identity import Identity, new_visitor_id
 from server.models import Event, VisitorProfile, utcnow
 from server.store import Store
-from server.traffic import TrafficSource, classify_source
+from server.languages import accepted_languages
+from server.traffic import TrafficSource, classify_source, referrer_host
 from server.visitors.page_views import PageView, PageViewWriter
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ class VisitorContext:
     hidden: Callable[[Sequence[str]], set[str]] | None = field(default=None, compare=False, repr=False)
     # What lasts across this visitor's requests while their state stays the same (VisitorMemo).
     memo: "VisitorMemo | None" = field(default=None, compare=False, repr=False)
+    # The languages of the request's Accept-Language, preferred first ("en-gb", "en").
+    languages: tuple[str, ...] = ()
     # What widgets derive from the visitor (their history's viewed items, affinity, model
     # vector), worked out once per request and shared by every slot. Not copied by
     # dataclasses.replace: a context with QA's overrides derives anew.
@@ -194,6 +197,7 @@ class VisitorContext:
             },
             "page": dict(vars(self.page)),
             "consent": self.consent.as_dict(),
+            "language": self.languages[0] if self.languages else "",
         }
 
 
@@ -261,7 +265,8 @@ class ContextBuilder:
             profile = self.page_views.record(PageView(
                 shop, identity.visitor_id, now, self.visit_timeout_s,
                 country=geo.country, device_class=device.device_class, source=source.medium, event=view,
-                gpc=consent.gpc,
+                gpc=consent.gpc, path=_path_of(page.url), referrer_domain=referrer_host(page.referrer),
+                source_name=source.source, campaign=source.campaign,
             ), known=not identity.is_new)
         elif identity.is_new:  # nothing can be stored under an id this request made
             profile = VisitorProfile(visitor_id=identity.visitor_id, first_seen=now, last_seen=now, new_visit=True)
@@ -271,11 +276,12 @@ class ContextBuilder:
             )
         if source.medium == "internal" and profile.source:
             # Browsing inside the shop: the visit keeps the source it arrived from.
-            source = TrafficSource(medium=profile.source, source="", campaign="", utm={})
+            source = TrafficSource(medium=profile.source, source=profile.source_name, campaign=profile.utm_campaign, utm={})
         ctx = VisitorContext(
             shop=shop, visitor_id=identity.visitor_id, is_new_token=identity.is_new,
             profile=profile, device=device, geo=geo, source=source, page=page, consent=consent,
             hidden=self._hidden(shop, page, sensitive_categories) if sensitive_categories else None, memo=self.memo,
+            languages=accepted_languages(request.headers.get("accept-language")),
         )
         return apply_overrides(ctx, overrides or {})
 
