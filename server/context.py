@@ -30,6 +30,7 @@ from server.traffic import TrafficSource, classify_source, referrer_host
 from server.visitors.page_views import PageView, PageViewWriter
 
 if TYPE_CHECKING:
+    from server.audiences import Membership
     from server.catalog import Catalog
 
 T = TypeVar("T")
@@ -104,6 +105,8 @@ class VisitorContext:
     memo: "VisitorMemo | None" = field(default=None, compare=False, repr=False)
     # The languages of the request's Accept-Language, preferred first ("en-gb", "en").
     languages: tuple[str, ...] = ()
+    # Works out which of the shop's audiences the visitor is in (server/audiences/); None: none.
+    audience_source: "Callable[[VisitorContext], Membership] | None" = field(default=None, compare=False, repr=False)
     # What widgets derive from the visitor (their history's viewed items, affinity, model
     # vector), worked out once per request and shared by every slot. Not copied by
     # dataclasses.replace: a context with QA's overrides derives anew.
@@ -159,6 +162,14 @@ class VisitorContext:
         return self.profile.state.closed
 
     @property
+    def audiences(self) -> "Membership":
+        """The shop's audiences the visitor is in, with the reasons, worked out once per request."""
+        from server.audiences import NO_AUDIENCES
+
+        source = self.audience_source
+        return self.derive("audiences", lambda: source(self) if source is not None else NO_AUDIENCES)
+
+    @property
     def visitor_kind(self) -> str:
         """new (first visit), returning (came back, never bought) or customer (has ordered)."""
         if self.profile.orders > 0:
@@ -198,11 +209,12 @@ class VisitorContext:
             "page": dict(vars(self.page)),
             "consent": self.consent.as_dict(),
             "language": self.languages[0] if self.languages else "",
+            "audiences": list(self.audiences.ids),
         }
 
 
-# What QA may pretend to be on a fragment URL: ?visitor=new&country=GB&device=mobile&source=paid
-OVERRIDES = ("visitor", "country", "device", "source")
+# What QA may pretend to be on a fragment URL: ?visitor=new&country=GB&device=mobile&source=paid&audience=lapsed
+OVERRIDES = ("visitor", "country", "device", "source", "audience")
 
 
 class ContextBuilder:
@@ -247,6 +259,7 @@ class ContextBuilder:
         overrides: Mapping[str, str] | None = None,
         consent: ConsentDecision = ALLOWED,
         sensitive_categories: Sequence[str] = (),
+        audiences: "Callable[[VisitorContext], Membership] | None" = None,
     ) -> VisitorContext:
         """The visitor's context; with a `page_view_id` this request is a page view and is
         recorded. Without consent to personalization nothing is read or recorded: the visitor
@@ -281,7 +294,7 @@ class ContextBuilder:
             shop=shop, visitor_id=identity.visitor_id, is_new_token=identity.is_new,
             profile=profile, device=device, geo=geo, source=source, page=page, consent=consent,
             hidden=self._hidden(shop, page, sensitive_categories) if sensitive_categories else None, memo=self.memo,
-            languages=accepted_languages(request.headers.get("accept-language")),
+            languages=accepted_languages(request.headers.get("accept-language")), audience_source=audiences,
         )
         return apply_overrides(ctx, overrides or {})
 
@@ -342,6 +355,10 @@ def apply_overrides(ctx: VisitorContext, overrides: Mapping[str, str]) -> Visito
         changes["device"] = dataclasses.replace(ctx.device, device_class=overrides["device"])
     if overrides.get("source"):
         changes["source"] = TrafficSource(medium=overrides["source"], source="", campaign="", utm={})
+    if overrides.get("audience"):
+        from server.audiences import with_forced
+
+        changes["audience_source"] = with_forced(ctx.audience_source, overrides["audience"])
     return dataclasses.replace(ctx, **changes) if changes else ctx
 
 
