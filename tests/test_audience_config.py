@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from server.cli import main
 from server.shops import ShopConfigError, parse_shop_config
 
+from conftest import DEMO_CONFIG
 
 
 def problems_of(tmp_path: Path, text: str) -> list[str]:
@@ -227,6 +228,14 @@ def test_the_rules_problems_are_listed_beside_the_rest_of_the_files(tmp_path: Pa
     found = problems_of(tmp_path, 'currency = 3\n[[audiences.custom]]\nid = "x"\norders = { max = -1 }\n')
     assert found == ["1: currency: Input should be a valid string",
                      '4: audiences.custom[0] (id "x").orders: -1 is out of range: orders is never negative']
+
+
+def test_the_demo_config_is_valid_and_names_every_kind_of_audience(tmp_path: Path) -> None:
+    config = parse_shop_config("demo", DEMO_CONFIG)
+    ids = config.audience_book.ids()
+    assert {"lapsed", "cart_abandoner", "loyal_gold", "christmas_fans", "big_basket"} <= set(ids)
+    targeted = {a for c in config.campaigns for a in c.audience.audiences + c.audience.not_audiences}
+    assert {"lapsed", "cart_abandoner", "big_basket", "christmas_fans"} <= targeted
 
 
 def test_vitrine_shops_check_prints_the_audiences_problems(tmp_path: Path) -> None:

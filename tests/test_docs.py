@@ -59,3 +59,5 @@ def test_every_audience_fact_and_built_in_audience_is_documented():
     assert re.findall(r"^\| `([a-z_]+)` \|", facts, re.M) == list(FACTS)
     builtin = text.split("## Built-in audiences", 1)[1].split("\n\n", 2)[1]
     assert [i for i in re.findall(r"^\| `([a-z_<>]+)` \|", builtin, re.M) if i != "loyal_<tier>"] == list(BUILTIN_IDS)
+    demo = (ROOT / "server" / "demo" / "demo.toml").read_text()
+    assert all(name in demo for name in FACTS), "the demo config's comment names every fact"
