@@ -895,6 +895,15 @@ class SqlStore:
                     counts[table.name] = conn.execute(sa.delete(table).where(where)).rowcount or 0
         return counts
 
+    # -- audiences (server/audiences/) ---------------------------------------------------
+    def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:
+        """How many of the shop's visitors each audience of `book` holds at `now`, in one pass
+        over the visitors table (server/store/audience_sql.py): an AudienceSizes."""
+        from server.store.audience_sql import count_audiences
+
+        with self._reading() as conn:
+            return count_audiences(conn, self.dialect, shop, book, now, visit_timeout_s)
+
     def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
         """Up to `limit` of the shop's web visitors last seen before `before`. Imported
         customers (`u:` ids, imported_visitor_id) are not among them: their last_seen is the
