@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from server.audiences.facts import FACTS, VisitorFacts
-from server.audiences.rules import AllOf, AnyOf, FactTest, Not, Rule
+from server.audiences.rules import AllOf, AnyOf, FactTest, InAudience, Not, Rule
 
 FORCED = "QA override (audience=)"
 
@@ -53,6 +53,13 @@ class Membership:
     the shop's audiences (`results`)."""
 
     results: tuple[AudienceResult, ...] = ()
+    run: "Run | None" = field(default=None, compare=False, repr=False)
+
+    def behind(self, audience: str) -> list[tuple[str, str]]:
+        """What the visitor's membership rests on, for telling them in plain words: the built-in
+        audience itself, or the facts of the rule that held ((fact, category or "")); never a
+        condition they are not in (`not`), nor the branches of an `any` that did not hold."""
+        return self.run.behind(audience) if self.run is not None and audience in self else [(audience, "")]
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -83,6 +90,26 @@ class Run:
 
     def member(self, audience: str) -> bool:
         return self.decided.get(audience, False)
+
+    def behind(self, audience: str) -> list[tuple[str, str]]:
+        found = self.book.by_id.get(audience) if self.book is not None else None
+        if found is None or found.builtin or audience in self.forced:
+            return [(audience, "")]
+        return self._behind(found.rule)
+
+    def _behind(self, rule: Rule) -> list[tuple[str, str]]:
+        if isinstance(rule, FactTest):
+            categories = (rule.category,) if rule.category else (rule.values if rule.fact.name.endswith("categories") else ())
+            return [(rule.fact.name, c) for c in categories] or [(rule.fact.name, "")]
+        if isinstance(rule, AllOf):
+            return [found for part in rule.rules for found in self._behind(part)]
+        if isinstance(rule, AnyOf):
+            held = next((part for part in rule.rules if part.holds(self)), None)
+            return self._behind(held) if held is not None else []
+        if isinstance(rule, InAudience):
+            member = next((a for a in rule.ids if self.member(a)), None)
+            return self.behind(member) if member is not None else []
+        return []  # not: nothing the visitor did
 
     def reason(self, audience: str) -> str:
         """Why the visitor is in the audience or not (worked out once, when asked)."""
@@ -117,7 +144,7 @@ class AudienceBook:
             run.decided[audience.id] = audience.id in run.forced or audience.rule.holds(run)
         return Membership(tuple(
             AudienceResult(i, run.decided[i], lambda i=i: run.reason(i), self.by_id[i].builtin) for i in self.listed
-        ))
+        ), run)
 
 
 # -- the built-in lifecycle audiences -----------------------------------------------------
