@@ -174,7 +174,7 @@ async def page(request: Request) -> Response:
         page_view_id = secrets.token_urlsafe(12)
         ctx = svc.contexts.build(
             request, shop.id, identity, page_ctx, page_view_id=page_view_id, consent=consent,
-            sensitive_categories=shop.sensitive_categories,
+            sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
         )
         rc = _render_context(svc, ctx, shop)
         fragments, errors = {}, {}
@@ -253,7 +253,8 @@ async def fragment(request: Request) -> Response:
 
     `page_type`, `item_id`, `category` set the page; `slot` and `placement` pick the slot.
     With the shop's QA key (or on a shop open for QA): `?visitor=new|returning|customer&
-    country=GB&device=mobile&source=paid` render as another kind of visitor; `_context=1`
+    country=GB&device=mobile&source=paid&audience=lapsed,cart_abandoner` render as another kind
+    of visitor; `_context=1`
     returns the template context and the decisions as JSON; `_debug=1` appends them to the
     HTML as a comment. Without it, the overrides are ignored (the real visitor is rendered)
     and `_context` / `_debug` answer 403.
@@ -292,7 +293,7 @@ async def fragment(request: Request) -> Response:
     def render():
         ctx = svc.contexts.build(
             request, shop.id, identity, page_ctx, overrides=overrides, consent=consent,
-            sensitive_categories=shop.sensitive_categories,
+            sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
         )
         rc = _render_context(svc, ctx, shop, standalone=True)
         return ctx, render_slot(rc, slot)
@@ -302,7 +303,9 @@ async def fragment(request: Request) -> Response:
         raise ApiError(503, f"this {kind} fragment could not be rendered now (the server log says why)")
     debug = frag.debug()
     if params.get("_context"):
-        return JSONResponse({"visitor": ctx.as_dict(), **debug}, headers={"Cache-Control": "no-store"})
+        # Every audience of the shop, in or not, with the reason: what QA reads to see why.
+        payload = {"visitor": ctx.as_dict(), "audiences": ctx.audiences.as_json(), **debug}
+        return JSONResponse(payload, headers={"Cache-Control": "no-store"})
     if params.get("format") == "json":  # the order alone, for shops that render it themselves
         if frag.error:
             raise ApiError(422, frag.error)

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 
 from server import api
+from server.audiences import Audiences
 from server.catalog import Catalog
 from server.context import ContextBuilder
 from server.errors import ApiError
@@ -55,6 +56,7 @@ class Services:
     recommender: "Recommender"
     search: SearchService
     navigator: Navigator
+    audiences: Audiences
 
     def shop(self, shop_id: str | None) -> ShopConfig:
         if not shop_id:
@@ -92,6 +94,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     models = ModelRegistry(settings.resolved_data_dir / "models", check_interval_s=interval)
     catalog = Catalog(store, check_interval_s=interval)
     recommender = Recommender(catalog, models)
+    navigator = Navigator(catalog, recommender, settings.affinity_half_life_hours)
     return Services(
         settings=settings,
         store=store,
@@ -110,7 +113,8 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
             store, models, settings.resolved_data_dir / "search", settings.search_personal_weight,
             settings.affinity_half_life_hours, settings.popular_search_min_visitors, catalog,
         ),
-        navigator=Navigator(catalog, recommender, settings.affinity_half_life_hours),
+        navigator=navigator,
+        audiences=Audiences(catalog, navigator, settings.visit_timeout_minutes * 60),
     )
 
 

@@ -80,6 +80,10 @@ class Audience(BaseModel):
     page_type: list[str] = Field(default_factory=list)
     source: list[Medium] = Field(default_factory=list)
     min_page_views: int = 0
+    # The shop's audiences (server/audiences/, docs/audiences.md): in any of `audiences`, in
+    # none of `not_audiences`.
+    audiences: list[str] = Field(default_factory=list, description="In any of these audiences")
+    not_audiences: list[str] = Field(default_factory=list, description="In none of these audiences")
 
     @field_validator("country", "not_country")
     @classmethod
@@ -171,9 +175,38 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
         check(ctx.source.medium in aud.source, f"traffic source is {ctx.source.medium}, wanted {'/'.join(aud.source)}")
     if aud.min_page_views:
         check(ctx.profile.page_views >= aud.min_page_views, f"{ctx.profile.page_views} page views, wanted {aud.min_page_views}")
+    if aud.audiences:
+        check(*_in_audiences(ctx, aud.audiences))
+    if aud.not_audiences:
+        check(*_out_of_audiences(ctx, aud.not_audiences))
     if campaign.once_closed:
         check(campaign.id not in closed, "not closed by this visitor before")
     return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)
+
+
+def _in_audiences(ctx: "VisitorContext", wanted: list[str]) -> tuple[bool, str]:
+    """In any of the audiences: the first one it is in, with why; else why in none."""
+    membership = ctx.audiences
+    for audience in wanted:
+        result = membership.result(audience)
+        if result is not None and result.member:
+            return True, f"in audience {audience}: {result.reason}"
+    why = "; ".join(f"{a}: {_why_not(membership, a)}" for a in wanted)
+    return False, f"in none of the audiences {'/'.join(wanted)} ({why})"
+
+
+def _out_of_audiences(ctx: "VisitorContext", excluded: list[str]) -> tuple[bool, str]:
+    membership = ctx.audiences
+    for audience in excluded:
+        result = membership.result(audience)
+        if result is not None and result.member:
+            return False, f"in excluded audience {audience}: {result.reason}"
+    return True, f"in none of the excluded audiences {'/'.join(excluded)}"
+
+
+def _why_not(membership, audience: str) -> str:
+    result = membership.result(audience)
+    return result.reason if result is not None else "not an audience of this shop"
 
 
 def decisions(

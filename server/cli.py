@@ -1,4 +1,5 @@
-"""The `vitrine` command: demo, serve, worker, import, shops, train, evaluate, models, privacy, get, migrate, settings."""
+"""The `vitrine` command: demo, serve, worker, import, shops, audiences, train, evaluate, models, privacy, get,
+migrate, settings."""
 
 from __future__ import annotations
 
@@ -347,6 +348,37 @@ def shops_qa_key(ctx: click.Context, shop: str) -> None:
     if config.qa.open:
         how += " This shop is open for QA ([qa] open = true): no key is needed."
     click.echo(how)
+
+
+# -- audiences -------------------------------------------------------------------------
+@main.command()
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"<audience>": <visitors>, ...} (null: not sized).')
+@click.pass_context
+def audiences(ctx: click.Context, shop: str, as_json: bool) -> None:
+    """Print how many visitors each of the shop's audiences holds now, counted by the store."""
+    from server.models import utcnow
+
+    config = _parsed_or_exit(shop, _shop_file(ctx, shop))
+    settings = _settings(ctx)
+    services = _services(settings)
+    try:
+        now = utcnow()
+        sizes = services.store.audience_sizes(shop, config.audience_book, now, settings.visit_timeout_minutes * 60)
+    finally:
+        services.close()
+    if as_json:
+        click.echo(json.dumps(sizes.sizes))
+        for audience, why in sizes.not_sized.items():
+            click.echo(f"{audience}: not sized: {why}", err=True)
+        return
+    click.echo(f"Audiences of shop {shop!r} at {now:%Y-%m-%d %H:%M} UTC, of {sizes.visitors:,} visitors "
+               f"(counted in {sizes.seconds:.2f} s):")
+    width = max(len(a) for a in sizes.sizes)
+    for audience, size in sizes.sizes.items():
+        shown = "-" if size is None else f"{size:,}"
+        why = f"   not sized: {sizes.not_sized[audience]}" if size is None else ""
+        click.echo(f"  {audience:<{width}}  {shown:>9}{why}")
 
 
 # -- recommendation model --------------------------------------------------------------

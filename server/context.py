@@ -25,10 +25,12 @@ from server.geo import Geo, GeoLocator
 from server.identity import Identity, new_visitor_id
 from server.models import Event, VisitorProfile, utcnow
 from server.store import Store
-from server.traffic import TrafficSource, classify_source
+from server.languages import accepted_languages
+from server.traffic import TrafficSource, classify_source, referrer_host
 from server.visitors.page_views import PageView, PageViewWriter
 
 if TYPE_CHECKING:
+    from server.audiences import Membership
     from server.catalog import Catalog
 
 T = TypeVar("T")
@@ -101,6 +103,10 @@ class VisitorContext:
     hidden: Callable[[Sequence[str]], set[str]] | None = field(default=None, compare=False, repr=False)
     # What lasts across this visitor's requests while their state stays the same (VisitorMemo).
     memo: "VisitorMemo | None" = field(default=None, compare=False, repr=False)
+    # The languages of the request's Accept-Language, preferred first ("en-gb", "en").
+    languages: tuple[str, ...] = ()
+    # Works out which of the shop's audiences the visitor is in (server/audiences/); None: none.
+    audience_source: "Callable[[VisitorContext], Membership] | None" = field(default=None, compare=False, repr=False)
     # What widgets derive from the visitor (their history's viewed items, affinity, model
     # vector), worked out once per request and shared by every slot. Not copied by
     # dataclasses.replace: a context with QA's overrides derives anew.
@@ -156,6 +162,14 @@ class VisitorContext:
         return self.profile.state.closed
 
     @property
+    def audiences(self) -> "Membership":
+        """The shop's audiences the visitor is in, with the reasons, worked out once per request."""
+        from server.audiences import NO_AUDIENCES
+
+        source = self.audience_source
+        return self.derive("audiences", lambda: source(self) if source is not None else NO_AUDIENCES)
+
+    @property
     def visitor_kind(self) -> str:
         """new (first visit), returning (came back, never bought) or customer (has ordered)."""
         if self.profile.orders > 0:
@@ -194,11 +208,13 @@ class VisitorContext:
             },
             "page": dict(vars(self.page)),
             "consent": self.consent.as_dict(),
+            "language": self.languages[0] if self.languages else "",
+            "audiences": list(self.audiences.ids),
         }
 
 
-# What QA may pretend to be on a fragment URL: ?visitor=new&country=GB&device=mobile&source=paid
-OVERRIDES = ("visitor", "country", "device", "source")
+# What QA may pretend to be on a fragment URL: ?visitor=new&country=GB&device=mobile&source=paid&audience=lapsed
+OVERRIDES = ("visitor", "country", "device", "source", "audience")
 
 
 class ContextBuilder:
@@ -243,6 +259,7 @@ class ContextBuilder:
         overrides: Mapping[str, str] | None = None,
         consent: ConsentDecision = ALLOWED,
         sensitive_categories: Sequence[str] = (),
+        audiences: "Callable[[VisitorContext], Membership] | None" = None,
     ) -> VisitorContext:
         """The visitor's context; with a `page_view_id` this request is a page view and is
         recorded. Without consent to personalization nothing is read or recorded: the visitor
@@ -261,7 +278,8 @@ class ContextBuilder:
             profile = self.page_views.record(PageView(
                 shop, identity.visitor_id, now, self.visit_timeout_s,
                 country=geo.country, device_class=device.device_class, source=source.medium, event=view,
-                gpc=consent.gpc,
+                gpc=consent.gpc, path=_path_of(page.url), referrer_domain=referrer_host(page.referrer),
+                source_name=source.source, campaign=source.campaign,
             ), known=not identity.is_new)
         elif identity.is_new:  # nothing can be stored under an id this request made
             profile = VisitorProfile(visitor_id=identity.visitor_id, first_seen=now, last_seen=now, new_visit=True)
@@ -271,11 +289,12 @@ class ContextBuilder:
             )
         if source.medium == "internal" and profile.source:
             # Browsing inside the shop: the visit keeps the source it arrived from.
-            source = TrafficSource(medium=profile.source, source="", campaign="", utm={})
+            source = TrafficSource(medium=profile.source, source=profile.source_name, campaign=profile.utm_campaign, utm={})
         ctx = VisitorContext(
             shop=shop, visitor_id=identity.visitor_id, is_new_token=identity.is_new,
             profile=profile, device=device, geo=geo, source=source, page=page, consent=consent,
             hidden=self._hidden(shop, page, sensitive_categories) if sensitive_categories else None, memo=self.memo,
+            languages=accepted_languages(request.headers.get("accept-language")), audience_source=audiences,
         )
         return apply_overrides(ctx, overrides or {})
 
@@ -336,6 +355,10 @@ def apply_overrides(ctx: VisitorContext, overrides: Mapping[str, str]) -> Visito
         changes["device"] = dataclasses.replace(ctx.device, device_class=overrides["device"])
     if overrides.get("source"):
         changes["source"] = TrafficSource(medium=overrides["source"], source="", campaign="", utm={})
+    if overrides.get("audience"):
+        from server.audiences import with_forced
+
+        changes["audience_source"] = with_forced(ctx.audience_source, overrides["audience"])
     return dataclasses.replace(ctx, **changes) if changes else ctx
 
 

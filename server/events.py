@@ -1,8 +1,9 @@
 """Event ingestion: the shape of an event batch, its validation, and conversion to stored events.
 
 Names follow GA4's ecommerce vocabulary where one exists (page_view, view_item,
-add_to_cart, purchase, search, view_promotion, select_promotion ...); `close_promotion`
-(a visitor closed a popup or banner) has no GA4 twin.
+add_to_cart, purchase, search, view_promotion, select_promotion, sign_up, login ...);
+`close_promotion` (a visitor closed a popup or banner) has no GA4 twin. A `sign_up` or
+`login` makes the visitor known (a `prospect` until they order, server/audiences/).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from server.models import Event, utcnow
 EventType = Literal[
     "page_view", "view_item", "view_item_list", "select_item", "add_to_cart", "remove_from_cart",
     "begin_checkout", "purchase", "search", "view_promotion", "select_promotion", "close_promotion",
+    "sign_up", "login",
 ]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 # The window an event's `ts` must fall in, around the server's clock when the batch arrives:

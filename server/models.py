@@ -85,6 +85,13 @@ class VisitorProfile:
     device_class: str = ""
     source: str = ""  # traffic medium the current visit started with
     new_visit: bool = False  # this request started a visit
+    # The current (latest) visit: its page views, where it came from and where it landed.
+    visit_page_views: int = 0
+    previous_seen: datetime | None = None  # the last page view before this visit (None: first visit)
+    landing_page: str = ""  # the path of the visit's first page (never a query string)
+    referrer_domain: str = ""  # the host the visit came from ("" for direct and internal)
+    source_name: str = ""  # the visit's source: utm_source, a known name ("google") or the referrer host
+    utm_campaign: str = ""
     gpc: bool = False  # Global Privacy Control on the latest page view: never exported to a third party
     state: "VisitorState | None" = None  # recent events and closed campaigns (None: nothing yet)
 

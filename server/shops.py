@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
+from server.audiences import AudienceBook, AudiencesConfig, compile_audiences
 from server.campaigns import Campaign
 from server.consent.regions import REGIONS
 from server.consent.rules import ConsentPolicy, GpcRule, Rule
@@ -83,6 +84,7 @@ class ShopConfig(BaseModel):
     campaigns: list[Campaign] = Field(default_factory=list)
     nav: NavConfig = Field(default_factory=NavConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
+    audiences: AudiencesConfig = Field(default_factory=AudiencesConfig)
     # Consent (docs/privacy.md). consent_regions comes first: consent's check reads it.
     consent_regions: list[str] = Field(
         default_factory=list, description='With consent = "required_in": "EU", "EEA" or country codes ("GB", "CH").'
@@ -124,6 +126,15 @@ class ShopConfig(BaseModel):
         if rule != "required_in" and regions:
             raise ValueError(f'consent_regions is set but consent is "{rule}": write consent = "required_in" to use it')
         return rule
+
+    _book: AudienceBook | None = PrivateAttr(None)
+
+    @property
+    def audience_book(self) -> AudienceBook:
+        """The shop's audiences, compiled (once) from `[audiences]` (server/audiences/)."""
+        if self._book is None:
+            self._book = compile_audiences(self.audiences, self.sensitive_categories)[0]
+        return self._book
 
     @property
     def consent_policy(self) -> ConsentPolicy:
@@ -175,9 +186,44 @@ def parse_shop_config(shop: str, path: Path) -> ShopConfig:
             problem(tuple(err["loc"]), str(error) if err["type"] == "value_error" and error else err["msg"])
     for loc, message in _repeated_ids(data, lines):
         problem(loc, message)
+    book = None
+    audiences = config.audiences if config is not None else _audiences_anyway(data)
+    if audiences is not None:  # the rules' problems too, even when something else is wrong
+        sensitive = config.sensitive_categories if config is not None else []
+        book, audience_problems = compile_audiences(audiences, sensitive)
+        for loc, message in [*audience_problems, *(_unknown_audiences(config, book) if config else [])]:
+            problem(loc, message)
     if problems or config is None:
         raise ShopConfigError([message for _, message in sorted(problems, key=lambda p: p[0])])
-    return config.model_copy(update={"id": shop, "name": config.name or shop})
+    config = config.model_copy(update={"id": shop, "name": config.name or shop})
+    config._book = book
+    return config
+
+
+def _audiences_anyway(data: dict) -> AudiencesConfig | None:
+    """`[audiences]` of a file that failed to validate: as written, or its rules alone."""
+    raw = data.get("audiences") if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    for attempt in (raw, {"custom": raw.get("custom", [])}):
+        try:
+            return AudiencesConfig.model_validate(attempt)
+        except ValidationError:
+            continue
+    return None
+
+
+def _unknown_audiences(config: ShopConfig, book: AudienceBook) -> list[tuple[tuple, str]]:
+    """Campaigns that target an audience the shop does not have."""
+    known = book.ids()
+    found = []
+    for n, campaign in enumerate(config.campaigns):
+        for key in ("audiences", "not_audiences"):
+            for m, name in enumerate(getattr(campaign.audience, key)):
+                if name not in known:
+                    found.append((("campaigns", n, "audience", key, m),
+                                  f"unknown audience {name!r}; the audiences are {', '.join(known)}"))
+    return found
 
 
 def _decode(path: Path, raw: bytes) -> str:
@@ -274,8 +320,44 @@ def field_lines(text: str) -> dict[tuple, int]:
         keys, pos = _read_key(text, pos)
         for end in range(1, len(keys) + 1):
             lines.setdefault(table + tuple(keys[:end]), line)
-        pos = _skip_value(text, text.index("=", pos) + 1)
+        pos = _scan_value(text, text.index("=", pos) + 1, table + tuple(keys), lines, line_of)
     return lines
+
+
+def _scan_value(text: str, pos: int, path: tuple, lines: dict[tuple, int], line_of: Any) -> int:
+    """The position after the value that starts at `pos`; the lines of an array's elements
+    (`path + (n,)`) and of an inline table's keys are recorded on the way, so that a problem
+    deep in a rule (`all = [{...}, {...}]` over several lines) names its own line."""
+    while text[pos] in " \t":
+        pos += 1
+    c = text[pos]
+    if c in "\"'":
+        return _string_end(text, pos)
+    if c == "[":
+        pos, n = pos + 1, 0
+        while True:
+            pos = _skip_blank(text, pos)
+            if text[pos] == "]":
+                return pos + 1
+            lines.setdefault(path + (n,), line_of(pos))
+            pos = _skip_blank(text, _scan_value(text, pos, path + (n,), lines, line_of))
+            if text[pos] == ",":
+                pos, n = pos + 1, n + 1
+    if c == "{":
+        pos += 1
+        while True:
+            while text[pos] in " \t,":
+                pos += 1
+            if text[pos] == "}":
+                return pos + 1
+            line = line_of(pos)
+            keys, pos = _read_key(text, pos)
+            for end in range(1, len(keys) + 1):
+                lines.setdefault(path + tuple(keys[:end]), line)
+            pos = _scan_value(text, text.index("=", pos) + 1, path + tuple(keys), lines, line_of)
+    while pos < len(text) and text[pos] not in ",]}\n#":  # a number, date, boolean
+        pos += 1
+    return pos
 
 
 def _resolve(keys: list[str], counts: dict[tuple, int]) -> tuple:
@@ -336,28 +418,6 @@ def _string_end(text: str, pos: int) -> int:
             return pos
         else:
             pos += 1
-    return pos
-
-
-def _skip_value(text: str, pos: int) -> int:
-    """The position after the value that starts at `pos` (arrays and inline tables may span lines)."""
-    depth = 0
-    while pos < len(text):
-        c = text[pos]
-        if c in "\"'":
-            pos = _string_end(text, pos)
-            continue
-        if c == "#":
-            end = text.find("\n", pos)
-            pos = len(text) if end < 0 else end
-            continue
-        if c in "[{":
-            depth += 1
-        elif c in "]}":
-            depth -= 1
-        elif c == "\n" and depth == 0:
-            return pos
-        pos += 1
     return pos
 
 

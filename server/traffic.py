@@ -141,6 +141,11 @@ def classify_source(page_url: str | None, referrer: str | None) -> TrafficSource
     return result("direct", "")
 
 
+def referrer_host(referrer: str | None) -> str:
+    """The host a page came from, without "www." and port ("" when absent or malformed)."""
+    return _host(referrer)
+
+
 def _classify_referrer(host: str, page_host: str) -> tuple[str, str]:
     if not host:
         return "direct", ""

@@ -81,7 +81,10 @@ def test_context_is_json_with_decisions_and_reasons(client) -> None:
     assert data["visitor"]["geo"]["country"] == "GB"
     assert "81.2.69.160" not in r.text
     by_id = {d["campaign"]: d for d in data["decisions"]}
-    assert set(by_id) == {"returning-christmas", "customer-thanks"}
+    assert set(by_id) == {"missed-you", "christmas-fans", "returning-christmas", "customer-thanks"}
+    assert by_id["missed-you"]["show"] is by_id["christmas-fans"]["show"] is False
+    assert "no: in none of the audiences lapsed (lapsed: no order yet, wanted at least 1 order)" in by_id["missed-you"]["reasons"]
+    assert data["visitor"]["audiences"] == ["returning"]
     assert by_id["returning-christmas"]["show"] is True
     assert by_id["customer-thanks"]["show"] is False
     assert "no: visitor is returning, wanted customer" in by_id["customer-thanks"]["reasons"]

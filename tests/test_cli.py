@@ -128,14 +128,14 @@ def test_shops_check_says_ok_with_the_number_of_campaigns(data_dir: Path) -> Non
     with_demo_shop(data_dir)
     result = vitrine(data_dir, "shops", "check", "demo")
     assert result.exit_code == 0, result.output
-    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 5 campaigns\n"
+    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 9 campaigns\n"
 
 
 def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Path) -> None:
     with_demo_shop(data_dir)
     path = data_dir / "shops" / "demo.toml"
     text = path.read_text().replace('title = "Welcome back!"', 'title = "Welcome back, {city}"')
-    text = text.replace('link = "/demo/category/christmas"', 'link = "javascript:alert(1)"')
+    text = text.replace('link = "/demo/category/christmas"', 'link = "javascript:alert(1)"', 1)
     write(path, text)
     lines = text.splitlines()
     title_line = lines.index('title = "Welcome back, {city}"') + 1

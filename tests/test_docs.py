@@ -48,3 +48,16 @@ def test_the_privacy_page_snippet_is_the_one_the_demo_shop_runs():
     snippet = re.search(r"```html\n(.*?)```", section, re.S).group(1)
     assert "vitrine(command)" in snippet
     assert snippet in (ROOT / "server" / "demo" / "templates" / "privacy.html").read_text()
+
+
+def test_every_audience_fact_and_built_in_audience_is_documented():
+    from server.audiences import FACTS
+    from server.audiences.book import BUILTIN_IDS
+
+    text = (ROOT / "docs" / "audiences.md").read_text()
+    facts = text.split("### Facts", 1)[1].split("\n\n", 2)[1]
+    assert re.findall(r"^\| `([a-z_]+)` \|", facts, re.M) == list(FACTS)
+    builtin = text.split("## Built-in audiences", 1)[1].split("\n\n", 2)[1]
+    assert [i for i in re.findall(r"^\| `([a-z_<>]+)` \|", builtin, re.M) if i != "loyal_<tier>"] == list(BUILTIN_IDS)
+    demo = (ROOT / "server" / "demo" / "demo.toml").read_text()
+    assert all(name in demo for name in FACTS), "the demo config's comment names every fact"

@@ -145,3 +145,37 @@ def test_two_writers_of_one_visitor_lose_no_view(store) -> None:
     assert store.get_visitor("shop", "both").page_views == 101
     for w in writers:
         w.close()
+
+
+def test_count_view_keeps_the_visits_page_views_landing_page_referrer_source_and_campaign() -> None:
+    t0 = utcnow()
+    landing = dict(source="organic", path="/tv/oled", referrer_domain="google.com", source_name="google", campaign="")
+    first = count_view(None, view("v", 0, t0, **landing))
+    assert (first.visit_page_views, first.landing_page, first.referrer_domain, first.source_name,
+            first.previous_seen) == (1, "/tv/oled", "google.com", "google", None)
+    inside = count_view(first, view("v", 1, t0 + timedelta(minutes=5), source="internal", path="/basket",
+                                    referrer_domain="shop.example"))
+    assert (inside.visit_page_views, inside.landing_page, inside.referrer_domain, inside.source_name) == (
+        2, "/tv/oled", "google.com", "google")
+    # Another arrival inside the same visit does not start it again.
+    again = count_view(inside, view("v", 2, t0 + timedelta(minutes=6), source="social", path="/x",
+                                    referrer_domain="facebook.com", source_name="facebook"))
+    assert (again.visit_page_views, again.landing_page, again.source, again.source_name) == (3, "/tv/oled", "organic",
+                                                                                            "google")
+    later = count_view(again, view("v", 3, t0 + timedelta(hours=3), source="email", path="/spring",
+                                   source_name="newsletter", campaign="spring"))
+    assert (later.visits, later.visit_page_views, later.landing_page, later.referrer_domain, later.source_name,
+            later.utm_campaign, later.previous_seen) == (2, 1, "/spring", "", "newsletter", "spring",
+                                                         t0 + timedelta(minutes=6))
+
+
+def test_the_visit_is_stored_with_the_visitor_and_read_back(store) -> None:
+    t0 = utcnow()
+    store.record_page_views([view("v", 0, t0 - timedelta(days=3))])
+    store.record_page_views([view("v", 1, t0, source="email", path="/spring", referrer_domain="mail.example",
+                                  source_name="newsletter", campaign="spring")])
+    store.record_page_views([view("v", 2, t0 + timedelta(minutes=1), source="internal", path="/next")])
+    back = store.get_visitor("shop", "v")
+    assert (back.visits, back.visit_page_views, back.landing_page, back.referrer_domain, back.source_name,
+            back.utm_campaign) == (2, 2, "/spring", "mail.example", "newsletter", "spring")
+    assert abs((back.previous_seen - (t0 - timedelta(days=3))).total_seconds()) < 0.01

@@ -430,6 +430,47 @@ def test_migrating_builds_the_state_of_visitors_who_have_events(fresh_store: Sto
     assert b.state.events() == [] and not b.state.closed
 
 
+def test_migrating_fills_the_cart_and_sign_up_of_visitors_from_their_events(fresh_store: Store) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with fresh_store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0009")  # before the columns copied from the state
+        conn.execute(sa.insert(visitors_table), [
+            dict(shop="shop", visitor_id=v, first_seen=T0, last_seen=T0) for v in ("A", "B")])
+        conn.execute(sa.insert(events_table), [
+            dict(shop="shop", event_id=f"a-{n}", visitor_id="A", type=kind, item_id=item, ts=T0 + timedelta(minutes=n),
+                 received_at=T0) for n, (kind, item) in enumerate(
+                [("sign_up", None), ("add_to_cart", "x"), ("add_to_cart", "y"), ("remove_from_cart", "y")])
+        ])
+    assert fresh_store.migrate() == HEAD
+    a, b = fresh_store.get_visitor("shop", "A"), fresh_store.get_visitor("shop", "B")
+    assert [line[0] for line in a.state.cart] == ["x"] and a.state.signed_up_at == T0
+    assert b.state.cart == () and b.state.signed_up is None
+    with fresh_store.engine.connect() as conn:
+        rows = dict(conn.execute(sa.select(visitors_table.c.visitor_id, visitors_table.c.cart_at)).all())
+        signed = dict(conn.execute(sa.select(visitors_table.c.visitor_id, visitors_table.c.signed_up_at)).all())
+    assert rows == {"A": T0 + timedelta(minutes=1), "B": None} and signed == {"A": T0, "B": None}
+
+
+def test_the_newest_order_stays_the_last_order_whatever_order_they_arrive_in(store: Store) -> None:
+    store.record_events("shop", "v", [purchase("p2", "a", value=1.0, ts=T0)])
+    store.record_events("shop", "v", [purchase("p1", "a", value=1.0, ts=T0 - timedelta(days=30))])
+    visitor = store.get_visitor("shop", "v")
+    assert (visitor.orders, visitor.last_order_at) == (2, T0)
+
+
+def test_event_batches_keep_the_cart_and_sign_up_columns_in_step_with_the_state(store: Store) -> None:
+    store.record_events("shop", "v", [Event("c1", "add_to_cart", T0, item_id="x"), Event("s1", "login", T0)])
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(visitors_table.c.cart_at, visitors_table.c.signed_up_at)).one()
+    assert tuple(row) == (T0, T0)
+    store.record_events("shop", "v", [purchase("o1", "x", value=1.0, ts=T0 + timedelta(minutes=1))])
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(visitors_table.c.cart_at, visitors_table.c.signed_up_at)).one()
+    assert tuple(row) == (None, T0)
+
+
 def test_a_purchase_from_an_unseen_visitor_creates_the_visitor(store: Store) -> None:
     store.record_events("shop", "ghost", [purchase("p1", "a", value=10.0)])
     visitor = store.get_visitor("shop", "ghost")

@@ -233,3 +233,34 @@ def test_country_names_read_as_a_sentence() -> None:
     assert [display_name(c) for c in ("GB", "ie", "US", "KR", "NL", "DO", "XX", "")] == [
         "the United Kingdom", "Ireland", "the United States", "South Korea", "the Netherlands",
         "the Dominican Republic", "", ""]
+
+
+def test_a_campaign_for_an_audience_says_why_without_naming_it(shop, client, settings) -> None:
+    path = settings.resolved_shops_dir / f"{SHOP}.toml"
+    path.write_text(path.read_text() + """
+[[audiences.custom]]
+id = "xmas_fans_internal_name"
+description = "Internal: people who love Christmas"
+any = [{ category_views = { category = "Christmas", min = 2 } }, { searches = "tinsel" }]
+not = { audience = "loyal" }
+
+[[campaigns]]
+id = "fans"
+widget = "banner"
+placement = "hero"
+[campaigns.audience]
+audiences = ["lapsed", "xmas_fans_internal_name"]
+
+[[campaigns]]
+id = "reminder"
+widget = "banner"
+placement = "reminder"
+[campaigns.audience]
+audiences = ["cart_abandoner"]
+""")
+    token = viewer(client, shop, "x1", "x2")
+    r = fragment(client, "banner", token, placement="hero")
+    assert reasons(r.text) == ["Because you looked at items in Christmas"]
+    assert "xmas_fans" not in r.text and "Internal" not in r.text
+    r = fragment(client, "banner", placement="reminder", audience="cart_abandoner")
+    assert reasons(r.text) == ["Because you left items in your cart"]

@@ -94,7 +94,59 @@ def campaign(rc: "RenderContext", chosen: "Campaign") -> Why:
         reasons.append(SOURCES.get(ctx.source.medium, "Because of how you came to the shop"))
     if audience.min_page_views:
         reasons.append(f"Because you have looked at {ctx.profile.page_views} pages here")
+    if audience.audiences:
+        reasons += _audiences(ctx, audience.audiences)
     return explained(rc, reasons or ["Shown to every visitor"])
+
+
+# The shop's audiences (server/audiences/), told without their names: the built-in ones...
+AUDIENCES = {
+    "new": "Because you are new here",
+    "returning": "Because you have been here before",
+    "prospect": "Because you signed up with this shop",
+    "first_time_customer": "Because you have ordered from this shop before",
+    "repeat_customer": "Because you have ordered from this shop before",
+    "loyal": "Because you are one of this shop's regular customers",
+    "lapsed": "Because you have not ordered from this shop for a while",
+    "cart_abandoner": "Because you left items in your cart",
+}
+# ... and the facts a shop's own audience rests on.
+FACTS = {
+    **dict.fromkeys(("orders", "revenue", "days_since_last_order"), "Because of your orders here"),
+    **dict.fromkeys(("visits", "page_views", "visit_page_views", "days_since_last_visit", "days_since_first_visit"),
+                    "Because of your visits here"),
+    **dict.fromkeys(("signed_up", "hours_since_sign_up"), "Because you signed up with this shop"),
+    **dict.fromkeys(("cart_value", "cart_count", "cart_age_minutes", "cart_items", "cart_categories"),
+                    "Because of what is in your cart"),
+    **dict.fromkeys(("viewed_items", "viewed_categories", "category_views", "interest"),
+                    "Because of what you looked at here"),
+    "searches": "Because of what you searched for here",
+    "language": "Because of your browser's language",
+    **dict.fromkeys(("local_hour", "weekday"), "Because of the time of day where you are"),
+}
+
+
+def _audiences(ctx: "VisitorContext", wanted: Sequence[str]) -> list[str]:
+    """The first of the campaign's audiences the visitor is in, in plain words."""
+    membership = ctx.audiences
+    audience = next((a for a in wanted if a in membership), None)
+    if audience is None:
+        return []
+    reasons = []
+    for name, category in membership.behind(audience):
+        if name in AUDIENCES or name.startswith("loyal_"):
+            reasons.append(AUDIENCES.get(name, AUDIENCES["loyal"]))
+        elif name in ("device", "os", "browser"):
+            reasons.append(on_device(ctx) or "Because of the device you are using")
+        elif name in ("country", "region", "city"):  # never nearer than the country
+            reasons.append(visiting_from(ctx) or "Because of where you are visiting from")
+        elif name in ("medium", "source", "campaign", "referrer", "landing_page"):
+            reasons.append(SOURCES.get(ctx.source.medium, "Because of how you came to the shop"))
+        elif category and name != "cart_categories":
+            reasons.append(looked_at([category]))
+        else:
+            reasons.append(FACTS.get(name, ""))
+    return reasons
 
 
 def _kind(ctx: "VisitorContext") -> str:

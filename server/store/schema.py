@@ -49,6 +49,20 @@ visitors = sa.Table(
     # The browser sent Global Privacy Control on the visitor's latest page view: an export
     # of visitors to a third party must leave them out (docs/privacy.md).
     sa.Column("gpc", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The latest visit (server/visitors/page_views.py): its page views, the last page view
+    # before it, its landing page's path (never a query string), the referrer's host, and
+    # the source's name and UTM campaign.
+    sa.Column("visit_page_views", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("previous_seen", sa.DateTime, nullable=True),
+    sa.Column("landing_page", sa.String(512), nullable=False, server_default=""),
+    sa.Column("referrer_domain", sa.String(255), nullable=False, server_default=""),
+    sa.Column("source_name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("utm_campaign", sa.String(128), nullable=False, server_default=""),
+    # Copied from the state (state_columns) so that audience sizes are counted without it:
+    # when the newest line still in the cart was added (NULL: empty cart), and the first
+    # sign-up or login.
+    sa.Column("cart_at", sa.DateTime, nullable=True),
+    sa.Column("signed_up_at", sa.DateTime, nullable=True),
     # The visitor state (server/visitors/state.py): recent events and closed campaigns, kept
     # in step with the events table so that a request reads this row and not the events.
     sa.Column("state", sa.JSON, nullable=True),

@@ -34,8 +34,8 @@ from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
 from server.visitors.state import HISTORY_EVENTS as HISTORY_STATE_EVENTS
-from server.visitors.state import KEPT as STATE_TYPES
-from server.visitors.state import StateCache, VisitorState, changes_state
+from server.visitors.state import READ_TYPES as STATE_TYPES
+from server.visitors.state import StateCache, VisitorState, changes_state, state_columns
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -173,7 +173,10 @@ class SqlStore:
         # SQLite stores the text as it is; PostgreSQL takes it as json (CAST there, since on
         # SQLite a CAST to an unknown type name would read the text as a number).
         self._state_value = text if self.dialect == "sqlite" else sa.cast(text, visitors.c.state.type)
-        self._state_update = _by_key(sa.update(visitors)).values(state=self._state_value)
+        # The state after an event batch, with the columns copied from it (state_columns).
+        self._state_update = _by_key(sa.update(visitors)).ordered_values(
+            (visitors.c.state, self._state_value),
+            *((visitors.c[name], sa.bindparam(f"new_{name}")) for name in state_columns(None)))
         # Event batches and page views share transactions and commits (server/store/group.py).
         self._group = GroupWriter(self._writing, wait_s=2 * busy_timeout_ms / 1000 + 1.0)
 
@@ -392,7 +395,7 @@ class SqlStore:
                 key_shop=key[0], key_visitor=key[1], new_first_seen=profile.first_seen,
                 new_last_seen=profile.last_seen, new_visits=profile.visits, new_page_views=profile.page_views,
                 new_country=profile.country, new_device_class=profile.device_class, new_source=profile.source,
-                new_gpc=profile.gpc,
+                new_gpc=profile.gpc, **_visit_values(profile),
             )
             if key in stated:
                 state = profile.state or EMPTY_STATE
@@ -478,7 +481,7 @@ class SqlStore:
             for key, state in sorted(changed.items()):
                 text = state.to_text()
                 self.states.remember(key, text, state)
-                updates.append(dict(key_shop=key[0], key_visitor=key[1], new_state=text))
+                updates.append(dict(key_shop=key[0], key_visitor=key[1], new_state=text, **_state_values(state)))
             conn.execute(self._state_update, updates)
         return counts
 
@@ -693,7 +696,8 @@ class SqlStore:
             .values(
                 orders=visitors.c.orders + 1,
                 revenue=visitors.c.revenue + (event.value or 0.0),
-                last_order_at=event.ts,
+                # The newest order's time, whatever order they arrive in (a queued beacon, history).
+                last_order_at=sa.case((visitors.c.last_order_at > event.ts, visitors.c.last_order_at), else_=event.ts),
             )
         )
 
@@ -891,6 +895,15 @@ class SqlStore:
                     counts[table.name] = conn.execute(sa.delete(table).where(where)).rowcount or 0
         return counts
 
+    # -- audiences (server/audiences/) ---------------------------------------------------
+    def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:
+        """How many of the shop's visitors each audience of `book` holds at `now`, in one pass
+        over the visitors table (server/store/audience_sql.py): an AudienceSizes."""
+        from server.store.audience_sql import count_audiences
+
+        with self._reading() as conn:
+            return count_audiences(conn, self.dialect, shop, book, now, visit_timeout_s)
+
     def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
         """Up to `limit` of the shop's web visitors last seen before `before`. Imported
         customers (`u:` ids, imported_visitor_id) are not among them: their last_seen is the
@@ -1003,13 +1016,29 @@ _NOT_STATE = [c for c in visitors.c if c.name != "state"]
 _VISITOR_BY_KEY = _by_key(sa.select(*_NOT_STATE, _STATE_TEXT))
 
 
+def _state_values(state: VisitorState) -> dict[str, Any]:
+    """The columns copied from the state (state_columns), as the state's update binds them."""
+    return {f"new_{name}": value for name, value in state_columns(state).items()}
+
+
 # What the page-view writer sets on a visitor's row (and the state, where its views change it).
 _VIEW_UPDATE = _by_key(sa.update(visitors)).values(
     first_seen=sa.bindparam("new_first_seen"), last_seen=sa.bindparam("new_last_seen"),
     visits=sa.bindparam("new_visits"), page_views=sa.bindparam("new_page_views"),
     country=sa.bindparam("new_country"), device_class=sa.bindparam("new_device_class"),
     source=sa.bindparam("new_source"), gpc=sa.bindparam("new_gpc"),
+    **{name: sa.bindparam(f"new_{name}") for name in ("visit_page_views", "previous_seen", "landing_page",
+                                                     "referrer_domain", "source_name", "utm_campaign")},
 )
+
+
+def _visit_values(profile: VisitorProfile) -> dict[str, Any]:
+    """The latest visit's columns of a visitor's row, as _VIEW_UPDATE binds them."""
+    return dict(
+        new_visit_page_views=profile.visit_page_views, new_previous_seen=profile.previous_seen,
+        new_landing_page=profile.landing_page[:512], new_referrer_domain=profile.referrer_domain[:255],
+        new_source_name=profile.source_name[:128], new_utm_campaign=profile.utm_campaign[:128],
+    )
 
 
 def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
@@ -1021,14 +1050,21 @@ def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
         country=row.get("country", ""), device_class=row.get("device_class", ""),
         source=row.get("source", ""), new_visit=False,
         state=state if state is not None else VisitorState.from_json(row.get("state")),
-        gpc=bool(row.get("gpc", False)),
+        gpc=bool(row.get("gpc", False)), visit_page_views=row.get("visit_page_views") or 0,
+        previous_seen=row.get("previous_seen"), landing_page=row.get("landing_page") or "",
+        referrer_domain=row.get("referrer_domain") or "", source_name=row.get("source_name") or "",
+        utm_campaign=row.get("utm_campaign") or "",
     )
 
 
-def rebuild_visitor_states(conn: Connection, shop: str | None = None, visitor_ids: Sequence[str] | None = None) -> int:
+def rebuild_visitor_states(
+    conn: Connection, shop: str | None = None, visitor_ids: Sequence[str] | None = None, columns: bool = True,
+) -> int:
     """The visitor state of these visitors (or every visitor), rebuilt from their events: for
-    a migration and after an import, never on a request. Returns how many were written."""
-    query = sa.select(events).where(events.c.type.in_(sorted(STATE_TYPES | {"close_promotion"})))
+    a migration and after an import, never on a request. Returns how many were written.
+    `columns`: write the columns copied from the state too (state_columns; False for the
+    migrations that come before them)."""
+    query = sa.select(events).where(events.c.type.in_(sorted(STATE_TYPES)))
     if shop is not None:
         query = query.where(events.c.shop == shop)
     chunks = [list(visitor_ids[i : i + 500]) for i in range(0, len(visitor_ids), 500)] if visitor_ids is not None else [None]
@@ -1044,5 +1080,6 @@ def rebuild_visitor_states(conn: Connection, shop: str | None = None, visitor_id
         for (shop_id, vid), newest_first in by_visitor.items():
             state = VisitorState.from_events(newest_first)
             key = (visitors.c.shop == shop_id) & (visitors.c.visitor_id == vid)
-            written += conn.execute(sa.update(visitors).where(key).values(state=state.to_json())).rowcount or 0
+            values = {"state": state.to_json(), **(state_columns(state) if columns else {})}
+            written += conn.execute(sa.update(visitors).where(key).values(**values)).rowcount or 0
     return written

@@ -55,23 +55,37 @@ class PageView:
     event: Event | None = None  # the page_view event, stored with it
     counted: bool = True  # False: the visitor was seen, no page view is counted
     gpc: bool = False  # the browser sent Global Privacy Control
+    # Where this page came from, kept for the visit it starts (server/traffic.py): the page's
+    # path, the referrer's host, the source's name and the UTM campaign.
+    path: str = ""
+    referrer_domain: str = ""
+    source_name: str = ""
+    campaign: str = ""
 
 
 def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile:
     """The visitor after this page view; `profile` None for a visitor not stored yet.
 
     A gap longer than the visit timeout starts a new visit. The visit's source is the
-    medium of its first page; internal navigation keeps the source the visit began with."""
+    medium of its first page (with its name, campaign and referrer); internal navigation keeps
+    the source the visit began with. The visit's first page is its landing page."""
     views = 1 if view.counted else 0
     if profile is None:
         state = EMPTY_STATE.add([view.event]) if view.event else None
         return VisitorProfile(
             visitor_id=view.visitor_id, first_seen=view.at, last_seen=view.at, visits=1, page_views=views,
             country=view.country, device_class=view.device_class, source=view.source, new_visit=True,
-            state=state, gpc=view.gpc,
+            state=state, gpc=view.gpc, visit_page_views=views, landing_page=view.path,
+            **(_arrival(view) if view.source != "internal" else {}),
         )
     new_visit = view.at - profile.last_seen > timedelta(seconds=view.visit_timeout_s)
-    source = view.source if (new_visit or not profile.source) and view.source != "internal" else profile.source
+    arrived = (new_visit or not profile.source) and view.source != "internal"  # this page says where from
+    source = view.source if arrived else profile.source
+    visit = _arrival(view) if arrived else {}
+    if new_visit or not profile.landing_page:
+        visit["landing_page"] = view.path
+    if new_visit:
+        visit["previous_seen"] = profile.last_seen
     state = profile.state
     if view.event is not None:
         state = (state or EMPTY_STATE).add([view.event])
@@ -86,7 +100,14 @@ def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile
         new_visit=new_visit,
         state=state,
         gpc=view.gpc,
+        visit_page_views=views if new_visit else profile.visit_page_views + views,
+        **visit,
     )
+
+
+def _arrival(view: PageView) -> dict:
+    """What a visit keeps of the page that tells where it came from."""
+    return dict(referrer_domain=view.referrer_domain, source_name=view.source_name, utm_campaign=view.campaign)
 
 
 @dataclass

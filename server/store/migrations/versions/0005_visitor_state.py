@@ -21,7 +21,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("state", sa.JSON, nullable=True))
     from server.store.sql import rebuild_visitor_states
 
-    rebuild_visitor_states(op.get_bind())
+    rebuild_visitor_states(op.get_bind(), columns=False)  # the columns beside the state come in 0009
 
 
 def downgrade() -> None:
