@@ -89,6 +89,27 @@ def qa_headers(client: TestClient, shop: str) -> dict[str, str]:
 POSTGRES_URL = os.environ.get("VITRINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose connections see only a new, empty schema; the schema goes at teardown."""
+    import secrets
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+
+    schema = "vitrine_test_" + secrets.token_hex(6)
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    base = sa.engine.make_url(POSTGRES_URL)
+    yield base.render_as_string(hide_password=False) + ("&" if base.query else "?") + "options=" + quote(
+        f"-csearch_path={schema}"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
 @contextmanager
 def new_postgres_database(prefix: str) -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database, dropped (connections and all) afterwards."""

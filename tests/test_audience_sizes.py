@@ -8,10 +8,8 @@ import json
 import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 
 from server.audiences import AudiencesConfig, Audiences, compile_audiences
@@ -25,7 +23,6 @@ from server.store import open_store
 from server.traffic import TrafficSource
 from server.visitors.page_views import PageView
 
-from conftest import POSTGRES_URL
 
 TIMEOUT_S = 30 * 60
 SHOP = "shop"
@@ -70,22 +67,6 @@ RULES = {
     ],
 }
 NOT_SIZED = {"chrome", "chrome_uk", "londoners", "keen_on_xmas"}
-
-
-@pytest.fixture
-def postgres_url() -> str:
-    """A URL whose connections see only a new, empty schema; the schema goes at teardown."""
-    schema = "vitrine_test_" + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    base = sa.engine.make_url(POSTGRES_URL)
-    yield base.render_as_string(hide_password=False) + ("&" if base.query else "?") + "options=" + quote(
-        f"-csearch_path={schema}"
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, example, given, note, settings as hypothesis
 from server.demo.site import MENU
 
 from conftest import SMALL_CATALOG, UK_IP, US_IP
-from test_store import postgres_url  # noqa: F401 (a fixture: a new schema on the test PostgreSQL)
 
 KINDS = ("banner", "popup", "recommendations", "search", "nav", "category")
 EVENT_TYPES = (

@@ -23,7 +23,6 @@ from server.privacy.data import delete_inactive_visitors, export_visitor
 from server.retention import run_purge
 from server.store.schema import metadata, visitors
 from server.store.sql import SqlStore, _EventBatch, imported_visitor_id
-from test_store import postgres_url  # noqa: F401 (a fixture: a new schema on the test PostgreSQL)
 
 ORIGIN = "http://127.0.0.1:8000"  # one of the demo shop's origins
 

@@ -8,20 +8,18 @@ Each PostgreSQL test gets a fresh schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import re
-import secrets
 import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from conftest import HEAD, POSTGRES_URL
+from conftest import HEAD
 from server.models import ANONYMOUS_VISITOR, CatalogItem, Event, Interaction
 from server.store import Store, StoreBusy, StoreError, open_store
 from server.store.schema import events as events_table
@@ -31,22 +29,6 @@ from server.visitors.page_views import PageView
 
 T0 = datetime(2024, 3, 1, 12, 0, 0)
 TIMEOUT_S = 30 * 60
-
-
-@pytest.fixture
-def postgres_url() -> str:
-    """A URL whose connections see only a new, empty schema; the schema goes at teardown."""
-    schema = "vitrine_test_" + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    base = sa.engine.make_url(POSTGRES_URL)
-    yield base.render_as_string(hide_password=False) + ("&" if base.query else "?") + "options=" + quote(
-        f"-csearch_path={schema}"
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -27,7 +27,7 @@ from server.recommend.dataset import EVENT_WEIGHTS
 from server.settings import Settings
 from server.store import Store, open_store
 from server.worker import LEASE, Worker, all_jobs
-from test_store import fresh_store, postgres_url, store, store_url  # noqa: F401  (the store fixtures, both backends)
+from test_store import fresh_store, store, store_url  # noqa: F401  (the store fixtures, both backends)
 
 
 @pytest.fixture(autouse=True)
