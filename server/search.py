@@ -344,7 +344,9 @@ def _blend(
         best[tier] = max(best.get(tier, 0.0), score)
     model_scores = _model_scores(model, signals.vector, [h.item_id for h in hits])
     affinity = signals.affinity
-    shares = {c: affinity.share(c) for c, _ in facts.values()} if affinity.total > 0 else None
+    # Affinity.share per candidate would sum every category's score each time.
+    total = affinity.total
+    shares = {c: affinity.scores.get(c, 0.0) / total for c, _ in facts.values()} if total > 0 else None
     scored = []
     for n, hit in enumerate(hits):
         category, in_stock = facts[hit.item_id]
