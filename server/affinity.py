@@ -30,6 +30,12 @@ class Affinity:
         total = self.total
         return self.scores.get(category, 0.0) / total if total else 0.0
 
+    def shares(self) -> dict[str, float]:
+        """Every category's share at once (share() sums all the scores on each call): for
+        ranking many items or entries; a category not in it has 0."""
+        total = self.total
+        return {c: v / total for c, v in self.scores.items()} if total else {}
+
     def ranked(self) -> list[str]:
         return sorted(self.scores, key=lambda c: (-self.scores[c], c))
 

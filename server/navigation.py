@@ -207,9 +207,10 @@ class Navigator:
         movable = [e for e in entries if not e.fixed]
 
         affinity = self.affinity(ctx)
+        shares = affinity.shares()
         for entry in movable:
             categories = index.members[entry.slug]
-            entry.affinity = sum(affinity.share(c) for c in categories)
+            entry.affinity = sum(shares.get(c, 0.0) for c in categories)
             entry.evidence = sum(affinity.evidence.get(c, 0) for c in categories)
         evidence = sum(e.evidence for e in movable)
         result = NavOrder(
@@ -316,8 +317,8 @@ class Navigator:
         mean, std = values[known].mean(), values[known].std() or 1.0
         # Items the model has not seen yet (new in the catalog) sit at the average.
         standard = np.where(known, (values - mean) / std, 0.0)
-        affinity = self.affinity(ctx)
-        return {i.item_id: float(s) + affinity.share(i.category) for i, s in zip(items, standard)}
+        shares = self.affinity(ctx).shares()
+        return {i.item_id: float(s) + shares.get(i.category, 0.0) for i, s in zip(items, standard)}
 
 
 def _model_scores(recommender: "Recommender", ctx: "VisitorContext", item_ids: list[str]) -> np.ndarray | None:

@@ -344,9 +344,8 @@ def _blend(
         best[tier] = max(best.get(tier, 0.0), score)
     model_scores = _model_scores(model, signals.vector, [h.item_id for h in hits])
     affinity = signals.affinity
-    # Affinity.share per candidate would sum every category's score each time.
-    total = affinity.total
-    shares = {c: affinity.scores.get(c, 0.0) / total for c, _ in facts.values()} if total > 0 else None
+    all_shares = affinity.shares()
+    shares = {c: all_shares.get(c, 0.0) for c, _ in facts.values()} if all_shares else None
     scored = []
     for n, hit in enumerate(hits):
         category, in_stock = facts[hit.item_id]
