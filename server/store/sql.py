@@ -177,6 +177,9 @@ class SqlStore:
         self._state_update = _by_key(sa.update(visitors)).ordered_values(
             (visitors.c.state, self._state_value),
             *((visitors.c[name], sa.bindparam(f"new_{name}")) for name in state_columns(None)))
+        # The page-view writer's update for views that change the state (built once, as
+        # _VIEW_UPDATE is: a flush every 50 ms need not make it and its cache key again).
+        self._view_state_update = _VIEW_UPDATE.values(state=self._state_value)
         # Event batches and page views share transactions and commits (server/store/group.py).
         self._group = GroupWriter(self._writing, wait_s=2 * busy_timeout_ms / 1000 + 1.0)
 
@@ -405,7 +408,7 @@ class SqlStore:
             else:
                 without_state.append(change)
         if with_state:
-            conn.execute(_VIEW_UPDATE.values(state=self._state_value), with_state)
+            conn.execute(self._view_state_update, with_state)
         if without_state:
             conn.execute(_VIEW_UPDATE, without_state)
         if events_rows:
