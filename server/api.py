@@ -23,6 +23,7 @@ from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.shops import ShopConfig
+from server.store import VisitorForgotten
 from server.web.front import body_shop, request_shop
 from server.web.html import debug_comment
 from server.web.responses import JSONResponse
@@ -206,9 +207,12 @@ async def page(request: Request) -> Response:
                 payload["nav"] = nav
             else:
                 errors["nav"] = "the menu order could not be computed (the server log says why)"
-        return payload
+        return payload, ctx
 
-    payload = await run_in_threadpool(render)
+    payload, ctx = await run_in_threadpool(render)
+    if consent.personalization and ctx.visitor_id != identity.visitor_id:
+        # The token named a visitor deleted at their request: this page call made a new one.
+        identity = Identity(visitor_id=ctx.visitor_id, is_new=True)
     return _respond(request, payload, shop.id, identity, consent, withdrawn=withdrawn)
 
 
@@ -241,9 +245,18 @@ async def events(request: Request) -> Response:
     # Trending near you counts the events where they came from (a visitor's first page view
     # may not be written yet when their first events come, server/visitors/page_views.py).
     country = svc.contexts.locate(request).country
-    stored, duplicates = await anyio.to_thread.run_sync(
-        svc.store.record_events, shop.id, visitor_id, kept, country, limiter=limiter,
-    )
+    try:
+        stored, duplicates = await anyio.to_thread.run_sync(
+            svc.store.record_events, shop.id, visitor_id, kept, country, limiter=limiter,
+        )
+    except VisitorForgotten:
+        # A batch on its way when the visitor had their data deleted (a beacon as the page
+        # unloaded): nothing of it is kept, and the cookie goes.
+        response = JSONResponse({"error": (
+            "nothing recorded: this visitor's data was deleted at their request; the next page call "
+            "gives a new visitor id")}, status_code=403, headers={"Cache-Control": "no-store"})
+        clear_token(response, shop.id, svc.settings.cookie_name, https=svc.contexts.is_https(request))
+        return response
     answer = {"accepted": stored, "duplicates": duplicates, "dropped": dropped}
     return _respond(request, answer, shop.id, identity, consent, 202)
 

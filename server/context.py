@@ -24,7 +24,7 @@ from server.device import Device, parse_device
 from server.geo import Geo, GeoLocator
 from server.identity import Identity, new_visitor_id
 from server.models import Event, VisitorProfile, utcnow
-from server.store import Store
+from server.store import Store, VisitorForgotten
 from server.languages import accepted_languages
 from server.traffic import TrafficSource, classify_source, referrer_host
 from server.visitors.page_views import PageView, PageViewWriter
@@ -275,12 +275,19 @@ class ContextBuilder:
                 event_id=f"pv:{page_view_id}", type="page_view", ts=now, item_id=page.item_id or None,
                 props={"page_type": page.type, "path": _path_of(page.url), "medium": source.medium},
             )
-            profile = self.page_views.record(PageView(
-                shop, identity.visitor_id, now, self.visit_timeout_s,
-                country=geo.country, device_class=device.device_class, source=source.medium, event=view,
-                gpc=consent.gpc, path=_path_of(page.url), referrer_domain=referrer_host(page.referrer),
-                source_name=source.source, campaign=source.campaign,
-            ), known=not identity.is_new)
+            def record(visitor_id: str, known: bool) -> VisitorProfile:
+                return self.page_views.record(PageView(
+                    shop, visitor_id, now, self.visit_timeout_s,
+                    country=geo.country, device_class=device.device_class, source=source.medium, event=view,
+                    gpc=consent.gpc, path=_path_of(page.url), referrer_domain=referrer_host(page.referrer),
+                    source_name=source.source, campaign=source.campaign,
+                ), known=known)
+
+            try:
+                profile = record(identity.visitor_id, not identity.is_new)
+            except VisitorForgotten:  # their data was deleted at their request: a new visitor
+                identity = Identity(visitor_id=new_visitor_id(), is_new=True)
+                profile = record(identity.visitor_id, False)
         elif identity.is_new:  # nothing can be stored under an id this request made
             profile = VisitorProfile(visitor_id=identity.visitor_id, first_seen=now, last_seen=now, new_visit=True)
         else:

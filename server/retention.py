@@ -20,6 +20,10 @@ newest order of the shop's own history, which the shop keeps or erases itself
 (`vitrine privacy delete --customer ID`). Nor is the shared measurement id of visitors
 without a profile (ANONYMOUS_VISITOR), which is nobody: its events, closes included (no
 popup is kept closed for it), go when they are older than `event_retention_days`.
+
+Forgotten visitors: a visitor deleted at their own request leaves a SHA-256 of their id
+(forgotten_visitors), so that a batch still on its way with their token does not make them
+again; it goes when the token it guards against has expired (`token_max_age_days`).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def run_purge(services: Any) -> str:
     """The `purge` job: delete every shop's purged events older than the event retention, then
     its visitors inactive for longer than the visitor retention (idempotent: a second run
     finds nothing more)."""
-    return f"{_purge_events(services)}; {_purge_visitors(services)}"
+    return f"{_purge_events(services)}; {_purge_visitors(services)}; {_purge_forgotten(services)}"
 
 
 def _purge_events(services: Any) -> str:
@@ -70,6 +74,14 @@ def _purge_visitors(services: Any) -> str:
         for shop in services.shops.ids()
     }
     return f"visitors unseen for {days} days deleted ({_per_shop(deleted)})"
+
+
+def _purge_forgotten(services: Any) -> str:
+    """The hashed ids of visitors deleted at their request go once no token of theirs can be
+    valid any more: a token lives token_max_age_days."""
+    days = services.settings.token_max_age_days
+    gone = services.store.purge_forgotten(utcnow() - timedelta(days=days))
+    return f"ids of visitors forgotten over {days} days ago deleted (all shops: {gone})"
 
 
 def _per_shop(deleted: dict[str, int]) -> str:

@@ -4,6 +4,7 @@ inactive visitors and /.well-known/gpc.json, on SQLite and PostgreSQL through th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -287,18 +288,64 @@ def test_delete_without_a_token_is_a_204_and_deleting_twice_is_deleting_once(cli
     assert services.store.get_visitor("demo", visitor_of(services, token)) is None
 
 
-def test_a_batch_arriving_after_the_delete_starts_a_fresh_row(client, services) -> None:
+def test_a_batch_arriving_after_the_delete_is_dropped_and_its_cookie_cleared(client, services) -> None:
+    """A batch still on its way with the old token (a beacon sent as the page unloaded) does
+    not make the visitor again: 403, nothing stored, the cookie cleared."""
     token = visit(client)
+    vid = visitor_of(services, token)
     act(client, token, "before")
     assert me(client, token, "DELETE").status_code == 204
     late = client.post("/v1/events?shop=demo", headers={"X-Visitor-Token": token}, json={
         "shop": "demo", "events": [{"event_id": "late-view-1", "type": "view_item", "item_id": "71053"}],
     })
-    assert late.status_code == 202
-    data = me(client, token).json()
-    assert [e["event_id"] for e in data["events"]] == ["late-view-1"]
-    assert (data["profile"]["page_views"], data["profile"]["orders"]) == (0, 0)
-    assert data["state"]["closed_campaigns"] == []
+    assert late.status_code == 403 and "deleted at their request" in late.json()["error"]
+    assert 'vitrine_demo=""' in late.headers["set-cookie"] and "Max-Age=0" in late.headers["set-cookie"]
+    assert "token" not in late.json()
+    assert places_naming(services.store.engine, vid) == []
+    assert services.store.count_events("demo", "view_item") == 0
+
+
+def test_a_page_view_queued_before_the_delete_is_not_written_after_it(client, services) -> None:
+    """Another worker's page view of the visitor, queued before the deletion and written after
+    it (this one's own queue is dropped by the deletion): the writer leaves it out."""
+    token = visit(client)
+    vid = visitor_of(services, token)
+    services.store.delete_visitors("demo", [vid])
+    store = services.store
+    written = store.record_page_views([store_view(vid), store_view("someone-else-0001")])
+    assert [p.visitor_id for p in written] == ["someone-else-0001"]
+    assert store.get_visitor("demo", vid) is None and store.get_visitor("demo", "someone-else-0001") is not None
+    assert places_naming(store.engine, vid) == []
+
+
+def test_a_page_call_with_a_forgotten_token_gets_a_new_visitor(client, services) -> None:
+    token = visit(client)
+    old = visitor_of(services, token)
+    assert me(client, token, "DELETE").status_code == 204
+    again = visit(client, token)  # another tab, still with the old token, and consent
+    new = visitor_of(services, again)
+    assert new != old and services.store.get_visitor("demo", new).page_views == 1
+    assert places_naming(services.store.engine, old) == []
+
+
+def test_the_purge_drops_the_ids_of_visitors_forgotten_longer_than_a_token_lives(client, services) -> None:
+    forgotten = [visitor_of(services, visit(client)) for _ in range(2)]
+    for vid in forgotten:
+        services.store.delete_visitors("demo", [vid])
+    with services.store.engine.begin() as conn:  # the first one asked a token's lifetime ago
+        conn.execute(sa.text("UPDATE forgotten_visitors SET forgotten_at = :t WHERE visitor_hash = :h"), {
+            "t": utcnow() - timedelta(days=services.settings.token_max_age_days + 1),
+            "h": hashlib.sha256(forgotten[0].encode()).hexdigest()})
+    assert run_purge(services).endswith(
+        f"; ids of visitors forgotten over {services.settings.token_max_age_days} days ago deleted (all shops: 1)")
+    assert not services.store.is_forgotten("demo", forgotten[0]) and services.store.is_forgotten("demo", forgotten[1])
+    assert not services.store.is_forgotten("other-shop", forgotten[1])
+
+
+def store_view(visitor_id: str):
+    from server.visitors.page_views import PageView
+
+    return PageView("demo", visitor_id, utcnow(), 1800, "GB", "desktop", "direct", None)
 
 
 def test_a_deletion_waits_for_the_visitors_writer_and_takes_what_it_wrote(services, settings) -> None:
@@ -419,14 +466,15 @@ def test_the_purge_deletes_visitors_unseen_for_the_retention_with_everything_abo
     ])
 
     assert run_purge(services) == (
-        "events older than 400 days deleted (demo: 0); visitors unseen for 395 days deleted (demo: 1)"
+        "events older than 400 days deleted (demo: 0); visitors unseen for 395 days deleted (demo: 1); "
+        "ids of visitors forgotten over 400 days ago deleted (all shops: 0)"
     )
     engine = services.store.engine
     assert places_naming(engine, gone_id) == []
     for kept in (stays_id, recent_id):
         assert export_visitor(services.store, "demo", kept)["profile"]["orders"] == 1
     assert services.store.get_visitor("demo", "u:17850") is not None  # imported customers are the shop's
-    assert run_purge(services).endswith("visitors unseen for 395 days deleted (demo: 0)")  # idempotent
+    assert "visitors unseen for 395 days deleted (demo: 0)" in run_purge(services)  # idempotent
 
 
 def test_the_visitor_purge_works_in_chunks_and_spares_who_came_back(services) -> None:
@@ -465,7 +513,8 @@ def test_the_anonymous_measurement_goes_by_its_age_never_with_a_visitor(client, 
     with services.store.engine.begin() as conn:  # a row an earlier version made, not seen for long
         conn.execute(sa.insert(visitors).values(shop="demo", visitor_id=ANONYMOUS_VISITOR, first_seen=old, last_seen=old))
     assert run_purge(services) == (
-        "events older than 400 days deleted (demo: 2); visitors unseen for 395 days deleted (demo: 0)"
+        "events older than 400 days deleted (demo: 2); visitors unseen for 395 days deleted (demo: 0); "
+        "ids of visitors forgotten over 400 days ago deleted (all shops: 0)"
     )
     assert [e["event_id"] for e in export_visitor(services.store, "demo", ANONYMOUS_VISITOR)["events"]] == ["anon-now-1"]
 
@@ -475,7 +524,7 @@ def test_the_visitor_purge_can_be_turned_off(client, services) -> None:
     vid = visitor_of(services, token)
     last_seen(services, vid, 4000)
     services.settings = dataclasses.replace(services.settings, visitor_retention_days=0)
-    assert run_purge(services).endswith("; visitors: off (visitor_retention_days = 0)")
+    assert "; visitors: off (visitor_retention_days = 0);" in run_purge(services)
     assert services.store.get_visitor("demo", vid) is not None
 
 
@@ -489,3 +538,17 @@ def test_gpc_support_resource(client) -> None:
     assert data["gpc"] is True and set(data) == {"gpc", "lastUpdate"}
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", data["lastUpdate"])
     assert date.fromisoformat(data["lastUpdate"]) <= date.today()
+
+
+def test_a_forgotten_visitors_batch_written_with_others_stores_only_theirs(services) -> None:
+    """Batches that reach the writer together: the forgotten visitor's is dropped, the rest stored."""
+    store = services.store
+    store.record_events("demo", "forgotten-0001", [Event("f-0", "view_item", utcnow(), item_id="22632")])
+    store.delete_visitors("demo", ["forgotten-0001"])
+    with store._writing() as conn:
+        counts = store._store_event_batches(conn, [
+            _EventBatch("demo", "forgotten-0001", (Event("f-1", "view_item", utcnow(), item_id="22632"),)),
+            _EventBatch("demo", "kept-0001", (Event("k-1", "view_item", utcnow(), item_id="22632"),)),
+        ])
+    assert counts == [-1, 1]
+    assert places_naming(store.engine, "forgotten-0001") == [] and store.get_visitor("demo", "kept-0001") is not None

@@ -27,6 +27,11 @@ class StoreConflict(StoreError):
     deadlock, a serialization failure): the same work, run again, succeeds."""
 
 
+class VisitorForgotten(Exception):
+    """The visitor was deleted at their own request (forgotten_visitors): nothing of theirs
+    was stored, and their token names nobody now."""
+
+
 class StoreBusy(Exception):
     """The store could not take this request within its bounded wait (a held write lock, a
     locked database, an exhausted connection pool). The web layer answers 503 with
@@ -92,6 +97,8 @@ class Store(Protocol):
         self, shop: str, visitor_ids: Sequence[str], inactive_before: datetime | None = None,
     ) -> dict[str, int]: ...
     def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]: ...
+    def is_forgotten(self, shop: str, visitor_id: str) -> bool: ...
+    def purge_forgotten(self, before: datetime) -> int: ...
 
 
 def open_store(url: str, trending_half_life_hours: float = 72.0, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Store:

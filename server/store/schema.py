@@ -146,3 +146,16 @@ popular_searches = sa.Table(
     sa.Column("visitors", sa.Integer, nullable=False),
     sa.Column("computed_at", sa.DateTime, nullable=False),
 )
+
+forgotten_visitors = sa.Table(
+    "forgotten_visitors",
+    metadata,
+    # Visitors deleted at their own request (consent withdrawn, DELETE /v1/me, `vitrine
+    # privacy delete`), by a SHA-256 of their id: a page view or event batch still on its
+    # way with their old token (a beacon sent as the page unloaded) is dropped instead of
+    # making them again, and a page call with that token gets a new id. Kept for as long
+    # as a token lives (token_max_age_days), then purged.
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("visitor_hash", sa.String(64), primary_key=True),
+    sa.Column("forgotten_at", sa.DateTime, nullable=False),
+)

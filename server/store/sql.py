@@ -25,9 +25,9 @@ from server.models import (
 )
 from server import trending
 from server.countries import to_iso
-from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError
+from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError, VisitorForgotten
 from server.store.group import GroupWriter
-from server.store.schema import events, item_sales, item_trends, items, shop_versions, visitors
+from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
 from server.store.schema import worker_leases
 from server.urls import web_url
@@ -341,13 +341,17 @@ class SqlStore:
     ) -> VisitorProfile:
         """Count one page view now (see record_page_views) and return the visitor after it."""
         view = PageView(shop, visitor_id, now, visit_timeout_s, country, device_class, source, event, page_view)
-        return self.record_page_views([view], states=True)[0]
+        written = self.record_page_views([view], states=True)
+        if not written:
+            raise VisitorForgotten(shop, visitor_id)
+        return written[0]
 
     def record_page_views(self, views: Sequence[PageView], states: bool = False) -> list[VisitorProfile]:
         """Count page views (server/visitors/page_views.py) in one transaction: the visitors'
         rows locked in key order, each view counted on its row by `count_view`, one update
         per visitor and one insert for the page_view events. Returns each view's visitor
         after it; their visitor state only where a view changed it, or with `states` for all.
+        Views of a visitor deleted at their request are dropped (and have no profile in the list).
         Not durable (no fsync on SQLite): a page view was never acknowledged."""
         if not views:
             return []
@@ -358,6 +362,13 @@ class SqlStore:
         by_shop: dict[str, set[str]] = {}
         for view in views:
             by_shop.setdefault(view.shop, set()).add(view.visitor_id)
+        # Views of a visitor deleted at their request, queued before it: written, they would
+        # make the visitor again.
+        gone = {(shop, v) for shop, ids in by_shop.items() for v in self._forgotten(conn, shop, sorted(ids))}
+        if gone:
+            views = [v for v in views if (v.shop, v.visitor_id) not in gone]
+            by_shop = {shop: ids - {v for s, v in gone if s == shop} for shop, ids in by_shop.items()}
+            by_shop = {shop: ids for shop, ids in by_shop.items() if ids}
         rows: dict[tuple[str, str], VisitorProfile | None] = {}
         stated: set[tuple[str, str]] = set()  # rows whose state is read and written
         for shop, ids in sorted(by_shop.items()):
@@ -430,6 +441,8 @@ class SqlStore:
         the visitor's stored country."""
         stored = self._group.run_combined(
             self._store_event_batches, _EventBatch(shop, visitor_id, tuple(batch), country), durable=True)
+        if stored == FORGOTTEN:
+            raise VisitorForgotten(shop, visitor_id)
         return stored, len(batch) - stored
 
     def _store_event_batches(self, conn: Connection, batches: Sequence[_EventBatch]) -> list[int]:
@@ -442,15 +455,23 @@ class SqlStore:
         now = utcnow()
         if not any(b.events for b in batches):
             return [0] * len(batches)
-        found = self._lock_visitors(conn, sorted({(b.shop, b.visitor_id) for b in batches if b.events}), now)
-        rows = [_event_row(b.shop, b.visitor_id, event, now) for b in batches for event in b.events]
+        keys = sorted({(b.shop, b.visitor_id) for b in batches if b.events})
+        found = self._lock_visitors(conn, keys, now)
+        # A visitor deleted at their request whose batch was still on its way: nothing of it.
+        gone = {k for k in keys if k not in found and k[1] != ANONYMOUS_VISITOR}
+        rows = [_event_row(b.shop, b.visitor_id, event, now) for b in batches if (b.shop, b.visitor_id) not in gone
+                for event in b.events]
         # One statement; RETURNING names the rows that went in (the others are an event_id
         # already stored, or an order this visitor already sent).
-        inserted = {(r[0], r[1]) for r in conn.execute(self._event_insert(events.c.shop, events.c.event_id), rows)}
+        inserted = {(r[0], r[1]) for r in conn.execute(self._event_insert(events.c.shop, events.c.event_id), rows)} \
+            if rows else set()
         counts: list[int] = []
         changed: dict[tuple[str, str], VisitorState] = {}
         for b in batches:
             key = (b.shop, b.visitor_id)
+            if key in gone:
+                counts.append(FORGOTTEN)
+                continue
             stored: list[Event] = []
             sold: list[str] = []
             trends: list[tuple[str, str, datetime]] = []
@@ -504,6 +525,9 @@ class SqlStore:
         found: dict[tuple[str, str], tuple[VisitorState, str]] = {}
         for shop in sorted({k[0] for k in keys}):
             ids = [v for s, v in keys if s == shop]
+            ids = [v for v in ids if v not in self._forgotten(conn, shop, ids)]
+            if not ids:
+                continue
             conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
                 dict(shop=shop, visitor_id=v, first_seen=now, last_seen=now, page_views=0) for v in ids
             ])
@@ -896,7 +920,33 @@ class SqlStore:
                 for table in self.VISITOR_TABLES:
                     where = (table.c.shop == shop) & table.c.visitor_id.in_(doomed)
                     counts[table.name] = conn.execute(sa.delete(table).where(where)).rowcount or 0
+            if inactive_before is None:  # at their request: what is on its way must not make them again
+                now = utcnow()
+                conn.execute(self._insert(forgotten_visitors).on_conflict_do_nothing(), [
+                    dict(shop=shop, visitor_hash=forgotten_hash(v), forgotten_at=now) for v in ids
+                ])
         return counts
+
+    def _forgotten(self, conn: Connection, shop: str, visitor_ids: Sequence[str]) -> set[str]:
+        """Which of these visitors were deleted at their request (forgotten_visitors)."""
+        hashes = {forgotten_hash(v): v for v in visitor_ids}
+        found: set[str] = set()
+        listed = sorted(hashes)
+        for start in range(0, len(listed), 500):
+            query = sa.select(forgotten_visitors.c.visitor_hash).where(
+                forgotten_visitors.c.shop == shop, forgotten_visitors.c.visitor_hash.in_(listed[start : start + 500]))
+            found |= {hashes[row[0]] for row in conn.execute(query)}
+        return found
+
+    def is_forgotten(self, shop: str, visitor_id: str) -> bool:
+        """Whether this visitor was deleted at their request (their token names nobody now)."""
+        with self._reading() as conn:
+            return bool(self._forgotten(conn, shop, [visitor_id]))
+
+    def purge_forgotten(self, before: datetime) -> int:
+        """Forget the forgotten visitors deleted before `before` (no token of theirs is valid any more)."""
+        with self._writing() as conn:
+            return conn.execute(sa.delete(forgotten_visitors).where(forgotten_visitors.c.forgotten_at < before)).rowcount or 0
 
     # -- audiences (server/audiences/) ---------------------------------------------------
     def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:
@@ -935,6 +985,14 @@ def _describe(error: sa.exc.DBAPIError) -> str:
     state = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None) or ""
     statement = " ".join((error.statement or "").split())[:300]
     return f"{type(orig).__name__}{f' ({state})' if state else ''} in: {statement}"
+
+
+# What a combined event writer answers for the batch of a visitor deleted at their request.
+FORGOTTEN = -1
+
+
+def forgotten_hash(visitor_id: str) -> str:
+    return hashlib.sha256(visitor_id.encode()).hexdigest()
 
 
 def imported_visitor_id(user_id: str) -> str:

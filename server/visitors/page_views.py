@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable
 
 from server.models import Event, VisitorProfile
+from server.store import VisitorForgotten
 from server.visitors.state import EMPTY as EMPTY_STATE
 
 if TYPE_CHECKING:
@@ -146,7 +147,8 @@ class PageViewWriter:
     def record(self, view: PageView, known: bool = True) -> VisitorProfile:
         """Count the view for this request (what is stored, plus this worker's views not
         written yet) and queue it to be written. `known` False: the visitor id was made for
-        this request (no valid token came), so nothing can be stored about it yet."""
+        this request (no valid token came), so nothing can be stored about it yet. Raises
+        VisitorForgotten for a visitor deleted at their request."""
         key = (view.shop, view.visitor_id)
         if not known:
             with self._cond:
@@ -162,7 +164,14 @@ class PageViewWriter:
                 entry = self._entries.get(key)
                 if entry is not None and (entry.in_flight or entry.committed_seq > seq):
                     continue  # a flush of this visitor ran meanwhile: read again
-                return self._queue(key, entry, stored, view)
+                if stored is not None or entry is not None:
+                    return self._queue(key, entry, stored, view)
+            # No row and nothing queued: a first page view not written yet, or a visitor
+            # deleted at their request whose token came back (rare either way).
+            if self.store.is_forgotten(view.shop, view.visitor_id):
+                raise VisitorForgotten(view.shop, view.visitor_id)
+            with self._cond:
+                return self._queue(key, self._entries.get(key), None, view)
         # The visitor's views kept being written under us: hold their next flush while reading.
         with self._cond:
             self._cond.wait_for(lambda: not self._writing(key), timeout=self.wait_s)
