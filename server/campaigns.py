@@ -8,13 +8,16 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from server.audiences.facts import FACTS
+from server.money import money
 from server.urls import RULE, is_web_url
 
 if TYPE_CHECKING:
+    from server.audiences import VisitorFacts
     from server.context import VisitorContext
 
 VisitorKind = Literal["new", "returning", "customer"]
@@ -22,15 +25,19 @@ DeviceClass = Literal["mobile", "tablet", "desktop", "bot", "other"]
 Medium = Literal["direct", "organic", "paid", "social", "email", "referral", "internal"]
 
 # The copy of a campaign and the facts it may name. Only coarse ones: a country or region,
-# never a city, so copy cannot feel like it knows where someone lives.
+# never a city, so copy cannot feel like it knows where someone lives. The personal ones
+# (PERSONAL_PLACEHOLDERS) a visitor may not have: `{first_name:there}` gives the text after
+# the colon instead; written without one, the campaign shows only to visitors who have it.
 COPY_FIELDS = ("title", "body", "cta", "link", "code", "reveal_text")
-COPY_PLACEHOLDERS = ("country", "country_name", "region", "visits")
+COPY_PLACEHOLDERS = ("country", "country_name", "region", "visits", "favourite_category", "cart_value", "first_name")
+PERSONAL_PLACEHOLDERS = ("favourite_category", "cart_value", "first_name")
 _ALLOWED = ", ".join(f"{{{name}}}" for name in COPY_PLACEHOLDERS[:-1]) + f" or {{{COPY_PLACEHOLDERS[-1]}}}"
 
 
 def copy_problem(text: str) -> str | None:
-    """Why `text` cannot be campaign copy, or None: only `{name}` of COPY_PLACEHOLDERS, with no
-    attribute, index, format spec or conversion; a literal brace is written `{{` or `}}`."""
+    """Why `text` cannot be campaign copy, or None: only `{name}` or `{name:fallback}` of
+    COPY_PLACEHOLDERS, with no attribute, index, conversion or brace in the fallback; a
+    literal brace is written `{{` or `}}`."""
     try:
         parts = list(string.Formatter().parse(text))
     except ValueError as exc:
@@ -40,8 +47,10 @@ def copy_problem(text: str) -> str | None:
             continue
         shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
         base = re.split(r"[.\[]", name, maxsplit=1)[0]
-        if name in COPY_PLACEHOLDERS and (conversion or spec):
-            return f"placeholder {shown} has a conversion or format spec; write just {{{name}}}"
+        if name in COPY_PLACEHOLDERS and conversion:
+            return f"placeholder {shown} has a conversion; write {{{name}}} or {{{name}:fallback text}}"
+        if name in COPY_PLACEHOLDERS and spec and ("{" in spec or "}" in spec):
+            return f"placeholder {shown} has a placeholder in its fallback; write plain text after the colon"
         if base in COPY_PLACEHOLDERS and name != base:
             return f"placeholder {shown} reaches into {{{base}}}; write just {{{base}}}"
         if name not in COPY_PLACEHOLDERS:
@@ -50,7 +59,8 @@ def copy_problem(text: str) -> str | None:
 
 
 def fill_copy(text: str, values: dict[str, str]) -> str:
-    """`text` with its placeholders filled from `values`; the text as written if it is not valid copy."""
+    """`text` with its placeholders filled from `values` (an empty value gives the fallback
+    after the colon, or nothing); the text as written if it is not valid copy."""
     if "{" not in text and "}" not in text:
         return text
     try:
@@ -62,10 +72,71 @@ def fill_copy(text: str, values: dict[str, str]) -> str:
         filled.append(literal)
         if name is None:
             continue
-        if name not in values or spec or conversion:
+        if name not in values or conversion:
             return text
-        filled.append(str(values[name]))
+        filled.append(str(values[name]) or spec)
     return "".join(filled)
+
+
+def needed_facts(texts: "Iterable[str]") -> tuple[str, ...]:
+    """The personal placeholders these texts name without a fallback: the campaign needs the
+    visitor to have them."""
+    needed: list[str] = []
+    for text in texts:
+        try:
+            parts = list(string.Formatter().parse(text))
+        except ValueError:
+            continue
+        needed += [name for _, name, spec, _ in parts if name in PERSONAL_PLACEHOLDERS and not spec]
+    return tuple(dict.fromkeys(needed))
+
+
+def copy_values(ctx: "VisitorContext") -> dict[str, str]:
+    """What the placeholders say for this visitor ("" where the visitor does not have it):
+    worked out once per request, from the facts the audiences read (server/audiences/)."""
+    def make() -> dict[str, str]:
+        values = {
+            "country": ctx.geo.country or "", "country_name": ctx.geo.country_name or "your country",
+            "region": ctx.geo.region or "", "visits": str(ctx.profile.visits),
+            "favourite_category": "", "cart_value": "", "first_name": "",
+        }
+        run = ctx.audiences.run
+        facts = run.facts if run is not None else None
+        if facts is None or not ctx.consent.personalization:
+            return values
+        values["favourite_category"] = favourite_category(ctx)
+        cart = facts.value("cart_value")
+        if cart:
+            values["cart_value"] = money(cart, _cart_currency(facts))
+        values["first_name"] = facts.value("first_name") if "first_name" in FACTS else ""
+        return values
+
+    return ctx.derive("copy:values", make)
+
+
+def favourite_category(ctx: "VisitorContext", full: bool = False) -> str:
+    """The catalog category with the most of the visitor's affinity: by its last name for
+    copy ("Lights" of "Home > Lights"), or `full`; none without a clear one (a single view
+    is not a favourite) or without consent to personalization."""
+    run = ctx.audiences.run
+    facts = run.facts if run is not None else None
+    if facts is None or facts._affinity is None or not ctx.consent.personalization:
+        return ""
+    affinity = facts._affinity()
+    if not affinity.scores:
+        return ""
+    top = affinity.ranked()[0]
+    if affinity.evidence.get(top, 0) < FAVOURITE_MIN_EVENTS:
+        return ""
+    return top if full else top.split(">")[-1].strip()
+
+
+def _cart_currency(facts: "VisitorFacts") -> str:
+    known = facts.catalog.by_id if facts.catalog is not None else {}
+    return next((known[line[0]].currency for line in facts.value("cart") if line[0] in known), "")
+
+
+FAVOURITE_MIN_EVENTS = 2  # events behind a category before copy calls it the visitor's favourite
 
 
 class Audience(BaseModel):
@@ -127,6 +198,11 @@ class Campaign(BaseModel):
         'region) or "city" (also the city and time zone, for a campaign that needs them)',
     )
 
+    _needs: tuple[str, ...] = PrivateAttr(())  # personal placeholders its copy names without a fallback
+
+    def model_post_init(self, context: Any) -> None:
+        self._needs = needed_facts(getattr(self, name) for name in COPY_FIELDS)
+
     @field_validator(*COPY_FIELDS)
     @classmethod
     def _valid_copy(cls, text: str) -> str:
@@ -179,6 +255,12 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
         check(*_in_audiences(ctx, aud.audiences))
     if aud.not_audiences:
         check(*_out_of_audiences(ctx, aud.not_audiences))
+    if campaign._needs:
+        values = copy_values(ctx)
+        missing = [f"{{{name}}}" for name in campaign._needs if not values[name]]
+        named = ", ".join(f"{{{name}}}" for name in campaign._needs)
+        check(not missing, f"its copy names {named}, known for this visitor" if not missing else
+              f"its copy names {', '.join(missing)}, which this visitor has not (a fallback: {{name:text}})")
     if campaign.once_closed:
         check(campaign.id not in closed, "not closed by this visitor before")
     return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)

@@ -25,6 +25,7 @@ from server.campaigns import Campaign
 from server.consent.regions import REGIONS
 from server.consent.rules import ConsentPolicy, GpcRule, Rule
 from server.countries import to_iso
+from server.slots import SlotRules, slot_problems
 from server.urls import RULE, is_web_url
 
 log = logging.getLogger("vitrine.shops")
@@ -82,6 +83,7 @@ class ShopConfig(BaseModel):
     origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API.")
     currency: str = "USD"
     campaigns: list[Campaign] = Field(default_factory=list)
+    slots: list[SlotRules] = Field(default_factory=list, description="What each audience sees in a slot (server/slots.py)")
     nav: NavConfig = Field(default_factory=NavConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
     audiences: AudiencesConfig = Field(default_factory=AudiencesConfig)
@@ -143,6 +145,12 @@ class ShopConfig(BaseModel):
     def campaign(self, campaign_id: str) -> Campaign | None:
         return next((c for c in self.campaigns if c.id == campaign_id), None)
 
+    def slot_rules(self, slot_id: str) -> SlotRules | None:
+        """The `[[slots]]` content of this slot, if the shop maps it."""
+        if not self.slots:
+            return None
+        return next((rules for rules in self.slots if rules.id == slot_id), None)
+
 
 class ShopConfigError(ValueError):
     """A shop config that cannot be used; `problems` holds one `FILE:LINE: field: message` each."""
@@ -193,6 +201,9 @@ def parse_shop_config(shop: str, path: Path) -> ShopConfig:
         book, audience_problems = compile_audiences(audiences, sensitive)
         for loc, message in [*audience_problems, *(_unknown_audiences(config, book) if config else [])]:
             problem(loc, message)
+        if config is not None:
+            for loc, message in slot_problems(config, book.ids()):
+                problem(loc, message)
     if problems or config is None:
         raise ShopConfigError([message for _, message in sorted(problems, key=lambda p: p[0])])
     config = config.model_copy(update={"id": shop, "name": config.name or shop})

@@ -67,13 +67,13 @@ COPY_FIELDS = ["title", "body", "cta", "link", "code", "reveal_text"]
     [
         ("/Use {SAVE10 now", "a lone { or } (expected '}' before end of string); write {{ or }} for a literal brace"),
         ("/50% off } today", "a lone { or } (Single '}' encountered in format string); write {{ or }} for a literal brace"),
-        ("/Hello {city}", "unknown placeholder {city}; use {country}, {country_name}, {region} or {visits}"),
-        ("/{0}", "unknown placeholder {0}; use {country}, {country_name}, {region} or {visits}"),
-        ("/{}", "unknown placeholder {}; use {country}, {country_name}, {region} or {visits}"),
+        ("/Hello {city}", "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} or {first_name}"),
+        ("/{0}", "unknown placeholder {0}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} or {first_name}"),
+        ("/{}", "unknown placeholder {}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} or {first_name}"),
         ("/{country.__class__}", "placeholder {country.__class__} reaches into {country}; write just {country}"),
         ("/{region[0]}", "placeholder {region[0]} reaches into {region}; write just {region}"),
-        ("/{visits:>999999999}", "placeholder {visits:>999999999} has a conversion or format spec; write just {visits}"),
-        ("/{country!r}", "placeholder {country!r} has a conversion or format spec; write just {country}"),
+        ("/{first_name:{region}}", "placeholder {first_name:{region}} has a placeholder in its fallback; write plain text after the colon"),
+        ("/{country!r}", "placeholder {country!r} has a conversion; write {country} or {country:fallback text}"),
     ],
 )
 def test_bad_placeholders_in_any_copy_field_are_refused_with_line_and_field(
@@ -105,7 +105,7 @@ def test_problems_in_the_demo_config_name_its_line(tmp_path: Path) -> None:
     line = text.splitlines().index('title = "Welcome back to {city}!"') + 1
     assert problems_of(path) == [
         f'{path}:{line}: campaigns[3] (id "returning-christmas").title: '
-        "unknown placeholder {city}; use {country}, {country_name}, {region} or {visits}"
+        "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} or {first_name}"
     ]
 
 
@@ -223,7 +223,7 @@ BROKEN_FILES = {
     "not utf-8": HEAD.encode() + b"# caf\xe9\n",
     "stray brace": HEAD + banner("b", title="Use {SAVE10 now"),
     "unknown placeholder": HEAD + banner("b", title="{0}"),
-    "format spec": HEAD + banner("b", title="{visits:>999999999}"),
+    "conversion": HEAD + banner("b", title="{visits!r}"),
     "javascript link": HEAD + banner("b", link="javascript:alert(1)"),
     "not toml": HEAD + "this is not toml\n",
 }

@@ -8,6 +8,7 @@ import logging
 import threading
 from typing import Callable, TypeVar
 
+from server.slots import choose
 from widgets.base import Fragment, RenderContext, Slot, SlotLimit, Widget
 from widgets.banner import BannerWidget
 from widgets.category import CategoryWidget
@@ -31,14 +32,26 @@ def render_slot(rc: RenderContext, slot: Slot) -> Fragment:
     override template with an error) fails alone: its fragment is empty and `failed`, the
     page keeps the slot's default content, the other slots still render, and the cause is
     logged once, not on every request."""
+    rules = rc.shop.slot_rules(slot.id)
+    choice = None
+    if rules is not None:  # the shop's content for this slot, by audience (server/slots.py)
+        choice = isolated(rc.shop.id, "slot content", lambda: choose(rules, rc.shop, rc.ctx, rc.closed), lambda: None)
+        if choice is not None and choice.entry is not None:
+            slot = Slot(slot.id, choice.widget or slot.widget, {**slot.attrs, **choice.attrs})
     widget = WIDGETS.get(slot.widget)
     if widget is None:
         return Fragment(html="", shadow=False, error=f"unknown widget kind {slot.widget!r}")
+
     def work() -> Fragment:
         try:
-            return widget.render(rc, slot)
+            if choice is not None and choice.campaign:
+                fragment = widget.render_campaign(rc, slot, choice.campaign)  # type: ignore[attr-defined]
+            else:
+                fragment = widget.render(rc, slot)
         except SlotLimit as exc:  # asked for a page too far: the slot's own error
-            return Fragment(html="", shadow=widget.shadow, error=str(exc))
+            fragment = Fragment(html="", shadow=widget.shadow, error=str(exc))
+        fragment.content = choice
+        return fragment
 
     return isolated(
         rc.shop.id, f"{slot.widget} slot", work,

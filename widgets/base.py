@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
-from server.campaigns import COPY_FIELDS, Campaign, Decision, fill_copy
+from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy
 from server.context import VisitorContext
+from server.money import money
 from server.shops import ShopConfig
 from server.urls import web_url
 from widgets import why as explain
 from widgets.why import Why
 
 if TYPE_CHECKING:
+    from server.slots import Choice
     from server.catalog import Catalog
     from server.navigation import Navigator
     from server.recommend.serving import Recommender
@@ -50,6 +52,7 @@ class Fragment:
     error: str = ""  # a slot problem the page should hear about (unknown strategy ...)
     failed: bool = False  # the widget broke (a bug or a broken part): the page keeps its default
     why: "Why | None" = None  # the reasons in plain words ("Why this?"), when worked out
+    content: "Choice | None" = None  # the shop's content for the slot that applied (server/slots.py)
 
     def debug(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -64,6 +67,8 @@ class Fragment:
             info["error"] = self.error
         if self.why is not None:
             info["why"] = self.why.as_dict()
+        if self.content is not None:
+            info["content"] = self.content.as_json()
         return info
 
 
@@ -217,16 +222,10 @@ class Templates:
 
 
 def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
-    """The campaign's texts with `{country_name}`-style placeholders filled for this visitor.
-
-    Only coarse facts are offered (country, region, visit count): never a city, so copy
-    cannot feel like it knows where someone lives. Shop configs refuse any other placeholder
-    when loaded; a text that is not valid copy anyway is shown as written, never an error.
-    """
-    values = {
-        "country": ctx.geo.country or "", "country_name": ctx.geo.country_name or "your country",
-        "region": ctx.geo.region or "", "visits": str(ctx.profile.visits),
-    }
+    """The campaign's texts with their placeholders filled for this visitor (server/campaigns.py
+    says which there are). Shop configs refuse any other placeholder when loaded; a text that
+    is not valid copy anyway is shown as written, never an error."""
+    values = copy_values(ctx)
     return {f: fill_copy(getattr(campaign, f), values) for f in COPY_FIELDS}
 
 
@@ -252,13 +251,3 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
     fragment.html = "".join(parts)
     return fragment
 
-
-CURRENCY_SYMBOLS = {"GBP": "£", "USD": "$", "EUR": "€", "JPY": "¥", "INR": "₹"}
-
-
-def money(amount: float | None, currency: str = "") -> str:
-    """`{{ item.price | money(item.currency) }}`: "£2.55", or "2.55 CHF" without a symbol."""
-    if amount is None:
-        return ""
-    symbol = CURRENCY_SYMBOLS.get(currency.upper())
-    return f"{symbol}{amount:,.2f}" if symbol else f"{amount:,.2f} {currency}".strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.campaigns import decisions
+from server.campaigns import decide, decisions
 from widgets.base import Fragment, RenderContext, Slot, render_campaign
 
 
@@ -20,4 +20,10 @@ class BannerWidget:
         """The highest-priority banner for this slot's placement that targets this visitor."""
         placement = slot.attrs.get("placement") or slot.id
         found = decisions(rc.shop.campaigns, rc.ctx, "banner", placement=placement, closed=rc.closed)
+        return render_campaign(rc, self.kind, found, self.shadow, limit=1, slot=slot)
+
+    def render_campaign(self, rc: RenderContext, slot: Slot, campaign_id: str) -> Fragment:
+        """One campaign the shop's slot content names (server/slots.py), if it shows to this visitor."""
+        campaign = rc.shop.campaign(campaign_id)
+        found = [decide(campaign, rc.ctx, rc.closed)] if campaign is not None else []
         return render_campaign(rc, self.kind, found, self.shadow, limit=1, slot=slot)
