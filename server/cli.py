@@ -61,7 +61,7 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) ->
     _install_demo_shop(settings)
     if services.store.count_items(DEMO_SHOP) == 0:
         _import_catalog(services, DEMO_SHOP, DEMO_DIR / "data" / "catalog.csv", None)
-        _import_interactions(services, DEMO_SHOP, DEMO_DIR / "data" / "interactions.csv")
+        _import_interactions(services, DEMO_SHOP, DEMO_DIR / "data" / "interactions.csv", shift=True)
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
     if not services.search.in_step(DEMO_SHOP):
@@ -238,7 +238,7 @@ def _import_catalog(services: Any, shop: str, file: Path, fmt: str | None) -> No
     click.echo(f"Imported {count} catalog items into shop {shop!r} in {time.perf_counter() - started:.1f} s.")
 
 
-def _import_interactions(services: Any, shop: str, file: Path) -> None:
+def _import_interactions(services: Any, shop: str, file: Path, shift: bool = False) -> None:
     from server.imports import ImportFailed, read_interactions
 
     started = time.perf_counter()
@@ -246,6 +246,14 @@ def _import_interactions(services: Any, shop: str, file: Path) -> None:
         rows = read_interactions(file)
     except ImportFailed as exc:
         fail(f"{exc}\nNothing was imported.")
+    if shift:  # the demo's: its history ends yesterday (server/demo/__init__.py)
+        from server.demo import shifted_history
+        from server.models import utcnow
+
+        rows, days = shifted_history(rows, utcnow().date())
+        if rows:
+            click.echo(f"The demo's history moved {days} days forward: it ends on "
+                       f"{max(r.timestamp for r in rows).date().isoformat()}, the day before today.")
     added = services.store.import_interactions(shop, rows)
     click.echo(
         f"Imported {added} new interactions into shop {shop!r} ({len(rows) - added} already there) "

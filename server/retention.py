@@ -9,7 +9,7 @@ typed, free text that may be personal, and count for popular searches over 30 da
 
 Events kept: what the recommendation model learns from, views of items, cart adds, purchases
 and ratings (`server.recommend.dataset.EVENT_WEIGHTS`): which items go together stays true
-longer than a year, and the demo shop's history is from 2010. Also kept: closed campaigns
+longer than a year, and the demo shop's history is a year long. Also kept: closed campaigns
 (`close_promotion`, so a popup closed stays closed) and every type not named here, so a
 new kind of event is never deleted before someone decided it may be.
 
