@@ -24,6 +24,7 @@ from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.shops import ShopConfig
 from server.store import VisitorForgotten
+from server.urls import site_base
 from server.web.front import body_shop, request_shop
 from server.web.html import debug_comment
 from server.web.responses import JSONResponse
@@ -360,6 +361,7 @@ def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool
         ctx=ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
         recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
         navigator=svc.navigator, catalog=svc.catalog,
+        site=site_base(shop.site_url, svc.settings.public_url, svc.settings.host, svc.settings.port) if shop.site_url else "",
     )
 
 

@@ -81,6 +81,11 @@ class ShopConfig(BaseModel):
     id: str = ""
     name: str = ""
     origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API.")
+    site_url: str = Field(
+        "", description='The shop\'s site: the catalog\'s and campaigns\' paths ("/product/1") are made absolute on it, '
+        'so fragments embedded on another origin keep their links and images; "self": this server\'s own URL '
+        "(a shop whose pages Vitrine serves, the demo's); empty: paths stay paths.",
+    )
     currency: str = "USD"
     campaigns: list[Campaign] = Field(default_factory=list)
     slots: list[SlotRules] = Field(default_factory=list, description="What each audience sees in a slot (server/slots.py)")
@@ -108,6 +113,13 @@ class ShopConfig(BaseModel):
         False, description='Every widget shows a "Why this?" link with the reasons in plain words and, for a '
         "visitor with personalization on, a button that turns it off (docs/privacy.md).",
     )
+
+    @field_validator("site_url")
+    @classmethod
+    def _site(cls, url: str) -> str:
+        if url and url != "self" and not (url.lower().startswith(("http://", "https://")) and is_web_url(url)):
+            raise ValueError(f'{url!r} is not the base URL of a site: write "https://www.myshop.example", or "self"')
+        return url.rstrip("/") if url != "self" else url
 
     @field_validator("consent_regions")
     @classmethod

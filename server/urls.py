@@ -33,3 +33,23 @@ def is_web_url(url: str) -> bool:
 def web_url(url: str | None) -> str:
     """The URL when it is a web URL, else "" (the Jinja filter `web_url`)."""
     return url if url and is_web_url(url) else ""
+
+
+def on_site(url: str, site: str) -> str:
+    """A path made absolute on the shop's site (`site`: its base URL, "" to leave it as it is),
+    so that a fragment embedded on another origin still links to the shop; other URLs as they are."""
+    if site and url.startswith("/") and is_web_url(url):
+        return site.rstrip("/") + url
+    return url
+
+
+def site_base(site_url: str, public_url: str, host: str, port: int) -> str:
+    """What a shop's `site_url` resolves paths against: its own value, or for "self" (a shop
+    whose pages this server serves, the demo's) this server's public URL, else the address
+    it listens on. Never the request's Host header, which anyone can set."""
+    if site_url != "self":
+        return site_url
+    if public_url:
+        return public_url
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}"

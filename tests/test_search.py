@@ -198,7 +198,7 @@ def test_fragment_pages_through_the_results(shop, client) -> None:
     html = response.text
     assert "6 results for “bag”, page 1 of 2" in html
     assert 'href="?shop=demo&amp;count=4&amp;q=bag&amp;page=2" rel="next"' in html
-    assert '<img src="/demo/img/b1.svg"' in html and 'href="/demo/product/b1"' in html and "£1.95" in html
+    assert '<img src="http://127.0.0.1:8000/demo/img/b1.svg"' in html and 'href="http://127.0.0.1:8000/demo/product/b1"' in html and "£1.95" in html
 
 
 def test_at_most_the_candidates_are_ranked_and_the_page_says_there_are_more(shop, client, monkeypatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -15,7 +16,7 @@ from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_
 from server.context import VisitorContext
 from server.money import money
 from server.shops import ShopConfig
-from server.urls import web_url
+from server.urls import on_site, web_url
 from widgets import why as explain
 from widgets.why import Why
 
@@ -83,6 +84,7 @@ class RenderContext:
     catalog: "Catalog | None" = None
     search: "SearchService | None" = None
     navigator: "Navigator | None" = None
+    site: str = ""  # the shop's site base URL that paths are made absolute on ("": left as paths)
     default_count: int = 4  # items in a recommendation panel
     shown: set[str] = field(default_factory=set)  # items already in this page's panels
 
@@ -165,8 +167,12 @@ class Templates:
         names = [f"{kind}-{shop}-{campaign}.html"] if campaign else []
         return names + [f"{kind}-{shop}.html", f"{kind}.html"]
 
-    def render(self, names: list[str], **context: Any) -> tuple[str, str]:
+    def render(self, names: list[str], site: str = "", **context: Any) -> tuple[str, str]:
+        """Render the first of `names` that exists. `site`: the shop's site base URL, which the
+        item cards' paths are made absolute on (server/urls.py on_site)."""
         template = self.select(names)
+        if site:
+            context["card"] = lambda item, shop, size=200: self.card(item, shop, size, site)
         return template.render(**context), template.name or names[-1]
 
     def select(self, names: list[str]) -> jinja2.Template:
@@ -178,17 +184,19 @@ class Templates:
             template = self._chosen[key] = self.env.select_template(names)
         return template
 
-    def card(self, item: Any, shop: Any, size: int = 200) -> Any:
+    def card(self, item: Any, shop: Any, size: int = 200, site: str = "") -> Any:
         """`{{ card(item, shop) }}`: the `item_card` macro of item-card.html (an override's, if
         there is one), drawn once per item, shop and size and reused: a card is the same for
         every visitor, and drawing it is most of a panel's rendering (50-100 µs a card)."""
         self._check_overrides()
         macros = self.env.get_template("item-card.html").module
-        key = (id(macros), item, getattr(shop, "id", ""), getattr(shop, "currency", ""), size)
+        key = (id(macros), item, getattr(shop, "id", ""), getattr(shop, "currency", ""), size, site)
         html = self._cards.get(key)
         if html is None:
             if len(self._cards) >= MAX_CARDS:
                 self._cards.clear()
+            if site and (item.url.startswith("/") or (item.image_url or "").startswith("/")):
+                item = dataclasses.replace(item, url=on_site(item.url, site), image_url=on_site(item.image_url or "", site))
             html = self._cards[key] = macros.item_card(item, shop, size)  # type: ignore[attr-defined]
         return html
 
@@ -239,8 +247,10 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         names = Templates.names(kind, rc.shop.id, campaign.id)
         why = explain.campaign(rc, campaign) if explain.wanted(rc) else None
         fragment.why = fragment.why or why
+        copy = campaign_copy(campaign, rc.ctx)
+        copy["link"] = on_site(copy["link"], rc.site)
         html, used = rc.templates.render(
-            names, campaign=campaign, copy=campaign_copy(campaign, rc.ctx), visitor=rc.ctx.as_dict(campaign.geo_detail),
+            names, site=rc.site, campaign=campaign, copy=copy, visitor=rc.ctx.as_dict(campaign.geo_detail),
             shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why),
         )
         parts.append(html)

@@ -77,7 +77,7 @@ class CategoryWidget:
         if explain.wanted(rc):
             fragment.why = explain.category(rc, page)
         fragment.html, fragment.template = rc.templates.render(
-            names, items=page.items, category=page.name, slug=page.slug, sort=page.served, requested=sort,
+            names, site=rc.site, items=page.items, category=page.name, slug=page.slug, sort=page.served, requested=sort,
             page=page.page, pages=page.pages, total=page.total, per_page=page.per_page,
             previous_url=link(page=page.page - 1) if page.page > 1 else "",
             next_url=link(page=page.page + 1) if page.page < page.pages else "",

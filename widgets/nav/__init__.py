@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from server.navigation import MAX_MENU_ENTRIES, NavOrder
 from server.taxonomy import slugify
+from server.urls import on_site
 from widgets import why as explain
 from widgets.base import Fragment, RenderContext, Slot, SlotLimit, Templates
 
@@ -46,7 +47,7 @@ class NavWidget:
         entries = [
             {
                 "key": e.key, "slug": e.slug or slugify(e.key), "label": e.label, "known": bool(e.slug),
-                "url": _link(rc.shop.nav.url, e.slug or slugify(e.key), e.label),
+                "url": on_site(_link(rc.shop.nav.url, e.slug or slugify(e.key), e.label), rc.site),
             }
             for e in order.entries
         ]
@@ -55,7 +56,7 @@ class NavWidget:
         if explain.wanted(rc):
             fragment.why = explain.nav(rc, order)
         fragment.html, fragment.template = rc.templates.render(
-            names, entries=entries, nav=order.as_json(), visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot,
+            names, site=rc.site, entries=entries, nav=order.as_json(), visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot,
             standalone=rc.standalone, why=explain.shown(rc, fragment.why),
         )
         return fragment

@@ -49,7 +49,7 @@ class RecommendationsWidget:
         if explain.wanted(rc):
             fragment.why = explain.recommendations(rc, found, filters.category)
         fragment.html, fragment.template = rc.templates.render(
-            names, items=found.items, title=attrs.get("title") or TITLES[found.strategy],
+            names, site=rc.site, items=found.items, title=attrs.get("title") or TITLES[found.strategy],
             strategy=found.strategy, requested=strategy, visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot,
             standalone=rc.standalone, why=explain.shown(rc, fragment.why),
         )
