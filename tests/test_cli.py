@@ -145,7 +145,8 @@ def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Pat
     shown = path.resolve()
     assert result.output.splitlines() == [
         f'{shown}:{title_line}: campaigns[3] (id "returning-christmas").title: '
-        "unknown placeholder {city}; use {country}, {country_name}, {region} or {visits}",
+        "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} "
+        "or {first_name}",
         f'{shown}:{link_line}: campaigns[3] (id "returning-christmas").link: '
         "'javascript:alert(1)' is not a web link: use an http(s):// URL or a path starting with a single /",
     ]

@@ -38,7 +38,7 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
 def test_every_doc_linked_from_the_readme_exists():
     readme = (ROOT / "README.md").read_text()
     for link in re.findall(r"\]\(((?:docs|server)/[^)]+)\)", readme):
-        assert (ROOT / link).exists(), link
+        assert (ROOT / link.split("#", 1)[0]).exists(), link
 
 
 def test_the_privacy_page_snippet_is_the_one_the_demo_shop_runs():

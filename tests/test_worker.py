@@ -135,7 +135,8 @@ def test_the_purge_never_touches_what_the_model_learns_from() -> None:
     assert "purchase" not in PURGED_TYPES and "close_promotion" not in PURGED_TYPES
 
 
-NO_VISITORS = "visitors unseen for 395 days deleted (demo: 0)"  # the purge of inactive visitors: tests/test_privacy.py
+NO_VISITORS = ("visitors unseen for 395 days deleted (demo: 0); "
+               "ids of visitors forgotten over 400 days ago deleted (all shops: 0)")  # the purge of inactive visitors: tests/test_privacy.py
 
 
 def test_the_purge_job_deletes_old_page_views_but_not_purchases(services) -> None:
