@@ -58,6 +58,14 @@ def copy_problem(text: str) -> str | None:
     return None
 
 
+def valid_copy(text: str) -> str:
+    """`text` if it is valid copy; ValueError saying why not (the copy fields' validator)."""
+    problem = copy_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
 def fill_copy(text: str, values: dict[str, str]) -> str:
     """`text` with its placeholders filled from `values` (an empty value gives the fallback
     after the colon, or nothing); the text as written if it is not valid copy."""
@@ -203,13 +211,7 @@ class Campaign(BaseModel):
     def model_post_init(self, context: Any) -> None:
         self._needs = needed_facts(getattr(self, name) for name in COPY_FIELDS)
 
-    @field_validator(*COPY_FIELDS)
-    @classmethod
-    def _valid_copy(cls, text: str) -> str:
-        problem = copy_problem(text)
-        if problem:
-            raise ValueError(problem)
-        return text
+    _valid_copy = field_validator(*COPY_FIELDS)(valid_copy)
 
     @field_validator("link")
     @classmethod

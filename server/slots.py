@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.campaigns import copy_problem, copy_values, decide, fill_copy, needed_facts
+from server.campaigns import copy_values, decide, fill_copy, needed_facts, valid_copy
 
 if TYPE_CHECKING:
     from server.context import VisitorContext
@@ -56,13 +56,7 @@ class SlotContent(BaseModel):
     count: int | None = Field(None, ge=1, le=24)
     attrs: dict[str, str] = Field(default_factory=dict, description="Any other slot attribute")
 
-    @field_validator("title")
-    @classmethod
-    def _valid_copy(cls, text: str) -> str:
-        problem = copy_problem(text)
-        if problem:
-            raise ValueError(problem)
-        return text
+    _valid_copy = field_validator("title")(valid_copy)
 
     @field_validator("category")
     @classmethod
