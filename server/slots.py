@@ -26,9 +26,9 @@ docs/campaigns.md documents it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from server.campaigns import copy_values, decide, fill_copy, needed_facts, valid_copy
 
@@ -57,6 +57,10 @@ class SlotContent(BaseModel):
     attrs: dict[str, str] = Field(default_factory=dict, description="Any other slot attribute")
 
     _valid_copy = field_validator("title")(valid_copy)
+    _needs: tuple[str, ...] = PrivateAttr(())  # personal placeholders its title names without a fallback
+
+    def model_post_init(self, context: Any) -> None:
+        self._needs = needed_facts([self.title])
 
     @field_validator("category")
     @classmethod
@@ -133,9 +137,8 @@ def _mismatch(entry: SlotContent, shop: "ShopConfig", ctx: "VisitorContext", clo
     excluded = next((a for a in entry.not_audiences if a in membership), None)
     if excluded:
         return f"in excluded audience {excluded}"
-    needs = needed_facts([entry.title])
     values = copy_values(ctx)
-    missing = [f"{{{n}}}" for n in needs if not values[n]]
+    missing = [f"{{{n}}}" for n in entry._needs if not values[n]]
     if missing:
         return f"its title names {', '.join(missing)}, which this visitor has not"
     if entry.category == FAVOURITE and not favourite_category_key(ctx):
