@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from server.consent.rules import ConsentDecision, ConsentIn, from_query
-from server.context import OVERRIDES, PageContext, VisitorContext
+from server.context import OVERRIDES, PageContext, VisitorContext, non_personal
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.identity import Identity, attach_token, clear_token, identify
@@ -177,6 +177,7 @@ async def page(request: Request) -> Response:
         ctx = svc.contexts.build(
             request, shop.id, identity, page_ctx, page_view_id=page_view_id, consent=consent,
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
+            holdout=shop.holdout,
         )
         rc = _render_context(svc, ctx, shop)
         fragments, errors = {}, {}
@@ -192,6 +193,8 @@ async def page(request: Request) -> Response:
                     "html": fragment.html, "shadow": fragment.shadow, "campaigns": fragment.campaigns,
                     "strategy": fragment.strategy,
                 }
+                if fragment.experiment:
+                    fragments[slot.id].update(experiment=fragment.experiment, variant=fragment.variant)
         popup_widget = WIDGETS["popup"]
         payload = {
             "page_view_id": page_view_id,
@@ -200,6 +203,7 @@ async def page(request: Request) -> Response:
             "popups": isolated(shop.id, "popups", lambda: popup_widget.page_popups(rc), list),  # type: ignore[attr-defined]
             "errors": errors,
             "consent": {"personalization": consent.personalization, "analytics": consent.analytics, "withdrawn": withdrawn},
+            "holdout": ctx.holdout,
         }
         if body.nav and rc.navigator:
             navigator = rc.navigator
@@ -208,6 +212,9 @@ async def page(request: Request) -> Response:
                 payload["nav"] = nav
             else:
                 errors["nav"] = "the menu order could not be computed (the server log says why)"
+        # Every experiment the visitor is counted in on this page, and the first exposure to each stored.
+        payload["experiments"] = {a.experiment.id: a.variant.id for a, _ in rc.exposures if a.counted}
+        isolated(shop.id, "exposures", lambda: svc.contexts.record_exposures(ctx, rc.exposures), int)
         return payload, ctx
 
     payload, ctx = await run_in_threadpool(render)
@@ -308,6 +315,7 @@ async def fragment(request: Request) -> Response:
         ctx = svc.contexts.build(
             request, shop.id, identity, page_ctx, overrides=overrides, consent=consent,
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
+            holdout=shop.holdout,
         )
         rc = _render_context(svc, ctx, shop, standalone=True)
         return ctx, render_slot(rc, slot)
@@ -337,6 +345,8 @@ async def fragment(request: Request) -> Response:
         headers["X-Vitrine-Campaigns"] = ",".join(frag.campaigns)
     if frag.strategy:
         headers["X-Vitrine-Strategy"] = frag.strategy
+    if frag.assignment is not None:
+        headers["X-Vitrine-Variant"] = f"{frag.assignment.experiment.id}:{frag.assignment.variant.id}"
     if frag.error:
         raise ApiError(422, frag.error)
     return HTMLResponse(html, headers=headers)
@@ -357,8 +367,9 @@ def _check_work(slots: list[Slot], default_count: int, most_items: int) -> None:
 
 
 def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool = False) -> RenderContext:
+    """What every slot of the request renders with; a hold-out visitor's shows nothing of them."""
     return RenderContext(
-        ctx=ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
+        ctx=non_personal(ctx) if ctx.holdout else ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
         recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
         navigator=svc.navigator, catalog=svc.catalog,
         site=site_base(shop.site_url, svc.settings.public_url, svc.settings.host, svc.settings.port) if shop.site_url else "",

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import HEAD
+from servers import write_demo_config
 from server.cli import main
 from server.settings import setting_fields
 from server.store import open_store
@@ -65,8 +66,7 @@ def create_shop(data_dir: Path, shop: str = "myshop") -> None:
 
 
 def with_demo_shop(data_dir: Path) -> None:
-    (data_dir / "shops").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(DEMO_CONFIG, data_dir / "shops" / "demo.toml")
+    write_demo_config(data_dir / "shops" / "demo.toml")
 
 
 def store_of(data_dir: Path):
@@ -128,7 +128,7 @@ def test_shops_check_says_ok_with_the_number_of_campaigns(data_dir: Path) -> Non
     with_demo_shop(data_dir)
     result = vitrine(data_dir, "shops", "check", "demo")
     assert result.exit_code == 0, result.output
-    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 9 campaigns\n"
+    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 10 campaigns\n"
 
 
 def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Path) -> None:

@@ -403,6 +403,7 @@ class SqlStore:
             after.append(profile)
             if view.event is not None:
                 events_rows.append(_event_row(view.shop, view.visitor_id, view.event, now))
+            events_rows += [_event_row(view.shop, view.visitor_id, event, now) for event in view.events]
         with_state, without_state = [], []
         for key, profile in sorted(rows.items()):  # every row read has a view counted
             change = dict(
