@@ -19,6 +19,7 @@ from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.identity import Identity, attach_token, clear_token, identify
 from server.models import ANONYMOUS_VISITOR
+from server.measure.experiments import holdout_assignment
 from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
@@ -212,8 +213,12 @@ async def page(request: Request) -> Response:
                 payload["nav"] = nav
             else:
                 errors["nav"] = "the menu order could not be computed (the server log says why)"
-        # Every experiment the visitor is counted in on this page, and the first exposure to each stored.
+        # Every experiment the visitor is counted in on this page, and the first exposure to each
+        # stored; the hold-out too (its two sides are compared as an experiment's variants).
         payload["experiments"] = {a.experiment.id: a.variant.id for a, _ in rc.exposures if a.counted}
+        held = holdout_assignment(ctx, shop.holdout)
+        if held is not None:
+            rc.exposures.append((held, ""))
         isolated(shop.id, "exposures", lambda: svc.contexts.record_exposures(ctx, rc.exposures), int)
         return payload, ctx
 

@@ -389,6 +389,43 @@ def audiences(ctx: click.Context, shop: str, as_json: bool) -> None:
         click.echo(f"  {audience:<{width}}  {shown:>9}{why}")
 
 
+# -- measurement -----------------------------------------------------------------------
+@main.command()
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--experiment", help="Only this experiment (\"holdout\": only the hold-out).")
+@click.option("--engine", type=click.Choice(["bayesian", "frequentist", "sequential"]), default="bayesian",
+              show_default=True, help="Bayesian chance to win, or a t-test (sequential: safe to look at any time).")
+@click.option("--metric", type=click.Choice(["conversion_rate", "revenue_per_visitor"]), default="conversion_rate",
+              show_default=True, help="What the uplift is of.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (docs/measurement.md#the-report).")
+@click.option("--roll-up/--no-roll-up", default=True, show_default=True,
+              help="Read the events stored since the worker's last rollup first.")
+@click.pass_context
+def report(ctx: click.Context, shop: str, experiment: str | None, engine: str, metric: str, as_json: bool,
+           roll_up: bool) -> None:
+    """Print each experiment's variants against their control, and the hold-out's uplift."""
+    from server.measure.report import build_report, format_report
+    from server.measure.rollups import run_rollups
+
+    config = _parsed_or_exit(shop, _shop_file(ctx, shop))
+    if experiment is not None and experiment != "holdout" and config.campaign_experiment(experiment) is None \
+            and not any(e.id == experiment for e in config.experiments):
+        known = ", ".join([e.id for e in config.experiments] + ["holdout"])
+        fail(f"shop {shop!r} has no experiment {experiment!r} in its config (it has: {known})")
+    services = _services(_settings(ctx))
+    try:
+        if roll_up:
+            line = run_rollups(services)
+            if not as_json:
+                click.echo(f"Rollups: {line}", err=True)
+        data = build_report(services.store, config, experiment, engine, metric)
+    finally:
+        services.close()
+    click.echo(json.dumps(data, indent=2) if as_json else format_report(data), nl=not as_json)
+    if as_json:
+        click.echo()
+
+
 # -- recommendation model --------------------------------------------------------------
 @main.command()
 @click.option("--shop", required=True, help="Shop id.")

@@ -76,6 +76,14 @@ class QAConfig(BaseModel):
     )
 
 
+class AttributionConfig(BaseModel):
+    """How orders are credited to campaigns and panels (server/measure/attribution.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    click_days: int = Field(7, ge=0, le=90, description="A click credits the orders of this many days after it")
+
+
 class ShopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -92,6 +100,7 @@ class ShopConfig(BaseModel):
     slots: list[SlotRules] = Field(default_factory=list, description="What each audience sees in a slot (server/slots.py)")
     experiments: list[Experiment] = Field(default_factory=list, description="A/B/n tests on slots and campaigns "
                                           "(server/measure/experiments.py, docs/measurement.md)")
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     holdout: float = Field(0.0, ge=0, le=0.5, description="The share of visitors (0 to 0.5) who see no "
                            "personalization anywhere, to measure its uplift against")
     nav: NavConfig = Field(default_factory=NavConfig)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_VARIANTS = 10
 EXPOSURE = "experiment_viewed"  # the event type of a visitor's first exposure to an experiment
+HOLDOUT_ID = "holdout"  # the hold-out, counted as an experiment: its control is the hold-out itself
 
 
 def fnv1a32(text: str) -> int:
@@ -81,6 +82,13 @@ class Experiment(BaseModel):
     enabled: bool = True
     seed: str = Field("", max_length=128, description="What the assignment hashes with the visitor id (its id)")
     variants: list[Variant] = Field(min_length=2, max_length=MAX_VARIANTS)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, experiment_id: str) -> str:
+        if experiment_id == HOLDOUT_ID:
+            raise ValueError(f"{HOLDOUT_ID!r} is the hold-out's name in reports: give the experiment another id")
+        return experiment_id
 
     @model_validator(mode="after")
     def _one_target(self) -> "Experiment":
@@ -163,6 +171,32 @@ def _assign(experiment: Experiment, ctx: "VisitorContext") -> Assignment:
     at = place(experiment.key, ctx.visitor_id)
     variant = experiment.pick(at)
     return Assignment(experiment, variant, True, f"variant {variant.id} by the visitor's place {at:.4f}")
+
+
+def holdout_assignment(ctx: "VisitorContext", share: float) -> Assignment | None:
+    """The visitor's side of the shop's hold-out, counted as an experiment named "holdout"
+    whose control is the hold-out ("holdout") and whose other variant is everyone else
+    ("personalized"); None when the shop has none or the visitor is not counted (no
+    consent, a bot)."""
+    if share <= 0 or not ctx.consent.personalization or ctx.device.device_class == "bot" or not ctx.visitor_id:
+        return None
+    experiment = _holdout_experiment(share)
+    variant = experiment.variants[0 if ctx.holdout else 1]
+    return Assignment(experiment, variant, True, "in the hold-out" if ctx.holdout else "not in the hold-out")
+
+
+def _holdout_experiment(share: float) -> Experiment:
+    experiment = _HOLDOUTS.get(share)
+    if experiment is None:
+        experiment = Experiment.model_construct(
+            id=HOLDOUT_ID, slot="", campaign="", enabled=True, seed="",
+            variants=[Variant(id="holdout", weight=share), Variant(id="personalized", weight=1 - share)],
+        )
+        _HOLDOUTS[share] = experiment
+    return experiment
+
+
+_HOLDOUTS: dict[float, Experiment] = {}
 
 
 def with_experiments(found: "list[Decision]", shop: "ShopConfig", ctx: "VisitorContext", closed) -> "list[Decision]":

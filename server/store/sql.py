@@ -29,7 +29,7 @@ from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, Stor
 from server.store.group import GroupWriter
 from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
-from server.store.schema import worker_leases
+from server.store.schema import experiment_visitors, worker_leases
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -879,7 +879,7 @@ class SqlStore:
     # Every table with rows about one visitor, keyed by (shop, visitor_id): what an export
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
-    VISITOR_TABLES: tuple[sa.Table, ...] = (events, visitors)
+    VISITOR_TABLES: tuple[sa.Table, ...] = (events, visitors, experiment_visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -948,6 +948,28 @@ class SqlStore:
         """Forget the forgotten visitors deleted before `before` (no token of theirs is valid any more)."""
         with self._writing() as conn:
             return conn.execute(sa.delete(forgotten_visitors).where(forgotten_visitors.c.forgotten_at < before)).rowcount or 0
+
+    # -- measurement (server/measure/, server/store/measure_sql.py) ----------------------
+    def roll_up(self, windows: Any, now: datetime, batch: int = 2000, lag_s: float = 60.0, budget_s: float = 50.0) -> Any:
+        """Read the events stored since the last run into the rollups and the experiments'
+        totals (server/store/measure_sql.py): a RollupRun saying what was read."""
+        from server.store.measure_sql import roll_up
+
+        return roll_up(self._writing, self._insert, windows, now, batch, timedelta(seconds=lag_s), budget_s)
+
+    def rollups(self, shop: str, period: str, since: datetime, until: datetime, dimension: str | None = None) -> list[dict[str, Any]]:
+        """The shop's counters by `period` ("hour" or "day") from `since` to `until`."""
+        from server.store.measure_sql import read_rollups
+
+        with self._reading() as conn:
+            return read_rollups(conn, shop, period, since, until, dimension)
+
+    def experiment_totals(self, shop: str, experiment: str | None = None) -> list[dict[str, Any]]:
+        """Each variant's visitors, conversions, orders, revenue and revenue squared summed."""
+        from server.store.measure_sql import read_experiment_totals
+
+        with self._reading() as conn:
+            return read_experiment_totals(conn, shop, experiment)
 
     # -- audiences (server/audiences/) ---------------------------------------------------
     def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:
