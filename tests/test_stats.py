@@ -205,3 +205,10 @@ def test_mistakes_of_the_caller_are_value_errors():
         analyze_experiment(two, [1.0])
     with pytest.raises(ValueError, match="weights"):
         analyze_experiment(two, [-1.0, 2.0])
+
+
+def test_the_sequential_p_value_is_below_5_percent_exactly_when_its_interval_leaves_out_zero():
+    control = proportion(40_000, 1_200)
+    for conversions in range(1_200, 1_500, 10):
+        found = compare(control, proportion(40_000, conversions), "sequential")
+        assert (found.p_value < 0.05) == (found.ci_low > 0), conversions
