@@ -13,6 +13,7 @@ from server.measure.stats import (
     SRM_THRESHOLD,
     VariantTotals,
     analyze_experiment,
+    analyze_holdout,
     compare,
     proportion,
     sample_ratio_mismatch,
@@ -212,3 +213,26 @@ def test_the_sequential_p_value_is_below_5_percent_exactly_when_its_interval_lea
     for conversions in range(1_200, 1_500, 10):
         found = compare(control, proportion(40_000, conversions), "sequential")
         assert (found.p_value < 0.05) == (found.ci_low > 0), conversions
+
+
+def test_the_holdout_is_the_control_of_personalization():
+    holdout = VariantTotals("holdout", visitors=2_400, conversions=70, revenue=4_300.0, revenue_sum_squares=400_000.0)
+    rest = VariantTotals("personalized", visitors=45_800, conversions=1_510, revenue=96_000.0, revenue_sum_squares=9e6)
+    result = analyze_holdout(holdout, rest, 0.05)
+    assert (result["visitors"], result["conversions"], result["revenue"]) == (2_400, 70, 4_300.0)
+    assert result["personalized"]["visitors"] == 45_800 and "id" not in result
+    assert result["uplift"]["estimate"] == pytest.approx((1_510 / 45_800) / (70 / 2_400) - 1)
+    assert result["chance_to_win"] > 0.5 and not result["srm_warning"]
+    as_experiment = analyze_experiment([holdout, rest], [0.05, 0.95])
+    assert result["uplift"] == as_experiment["variants"][1]["uplift"]
+    assert analyze_holdout(holdout, rest, 0.5)["srm_warning"]  # 5% of visitors where half were expected
+    empty = analyze_holdout(VariantTotals("holdout", 0), rest, 0.05, engine="sequential", metric="revenue_per_visitor")
+    assert empty["uplift"] is None and empty["problem"] == "the control has no visitors yet"
+    with pytest.raises(ValueError, match="share"):
+        analyze_holdout(holdout, rest, 5)
+
+
+def test_the_problem_names_the_metric():
+    rows = [VariantTotals("a", 100, 0), VariantTotals("b", 100, 3, 30.0, 400.0)]
+    assert "no conversions" in analyze_experiment(rows)["variants"][1]["problem"]
+    assert "no revenue" in analyze_experiment(rows, metric="revenue_per_visitor")["variants"][1]["problem"]

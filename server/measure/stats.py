@@ -96,14 +96,15 @@ class Comparison:
         return {"estimate": self.estimate, "ci_low": self.ci_low, "ci_high": self.ci_high}
 
 
-def no_verdict(control: Sample, variant: Sample) -> str | None:
+def no_verdict(control: Sample, variant: Sample, metric: Metric = "conversion_rate") -> str | None:
     """Why these two samples cannot be compared, or None (the cases gbstats declines too)."""
     if control.n == 0:
         return "the control has no visitors yet"
     if variant.n == 0:
         return "this variant has no visitors yet"
     if control.mean == 0:
-        return "the control has no conversions (or no revenue) yet: an uplift relative to zero is undefined"
+        what = "conversions" if metric == "conversion_rate" else "revenue"
+        return f"the control has no {what} yet: an uplift relative to zero is undefined"
     if control.variance <= 0 or variant.variance <= 0:
         return "no variation yet: every visitor of a variant counts the same (all or none converted, or one visitor)"
     return None
@@ -124,10 +125,12 @@ def compare(
     engine: Engine = "bayesian",
     alpha: float = ALPHA,
     sequential_tuning: float = SEQUENTIAL_TUNING,
+    metric: Metric = "conversion_rate",
 ) -> Comparison:
+    """`variant` against `control` by `engine`; `metric` only words the problem."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: one of {', '.join(ENGINES)}")
-    problem = no_verdict(control, variant)
+    problem = no_verdict(control, variant, metric)
     if problem:
         return Comparison(problem=problem)
     estimate, variance = relative_uplift(control, variant)
@@ -246,7 +249,7 @@ def analyze_experiment(
             found = (
                 Comparison(problem=problem)
                 if problem
-                else compare(control, metric_sample(totals, metric), engine, alpha, sequential_tuning)
+                else compare(control, metric_sample(totals, metric), engine, alpha, sequential_tuning, metric)
             )
             row |= {"uplift": found.uplift(), "chance_to_win": found.chance_to_win,
                     "p_value": found.p_value, "problem": found.problem}
@@ -254,3 +257,29 @@ def analyze_experiment(
     srm = sample_ratio_mismatch([max(v.visitors, 0) for v in variants], weights)
     return {"engine": engine, "metric": metric, "variants": results,
             "srm_p_value": srm, "srm_warning": srm < SRM_THRESHOLD}
+
+
+def analyze_holdout(
+    holdout: VariantTotals,
+    personalized: VariantTotals,
+    share: float,
+    engine: Engine = "bayesian",
+    metric: Metric = "conversion_rate",
+) -> dict[str, Any]:
+    """The hold-out's numbers and the uplift of everyone else (personalized) against it.
+
+    `share` is the configured hold-out share (0.05 for 5%), for the sample-ratio check. The
+    hold-out is the control: an uplift of 0.08 means personalized visitors converted (or
+    spent) 8% more than held-out ones.
+    """
+    if not 0 < share < 1:
+        raise ValueError("the hold-out share is between 0 and 1")
+    result = analyze_experiment([holdout, personalized], [share, 1 - share], engine, metric)
+    held, rest = result["variants"]
+    numbers = {key: value for key, value in held.items() if key not in ("id", "uplift", "chance_to_win", "p_value", "problem")}
+    return numbers | {
+        "personalized": {key: rest[key] for key in numbers},
+        "uplift": rest["uplift"], "chance_to_win": rest["chance_to_win"], "p_value": rest["p_value"],
+        "problem": rest["problem"], "engine": engine, "metric": metric,
+        "srm_p_value": result["srm_p_value"], "srm_warning": result["srm_warning"],
+    }
