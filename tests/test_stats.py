@@ -236,3 +236,16 @@ def test_the_problem_names_the_metric():
     rows = [VariantTotals("a", 100, 0), VariantTotals("b", 100, 3, 30.0, 400.0)]
     assert "no conversions" in analyze_experiment(rows)["variants"][1]["problem"]
     assert "no revenue" in analyze_experiment(rows, metric="revenue_per_visitor")["variants"][1]["problem"]
+
+
+def test_the_sequential_interval_is_tightest_when_tuned_to_the_sample_size():
+    control, variant = proportion(10_000, 500), proportion(10_000, 560)  # 20,000 visitors in all
+
+    def width(tuning):
+        found = compare(control, variant, "sequential", sequential_tuning=tuning)
+        return found.ci_high - found.ci_low
+
+    assert width(20_000) < min(width(2_000), width(200_000))
+    fixed = compare(control, variant, "frequentist")
+    wider = compare(control, variant, "frequentist", alpha=0.01)
+    assert wider.ci_high - wider.ci_low > fixed.ci_high - fixed.ci_low  # a 99% interval

@@ -106,7 +106,8 @@ def no_verdict(control: Sample, variant: Sample, metric: Metric = "conversion_ra
         what = "conversions" if metric == "conversion_rate" else "revenue"
         return f"the control has no {what} yet: an uplift relative to zero is undefined"
     if control.variance <= 0 or variant.variance <= 0:
-        return "no variation yet: every visitor of a variant counts the same (all or none converted, or one visitor)"
+        alike = "all or none converted" if metric == "conversion_rate" else "all spent the same"
+        return f"no variation yet: every visitor of a variant counts the same ({alike}, or one visitor)"
     return None
 
 
@@ -123,6 +124,7 @@ def compare(
     control: Sample,
     variant: Sample,
     engine: Engine = "bayesian",
+    *,
     alpha: float = ALPHA,
     sequential_tuning: float = SEQUENTIAL_TUNING,
     metric: Metric = "conversion_rate",
@@ -221,6 +223,7 @@ def analyze_experiment(
     weights: Sequence[float] | None = None,
     engine: Engine = "bayesian",
     metric: Metric = "conversion_rate",
+    *,
     alpha: float = ALPHA,
     sequential_tuning: float = SEQUENTIAL_TUNING,
 ) -> dict[str, Any]:
@@ -249,7 +252,8 @@ def analyze_experiment(
             found = (
                 Comparison(problem=problem)
                 if problem
-                else compare(control, metric_sample(totals, metric), engine, alpha, sequential_tuning, metric)
+                else compare(control, metric_sample(totals, metric), engine, alpha=alpha,
+                             sequential_tuning=sequential_tuning, metric=metric)
             )
             row |= {"uplift": found.uplift(), "chance_to_win": found.chance_to_win,
                     "p_value": found.p_value, "problem": found.problem}
