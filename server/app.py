@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 
 from server import api
+from server.admin.views import AdminGate, admin_routes
 from server.audiences import Audiences
 from server.catalog import Catalog
 from server.context import ContextBuilder
@@ -57,6 +58,7 @@ class Services:
     search: SearchService
     navigator: Navigator
     audiences: Audiences
+    admin: AdminGate
 
     def shop(self, shop_id: str | None) -> ShopConfig:
         if not shop_id:
@@ -115,6 +117,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         ),
         navigator=navigator,
         audiences=Audiences(catalog, navigator, settings.visit_timeout_minutes * 60),
+        admin=AdminGate(settings.signing_keys(), settings.admin_session_hours),
     )
 
 
@@ -144,6 +147,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/v1/me", privacy_views.me, methods=["GET", "DELETE"]),
         Route("/.well-known/gpc.json", privacy_views.gpc_support, methods=["GET"]),
         Mount("/demo", routes=demo_routes()),
+        Mount("/admin", routes=admin_routes()),
     ]
 
     @asynccontextmanager

@@ -595,6 +595,93 @@ def models_rollback(ctx: click.Context, shop: str) -> None:
     click.echo(f"Rolled back shop {shop!r} to model {version} (pinned; `vitrine models unpin` undoes it).")
 
 
+# -- the dashboard's users -------------------------------------------------------------
+@main.group()
+def admin() -> None:
+    """Who may sign in to the dashboard at /admin/, and to which shops."""
+
+
+def _email_or_exit(email: str) -> str:
+    from server.admin.auth import normal_email
+
+    try:
+        return normal_email(email)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@admin.command("add-user")
+@click.option("--shop", required=True, help="Shop id the user may see (run again to add another).")
+@click.option("--email", required=True, help="What the user signs in with.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin instead of a prompt.")
+@click.option("--reset-password", is_flag=True, help="For an existing user: set a new password (ends their sessions).")
+@click.pass_context
+def admin_add_user(ctx: click.Context, shop: str, email: str, password_stdin: bool, reset_password: bool) -> None:
+    """Let EMAIL sign in to the dashboard and see SHOP. A new user is asked for a password."""
+    from server.admin.auth import MIN_PASSWORD_LENGTH, hash_password
+    from server.models import utcnow
+
+    _shop_file(ctx, shop)
+    email = _email_or_exit(email)
+    services = _services(_settings(ctx))
+    try:
+        exists = services.store.admin_user(email) is not None
+        password_hash = None
+        if not exists or reset_password:
+            if password_stdin:
+                password = sys.stdin.readline().rstrip("\r\n")
+            else:
+                password = click.prompt(f"Password for {email} (at least {MIN_PASSWORD_LENGTH} characters)",
+                                        hide_input=True, confirmation_prompt=True, err=True)
+            try:
+                password_hash = hash_password(password)
+            except ValueError as exc:
+                fail(str(exc))
+        services.store.save_admin_user(email, password_hash, shop, utcnow())
+    finally:
+        services.close()
+    if not exists:
+        click.echo(f"Added user {email}: they can sign in at /admin/ and see shop {shop!r}.")
+    else:
+        said = " with a new password" if password_hash else ""
+        click.echo(f"User {email} can see shop {shop!r}{said}.")
+
+
+@admin.command("users")
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def admin_users(ctx: click.Context, shop: str) -> None:
+    """List the users who may see SHOP in the dashboard."""
+    services = _services(_settings(ctx))
+    try:
+        users = services.store.admin_users(shop)
+    finally:
+        services.close()
+    if not users:
+        click.echo(f"Shop {shop!r} has no dashboard users (`vitrine admin add-user --shop {shop} --email EMAIL`).")
+        return
+    click.echo(f"{'EMAIL':<40}  SINCE (UTC)")
+    for user in users:
+        click.echo(f"{user['email']:<40}  {user['added_at']:%Y-%m-%d %H:%M}")
+
+
+@admin.command("remove-user")
+@click.option("--email", required=True, help="The user.")
+@click.option("--shop", help="Only take this shop from them (without it: remove the user).")
+@click.pass_context
+def admin_remove_user(ctx: click.Context, email: str, shop: str | None) -> None:
+    """Take a shop from a dashboard user, or remove the user; their sessions end at once."""
+    email = _email_or_exit(email)
+    services = _services(_settings(ctx))
+    try:
+        removed = services.store.remove_admin_user(email, shop)
+    finally:
+        services.close()
+    if not removed:
+        fail(f"no dashboard user {email!r}" + (f" sees shop {shop!r}" if shop else ""))
+    click.echo(f"Removed {email}" + (f" from shop {shop!r}." if shop else " and all their shops."))
+
+
 # -- privacy ---------------------------------------------------------------------------
 @main.group()
 def privacy() -> None:

@@ -209,6 +209,11 @@ class Settings:
         "never skipped.",
         minimum=0,
     )
+    admin_session_hours: float = _setting(
+        12.0,
+        "Hours a dashboard sign-in (/admin/) lasts; then the user signs in again.",
+        minimum=0.1,
+    )
     change_check_interval_s: float = _setting(
         1.0,
         "Seconds between a worker's checks for changed shop configs, override templates, catalog "

@@ -224,3 +224,23 @@ experiment_totals = sa.Table(
     sa.Column("first_exposed", sa.DateTime, nullable=True),
     sa.Column("last_exposed", sa.DateTime, nullable=True),
 )
+
+# -- the dashboard's users (server/admin/, docs/dashboard.md) ---------------------------
+# A person who signs in at /admin/, by email (stored lowercased): their argon2id hash.
+admin_users = sa.Table(
+    "admin_users",
+    metadata,
+    sa.Column("email", sa.String(254), primary_key=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# The shops each dashboard user may see: none but these.
+admin_user_shops = sa.Table(
+    "admin_user_shops",
+    metadata,
+    sa.Column("email", sa.String(254), primary_key=True),
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("added_at", sa.DateTime, nullable=False),
+    sa.Index("ix_admin_user_shops_shop", "shop"),
+)

@@ -971,6 +971,35 @@ class SqlStore:
         with self._reading() as conn:
             return read_experiment_totals(conn, shop, experiment)
 
+    # -- the dashboard's users (server/admin/, server/store/admin_sql.py) ----------------
+    def save_admin_user(self, email: str, password_hash: str | None, shop: str, now: datetime) -> bool:
+        """Let `email` see `shop` (a new user with `password_hash`); True when the user is new."""
+        from server.store.admin_sql import save_user
+
+        with self._writing() as conn:
+            return save_user(conn, self._insert, email, password_hash, shop, now)
+
+    def admin_user(self, email: str) -> dict[str, Any] | None:
+        """{"email", "password_hash", "created_at", "shops"} of a dashboard user, or None."""
+        from server.store.admin_sql import find_user
+
+        with self._reading() as conn:
+            return find_user(conn, email)
+
+    def admin_users(self, shop: str) -> list[dict[str, Any]]:
+        """The dashboard users who may see `shop`: {"email", "created_at", "added_at"}."""
+        from server.store.admin_sql import shop_users
+
+        with self._reading() as conn:
+            return shop_users(conn, shop)
+
+    def remove_admin_user(self, email: str, shop: str | None = None) -> int:
+        """Take `shop` (None: every shop) from the user; how many they lost."""
+        from server.store.admin_sql import remove_user
+
+        with self._writing() as conn:
+            return remove_user(conn, email, shop)
+
     # -- audiences (server/audiences/) ---------------------------------------------------
     def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:
         """How many of the shop's visitors each audience of `book` holds at `now`, in one pass
