@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from server.admin.auth import SESSION_COOKIE
 from server.admin.views import SIGN_IN_FAILED
 from server.cli import main
+from server.measure.attribution import Window
 from server.measure.experiments import EXPOSURE
 from server.models import Event, utcnow
 
@@ -189,3 +190,136 @@ def test_a_models_action_needs_the_sessions_token(client, ann) -> None:
     token = csrf_of(client.get("/admin/demo/models").text)
     r = client.post("/admin/demo/models", data={"action": "rollback", "csrf": token}, follow_redirects=True)
     assert r.status_code == 200 and "Not done: shop &#39;demo&#39; has no model to roll back from" in r.text
+
+
+# -- the pages, from rollups of real events --------------------------------------------
+def _traffic(store, days_ago: int = 1) -> None:
+    """Alice sees and clicks the hero (variant b of "hero") and buys twice (30 + 10); Bob, in
+    the control, looks at a panel and buys 5 in the same visit; Carol only looks."""
+    at0 = (utcnow() - timedelta(days=days_ago)).replace(hour=10, minute=0, second=0, microsecond=0)
+    at = lambda m: at0 + timedelta(minutes=m)  # noqa: E731
+    hero = {"creative_slot": "home-hero", "experiment": "hero", "variant": "b"}
+    store.record_events("demo", "alice", [
+        Event("pv-a1", "page_view", at(0)),
+        Event("x-a", EXPOSURE, at(0), props={"experiment": "hero", "variant": "b", "slot": "home-hero"}),
+        Event("vp-a1", "view_promotion", at(1), campaign="new-in", props=hero),
+        Event("sp-a1", "select_promotion", at(2), campaign="new-in", props=hero),
+        Event("pu-a1", "purchase", at(5), value=30.0, currency="GBP", order_id="A1"),
+        Event("pu-a2", "purchase", at(65), value=10.0, currency="GBP", order_id="A2"),
+    ])
+    store.record_events("demo", "bob", [
+        Event("pv-b1", "page_view", at(3)),
+        Event("x-b", EXPOSURE, at(3), props={"experiment": "hero", "variant": "control", "slot": "home-hero"}),
+        Event("vl-b1", "view_item_list", at(4), props={"item_list_id": "home-recs", "item_list_name": "top_picks"}),
+        Event("pu-b1", "purchase", at(9), value=5.0, currency="GBP", order_id="B1"),
+    ])
+    store.record_events("demo", "carol", [Event("pv-c1", "page_view", at(7)), Event("pv-c2", "page_view", at(8))])
+
+
+def test_the_overview_shows_the_rollups_of_real_events(client, services, ann) -> None:
+    _traffic(services.store)
+    services.store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
+    # Events not rolled up yet are not shown: the dashboard reads the rollups only.
+    services.store.record_events("demo", "dave", [Event("pu-d1", "purchase", utcnow() - timedelta(hours=1), value=99.0,
+                                                        order_id="D1")])
+    assert sign_in(client).status_code == 303
+    data = client.get("/admin/demo/overview.json?days=7").json()
+    t = data["totals"]
+    assert (t["visitors"], t["page_views"], t["impressions"], t["clicks"], t["orders"], t["revenue"]) == (3, 4, 2, 1, 3, 45.0)
+    assert t["click_through"] == 0.5
+    # Alice's two orders by the hero's click, Bob's by the panel he saw: each credited to one slot.
+    assert (t["credited_orders"], t["credited_revenue"]) == (3, 45.0)
+    assert len(data["days"]) == 7 and data["days"][-1]["day"] == utcnow().date().isoformat()
+    yesterday = next(d for d in data["days"] if d["day"] == (utcnow() - timedelta(days=1)).date().isoformat())
+    assert (yesterday["orders"], yesterday["revenue"], yesterday["visitors"]) == (3, 45.0, 3)
+    page = client.get("/admin/demo/?days=7")
+    assert page.status_code == 200
+    assert '<dt>Revenue</dt><dd>45.00</dd>' in page.text and "<dt>Click-through</dt><dd>50.0%</dd>" in page.text
+    assert page.text.count('<svg class="chart"') == 6
+    assert f"<title>{yesterday['day']}: 45.00</title>" in page.text  # the revenue chart's bar of that day
+    # A range that excludes the day shows none of it.
+    empty = client.get(f"/admin/demo/overview.json?from={utcnow().date().isoformat()}").json()
+    assert empty["totals"]["orders"] == 0 and len(empty["days"]) == 1  # from today to today
+
+
+def test_a_bad_range_is_a_400_saying_why(client, ann) -> None:
+    assert sign_in(client).status_code == 303
+    for query, said in (("days=12", "days is one of 7, 30, 90"), ("from=yesterday", "YYYY-MM-DD"),
+                        ("from=2026-11-10&to=2026-11-01", "comes after"), ("from=2020-01-01&to=2026-01-01", "at most 731")):
+        r = client.get(f"/admin/demo/overview.json?{query}")
+        assert r.status_code == 400 and said in r.json()["error"], query
+        assert client.get(f"/admin/demo/campaigns?{query}").status_code == 400
+    assert client.get("/admin/demo/experiments?engine=magic").status_code == 400
+
+
+def test_campaigns_and_panels_show_what_each_was_credited(client, services, ann) -> None:
+    _traffic(services.store)
+    services.store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
+    assert sign_in(client).status_code == 303
+    data = client.get("/admin/demo/campaigns.json?days=7").json()
+    new_in = next(r for r in data["campaign"] if r["key"] == "new-in")
+    assert (new_in["impressions"], new_in["clicks"], new_in["orders"], new_in["revenue"]) == (1, 1, 2, 40.0)
+    recs = next(r for r in data["slot"] if r["key"] == "home-recs")
+    assert (recs["impressions"], recs["orders"], recs["view_orders"], recs["view_revenue"]) == (1, 0, 1, 5.0)
+    assert next(r for r in data["variant"] if r["key"] == "hero:b")["orders"] == 2
+    assert next(r for r in data["strategy"] if r["key"] == "top_picks")["view_orders"] == 1
+    page = " ".join(client.get("/admin/demo/campaigns?days=7").text.split())
+    assert '<th scope="row">new-in</th><td class="n">1</td><td class="n">1</td> <td class="n">100.0%</td><td class="n">2</td><td class="n">40.00</td>' in page
+
+
+EXPERIMENT = """
+[[experiments]]
+id = "hero"
+slot = "home-hero"
+[[experiments.variants]]
+id = "control"
+[[experiments.variants]]
+id = "b"
+campaign = "hero-new-this-week"
+"""
+
+
+def test_the_experiments_page_puts_the_variants_side_by_side(client, settings, services, ann) -> None:
+    path = settings.resolved_shops_dir / "demo.toml"
+    path.write_text("holdout = 0.05\n" + path.read_text() + EXPERIMENT)
+    store = services.store
+    at0 = utcnow() - timedelta(days=2)
+    # 300 visitors in the control (30 buy) and 100 in b (25 buy): b converts better, and the
+    # split is far from the configured half and half, which the page must warn about.
+    for n in range(400):
+        variant = "control" if n < 300 else "b"
+        events = [Event(f"x{n}", EXPOSURE, at0, props={"experiment": "hero", "variant": variant, "slot": "home-hero"})]
+        if (variant == "control" and n % 10 == 0) or (variant == "b" and n % 4 == 0):
+            events.append(Event(f"p{n}", "purchase", at0 + timedelta(minutes=5), value=20.0, order_id=f"O{n}"))
+        store.record_events("demo", f"v{n:04d}", events)
+    store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
+    assert sign_in(client).status_code == 303
+    report = client.get("/admin/demo/experiments.json").json()
+    (hero,) = report["experiments"]
+    control, b = hero["variants"]
+    assert (control["visitors"], control["conversions"], b["visitors"], b["conversions"]) == (300, 30, 100, 25)
+    assert hero["srm_warning"] is True and b["uplift"]["estimate"] == pytest.approx(1.5, rel=1e-6)
+    page = " ".join(client.get("/admin/demo/experiments").text.split())
+    assert '<th scope="row">control</th><td class="n">300</td><td class="n">30</td> <td class="n">10.00%</td>' in page
+    assert '<th scope="row">b</th><td class="n">100</td><td class="n">25</td> <td class="n">25.00%</td>' in page
+    assert "+150.0%" in page and 'class="interval win"' in page
+    assert "Sample ratio mismatch" in page
+    assert 'id="holdout-h"' in page  # the hold-out's table, with no visitors yet
+    frequentist = client.get("/admin/demo/experiments?engine=frequentist").text
+    assert "p-value" in frequentist
+
+
+def test_audiences_search_and_models_pages(client, services, ann) -> None:
+    services.store.save_popular_searches("demo", [("candles", 12), ("lantern", 3)], utcnow())
+    store = services.store
+    store.touch_visitor("demo", "erin", utcnow(), 1800, country="GB")
+    assert sign_in(client).status_code == 303
+    audiences = client.get("/admin/demo/audiences.json").json()
+    assert audiences["visitors"] == 1 and audiences["sizes"]["new"] == 1
+    assert "<h1>Audiences</h1>" in client.get("/admin/demo/audiences").text
+    search = client.get("/admin/demo/search.json").json()
+    assert search["top_queries"] == [{"query": "candles", "visitors": 12}, {"query": "lantern", "visitors": 3}]
+    assert '<th scope="row">candles</th><td class="n">12</td>' in client.get("/admin/demo/search").text
+    models = client.get("/admin/demo/models.json").json()
+    assert models["versions"] == [] and models["serving"] is None
+    assert "No model trained yet" in client.get("/admin/demo/models").text
