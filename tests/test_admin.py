@@ -194,8 +194,9 @@ def test_a_models_action_needs_the_sessions_token(client, ann) -> None:
 
 # -- the pages, from rollups of real events --------------------------------------------
 def _traffic(store, days_ago: int = 1) -> None:
-    """Alice sees and clicks the hero (variant b of "hero") and buys twice (30 + 10); Bob, in
-    the control, looks at a panel and buys 5 in the same visit; Carol only looks."""
+    """Alice sees and clicks the hero (variant b of "hero"), sees a panel, and buys twice (30,
+    then 10 in another visit); Bob, in the control, sees the panel and buys 5 in the same
+    visit; Carol only looks."""
     at0 = (utcnow() - timedelta(days=days_ago)).replace(hour=10, minute=0, second=0, microsecond=0)
     at = lambda m: at0 + timedelta(minutes=m)  # noqa: E731
     hero = {"creative_slot": "home-hero", "experiment": "hero", "variant": "b"}
@@ -204,6 +205,7 @@ def _traffic(store, days_ago: int = 1) -> None:
         Event("x-a", EXPOSURE, at(0), props={"experiment": "hero", "variant": "b", "slot": "home-hero"}),
         Event("vp-a1", "view_promotion", at(1), campaign="new-in", props=hero),
         Event("sp-a1", "select_promotion", at(2), campaign="new-in", props=hero),
+        Event("vl-a1", "view_item_list", at(3), props={"item_list_id": "home-recs", "item_list_name": "top_picks"}),
         Event("pu-a1", "purchase", at(5), value=30.0, currency="GBP", order_id="A1"),
         Event("pu-a2", "purchase", at(65), value=10.0, currency="GBP", order_id="A2"),
     ])
@@ -225,16 +227,17 @@ def test_the_overview_shows_the_rollups_of_real_events(client, services, ann) ->
     assert sign_in(client).status_code == 303
     data = client.get("/admin/demo/overview.json?days=7").json()
     t = data["totals"]
-    assert (t["visitors"], t["page_views"], t["impressions"], t["clicks"], t["orders"], t["revenue"]) == (3, 4, 2, 1, 3, 45.0)
-    assert t["click_through"] == 0.5
-    # Alice's two orders by the hero's click, Bob's by the panel he saw: each credited to one slot.
+    assert (t["visitors"], t["page_views"], t["impressions"], t["clicks"], t["orders"], t["revenue"]) == (3, 4, 3, 1, 3, 45.0)
+    assert t["click_through"] == pytest.approx(1 / 3)
+    # Alice's two orders by the hero's click (the first seen in the panel's visit too), Bob's by
+    # the panel he saw: three orders, each once, though Alice's first led from two slots.
     assert (t["credited_orders"], t["credited_revenue"]) == (3, 45.0)
     assert len(data["days"]) == 7 and data["days"][-1]["day"] == utcnow().date().isoformat()
     yesterday = next(d for d in data["days"] if d["day"] == (utcnow() - timedelta(days=1)).date().isoformat())
     assert (yesterday["orders"], yesterday["revenue"], yesterday["visitors"]) == (3, 45.0, 3)
     page = client.get("/admin/demo/?days=7")
     assert page.status_code == 200
-    assert '<dt>Revenue</dt><dd>45.00</dd>' in page.text and "<dt>Click-through</dt><dd>50.0%</dd>" in page.text
+    assert '<dt>Revenue</dt><dd>45.00</dd>' in page.text and "<dt>Click-through</dt><dd>33.3%</dd>" in page.text
     assert page.text.count('<svg class="chart"') == 6
     assert f"<title>{yesterday['day']}: 45.00</title>" in page.text  # the revenue chart's bar of that day
     # A range that excludes the day shows none of it.
@@ -260,11 +263,13 @@ def test_campaigns_and_panels_show_what_each_was_credited(client, services, ann)
     new_in = next(r for r in data["campaign"] if r["key"] == "new-in")
     assert (new_in["impressions"], new_in["clicks"], new_in["orders"], new_in["revenue"]) == (1, 1, 2, 40.0)
     recs = next(r for r in data["slot"] if r["key"] == "home-recs")
-    assert (recs["impressions"], recs["orders"], recs["view_orders"], recs["view_revenue"]) == (1, 0, 1, 5.0)
+    # Seen before Alice's first order (30) and Bob's (5), each in the same visit.
+    assert (recs["impressions"], recs["orders"], recs["view_orders"], recs["view_revenue"]) == (2, 0, 2, 35.0)
     assert next(r for r in data["variant"] if r["key"] == "hero:b")["orders"] == 2
-    assert next(r for r in data["strategy"] if r["key"] == "top_picks")["view_orders"] == 1
+    assert next(r for r in data["strategy"] if r["key"] == "top_picks")["view_orders"] == 2
     page = " ".join(client.get("/admin/demo/campaigns?days=7").text.split())
-    assert '<th scope="row">new-in</th><td class="n">1</td><td class="n">1</td> <td class="n">100.0%</td><td class="n">2</td><td class="n">40.00</td>' in page
+    assert ('<th scope="row">new-in</th><td class="n" data-label="Impressions">1</td><td class="n" data-label="Clicks">1</td> '
+            '<td class="n" data-label="CTR">100.0%</td><td class="n" data-label="Orders by click">2</td>') in page
 
 
 EXPERIMENT = """
@@ -300,8 +305,10 @@ def test_the_experiments_page_puts_the_variants_side_by_side(client, settings, s
     assert (control["visitors"], control["conversions"], b["visitors"], b["conversions"]) == (300, 30, 100, 25)
     assert hero["srm_warning"] is True and b["uplift"]["estimate"] == pytest.approx(1.5, rel=1e-6)
     page = " ".join(client.get("/admin/demo/experiments").text.split())
-    assert '<th scope="row">control</th><td class="n">300</td><td class="n">30</td> <td class="n">10.00%</td>' in page
-    assert '<th scope="row">b</th><td class="n">100</td><td class="n">25</td> <td class="n">25.00%</td>' in page
+    cells = lambda *values: "".join(f'<td class="n" data-label="{k}">{v}</td>'  # noqa: E731
+                                    for k, v in zip(("Visitors", "Conversions"), values))
+    assert f'<th scope="row">control</th>{cells(300, 30)} <td class="n" data-label="Rate">10.00%</td>' in page
+    assert f'<th scope="row">b</th>{cells(100, 25)} <td class="n" data-label="Rate">25.00%</td>' in page
     assert "+150.0%" in page and 'class="interval win"' in page
     assert "Sample ratio mismatch" in page
     assert 'id="holdout-h"' in page  # the hold-out's table, with no visitors yet

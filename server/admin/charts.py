@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT = 640, 160
-PAD_LEFT, PAD_BOTTOM, PAD_TOP = 48, 20, 8
+WIDTH, HEIGHT = 400, 170
+PAD_LEFT, PAD_BOTTOM, PAD_TOP = 50, 22, 10
 
 
 def _nice_top(value: float) -> float:
@@ -35,7 +35,7 @@ def daily_bars(label: str, days: Sequence[str], values: Sequence[float],
     bar_w = max(step * 0.8, 1.0)
     total = sum(values)
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" preserveAspectRatio="none" '
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(label)} by day, {escape(days[0] if days else "")} to {escape(days[-1] if days else "")}: '
         f'{escape(shown(total))} in all">',
         f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{WIDTH - 4}" y2="{PAD_TOP + plot_h}"/>',

@@ -13,9 +13,8 @@ if TYPE_CHECKING:
 PRESETS = (7, 30, 90)
 MAX_DAYS = 731
 COUNTERS = ("visitors", "page_views", "impressions", "clicks", "orders", "revenue", "view_orders", "view_revenue")
-# What the overview's credited numbers are summed over: every touch names its slot (a
-# banner's or popup's place, a panel), so an order is credited once per slot that led to it.
-CREDITED_BY = "slot"
+# The rollups' row of each order credited to anything, counted once (server/store/measure_sql.py).
+CREDITED_BY = "credited"
 DIMENSIONS = {"campaign": "Campaigns", "slot": "Slots and panels", "strategy": "Strategies", "variant": "Experiment variants"}
 
 

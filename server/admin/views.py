@@ -59,7 +59,8 @@ _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(ADMIN_DIR / "templates")), autoescape=True, trim_blocks=True, lstrip_blocks=True,
 )
 _env.filters.update(num=lambda v: f"{v:,.0f}", money=_money, pct=_pct,
-                    signed_pct=lambda v: "–" if v is None else f"{v:+.1%}")
+                    signed_pct=lambda v: "–" if v is None else f"{v:+.1%}",
+                    when=lambda v: (v or "")[:16].replace("T", " "))
 
 
 def admin_routes() -> list[BaseRoute]:

@@ -172,7 +172,7 @@ rollup_marks = sa.Table(
 
 # Counters by hour and by day, per shop and per what produced them: dimension "total" (key
 # ""), "campaign" (a campaign or a recommendations panel), "slot", "strategy", "variant"
-# ("experiment:variant"). Reports and the dashboard read these, never the events.
+# ("experiment:variant"), and "credited" (key "": each order credited to anything, once). Reports and the dashboard read these, never the events.
 rollups = sa.Table(
     "rollups",
     metadata,
