@@ -77,7 +77,8 @@ def ratio(part: float, whole: float) -> float | None:
 def overview(store: "Store", shop: str, span: DateRange) -> dict[str, Any]:
     """The shop's totals over the range and its numbers day by day (every day of the range,
     zero where nothing was counted), with the orders and revenue credited to what it showed."""
-    rows = store.rollups(shop, "day", span.since, span.until)
+    rows = (store.rollups(shop, "day", span.since, span.until, "total")
+            + store.rollups(shop, "day", span.since, span.until, CREDITED_BY))
     by_day: dict[date, dict[str, float]] = {span.first + timedelta(days=n): dict.fromkeys(COUNTERS, 0)
                                             for n in range(span.days)}
     for row in rows:
