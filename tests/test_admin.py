@@ -330,3 +330,22 @@ def test_audiences_search_and_models_pages(client, services, ann) -> None:
     models = client.get("/admin/demo/models.json").json()
     assert models["versions"] == [] and models["serving"] is None
     assert "No model trained yet" in client.get("/admin/demo/models").text
+
+
+def test_the_audiences_page_draws_their_sizes_over_time(client, services, ann) -> None:
+    from server.audiences.snapshots import snapshot_audiences
+
+    store = services.store
+    store.touch_visitor("demo", "erin", utcnow(), 1800, country="GB")
+    today = utcnow().date()
+    store.save_audience_sizes("demo", today - timedelta(days=2), {"new": 4, "returning": 1}, utcnow())
+    assert "demo" in snapshot_audiences(services)  # the worker's job: today's row
+    assert sign_in(client).status_code == 303
+    over_time = client.get("/admin/demo/audiences.json").json()["over_time"]
+    assert over_time["new"] == {(today - timedelta(days=2)).isoformat(): 4, today.isoformat(): 1}
+    page = client.get("/admin/demo/audiences").text
+    assert 'aria-label="Visitors in new by day' in page
+    assert f"<title>{(today - timedelta(days=2)).isoformat()}: 4</title>" in page
+    # Run again the same day: the day's row is replaced, not added to.
+    snapshot_audiences(services)
+    assert [r["visitors"] for r in store.audience_history("demo", today) if r["audience"] == "new"] == [1]

@@ -109,14 +109,10 @@ def breakdown(store: "Store", shop: str, span: DateRange) -> dict[str, list[dict
     click-through and the orders and revenue credited to it by a click and by a view, most
     impressions first."""
     found: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in DIMENSIONS}
-    for row in store.rollups(shop, "day", span.since, span.until):
-        if row["dimension"] not in found:
-            continue
-        entry = found[row["dimension"]].setdefault(row["key"], {
-            "key": row["key"], "impressions": 0, "clicks": 0, "closes": 0, "orders": 0, "revenue": 0.0,
-            "view_orders": 0, "view_revenue": 0.0})
-        for name in ("impressions", "clicks", "closes", "orders", "revenue", "view_orders", "view_revenue"):
-            entry[name] += row[name]
+    for row in store.rollup_sums(shop, "day", span.since, span.until, list(DIMENSIONS)):
+        found[row["dimension"]][row["key"]] = {
+            "key": row["key"], **{name: row[name] or 0 for name in
+                                  ("impressions", "clicks", "closes", "orders", "revenue", "view_orders", "view_revenue")}}
     out = {}
     for dimension, entries in found.items():
         listed = sorted(entries.values(), key=lambda e: (-e["impressions"], -e["clicks"], e["key"]))

@@ -315,11 +315,18 @@ async def audiences_page(request: Request, config: Any, user: SignedIn) -> dict[
     now = utcnow()
     sizes = await run_in_threadpool(services.store.audience_sizes, config.id, config.audience_book, now,
                                     services.settings.visit_timeout_minutes * 60)
+    history = await run_in_threadpool(services.store.audience_history, config.id, now.date() - timedelta(days=89))
+    over_time: dict[str, dict[str, int]] = {}
+    for row in history:
+        over_time.setdefault(row["audience"], {})[row["day"].isoformat()] = row["visitors"]
     data = {"at": now.isoformat(timespec="seconds"), "visitors": sizes.visitors, "sizes": sizes.sizes,
-            "not_sized": sizes.not_sized}
+            "not_sized": sizes.not_sized, "over_time": over_time}
     if _is_json(request):
         return data
-    return {"template": "audiences.html", "page": "audiences", **data}
+    days = sorted({day for counts in over_time.values() for day in counts})
+    trends = [(name, charts.daily_bars(f"Visitors in {name}", days, [over_time[name].get(d, 0) for d in days]))
+              for name in sizes.sizes if name in over_time] if len(days) > 1 else []
+    return {"template": "audiences.html", "page": "audiences", **data, "trends": trends, "days": days}
 
 
 async def search_page(request: Request, config: Any, user: SignedIn) -> dict[str, Any]:

@@ -234,6 +234,17 @@ def read_rollups(conn: Connection, shop: str, period: str, since: datetime, unti
     return [dict(row._mapping) for row in conn.execute(query.order_by(r.start, r.dimension, r.key))]
 
 
+def sum_rollups(conn: Connection, shop: str, period: str, since: datetime, until: datetime,
+                dimensions: list[str]) -> list[dict[str, Any]]:
+    """Each (dimension, key)'s counters summed from `since` to `until`: one row per key."""
+    r = rollups.c
+    sums = [sa.func.sum(r[name]).label(name) for name in COUNTERS]
+    query = (sa.select(r.dimension, r.key, *sums)
+             .where(r.shop == shop, r.period == period, r.start >= since, r.start < until, r.dimension.in_(dimensions))
+             .group_by(r.dimension, r.key).order_by(r.dimension, r.key))
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
 def read_experiment_totals(conn: Connection, shop: str, experiment: str | None = None) -> list[dict[str, Any]]:
     t = experiment_totals.c
     query = sa.select(experiment_totals).where(t.shop == shop)

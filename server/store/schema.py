@@ -244,3 +244,15 @@ admin_user_shops = sa.Table(
     sa.Column("added_at", sa.DateTime, nullable=False),
     sa.Index("ix_admin_user_shops_shop", "shop"),
 )
+
+# Each audience's size, once a day (the worker's audience_sizes job writes today's row, anew
+# every hour): the dashboard's "over time" (docs/dashboard.md).
+audience_snapshots = sa.Table(
+    "audience_snapshots",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("audience", sa.String(64), primary_key=True),
+    sa.Column("visitors", sa.Integer, nullable=False),
+    sa.Column("counted_at", sa.DateTime, nullable=False),
+)

@@ -9,7 +9,7 @@ import math
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -964,6 +964,14 @@ class SqlStore:
         with self._reading() as conn:
             return read_rollups(conn, shop, period, since, until, dimension)
 
+    def rollup_sums(self, shop: str, period: str, since: datetime, until: datetime,
+                    dimensions: Sequence[str]) -> list[dict[str, Any]]:
+        """Each key of these dimensions with its counters summed from `since` to `until`."""
+        from server.store.measure_sql import sum_rollups
+
+        with self._reading() as conn:
+            return sum_rollups(conn, shop, period, since, until, list(dimensions))
+
     def experiment_totals(self, shop: str, experiment: str | None = None) -> list[dict[str, Any]]:
         """Each variant's visitors, conversions, orders, revenue and revenue squared summed."""
         from server.store.measure_sql import read_experiment_totals
@@ -1001,6 +1009,25 @@ class SqlStore:
             return remove_user(conn, email, shop)
 
     # -- audiences (server/audiences/) ---------------------------------------------------
+    def save_audience_sizes(self, shop: str, day: date, sizes: dict[str, int], counted_at: datetime) -> None:
+        """Today's (`day`'s) size of each audience, replacing what that day had."""
+        from server.store.schema import audience_snapshots as snaps
+
+        rows = [dict(shop=shop, day=day, audience=a[:64], visitors=n, counted_at=counted_at) for a, n in sizes.items()]
+        with self._writing() as conn:
+            conn.execute(sa.delete(snaps).where(snaps.c.shop == shop, snaps.c.day == day))
+            if rows:
+                conn.execute(sa.insert(snaps), rows)
+
+    def audience_history(self, shop: str, since: date) -> list[dict[str, Any]]:
+        """{"day", "audience", "visitors"} of every day from `since` that has a count."""
+        from server.store.schema import audience_snapshots as snaps
+
+        query = (sa.select(snaps.c.day, snaps.c.audience, snaps.c.visitors)
+                 .where(snaps.c.shop == shop, snaps.c.day >= since).order_by(snaps.c.day, snaps.c.audience))
+        with self._reading() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
     def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:
         """How many of the shop's visitors each audience of `book` holds at `now`, in one pass
         over the visitors table (server/store/audience_sql.py): an AudienceSizes."""

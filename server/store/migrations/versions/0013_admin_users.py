@@ -1,4 +1,5 @@
-"""The dashboard's users: their password hashes and the shops each may see (docs/dashboard.md).
+"""The dashboard's users: their password hashes and the shops each may see; each audience's
+size once a day (docs/dashboard.md).
 
 Revision ID: 0013
 Revises: 0012
@@ -27,9 +28,18 @@ def upgrade() -> None:
         sa.Column("added_at", sa.DateTime, nullable=False),
     )
     op.create_index("ix_admin_user_shops_shop", "admin_user_shops", ["shop"])
+    op.create_table(
+        "audience_snapshots",
+        sa.Column("shop", sa.String(64), primary_key=True),
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("audience", sa.String(64), primary_key=True),
+        sa.Column("visitors", sa.Integer, nullable=False),
+        sa.Column("counted_at", sa.DateTime, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("audience_snapshots")
     op.drop_index("ix_admin_user_shops_shop", "admin_user_shops")
     op.drop_table("admin_user_shops")
     op.drop_table("admin_users")
