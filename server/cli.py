@@ -53,8 +53,11 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None) -> None:
 @click.option("--train/--no-train", default=True, show_default=True,
               help="Train the recommendation model before serving when the demo shop has none yet "
               "(else the background jobs train it once enough interactions are in).")
+@click.option("--simulate-month", is_flag=True,
+              help="Fill the dashboard (/admin/) with a month of simulated traffic, labelled as such, and make a "
+              "dashboard user for it (once).")
 @click.pass_context
-def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) -> None:
+def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, simulate_month: bool) -> None:
     """Set up the demo shop (once) and serve it on http://HOST:PORT/demo/, with the background jobs."""
     settings = _settings(ctx, host=host, port=port)
     services = _services(settings)
@@ -74,6 +77,8 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) ->
         report = train_shop(services.store, settings, DEMO_SHOP, log=click.echo)
         if report.artifact is not None:
             click.echo(f"Model {report.artifact.version} trained in {report.seconds:.0f} s.")
+    if simulate_month:
+        _simulate_month(services)
     click.echo(f"Demo shop: http://{settings.host}:{settings.port}/demo/")
     click.echo(f"Consent demo (consent = \"required\"): http://{settings.host}:{settings.port}/demo/consent")
     from server.worker import Worker
@@ -169,6 +174,32 @@ def _services(settings: Settings) -> Any:
         return build_services(settings)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+
+
+DEMO_ADMIN = "demo@vitrine.example"
+
+
+def _simulate_month(services: Any) -> None:
+    """A month of simulated visitors in the demo shop, rolled up, and a dashboard user to see them."""
+    import secrets
+
+    from server.admin.auth import hash_password
+    from server.demo.simulated import simulate_traffic
+    from server.measure.attribution import Window
+    from server.models import utcnow
+
+    if services.store.admin_user(DEMO_ADMIN) is not None:
+        click.echo(f"Simulated traffic already written (dashboard user {DEMO_ADMIN}).")
+        return
+    click.echo("Writing a month of simulated traffic for the dashboard (visitor ids sim-...)...")
+    count = simulate_traffic(services.store, DEMO_SHOP, days=30, now=utcnow())
+    # Nothing else writes yet (the server has not started): every event can be read at once.
+    run = services.store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
+    click.echo(f"Simulated {count:,} events; rolled up {run.events:,} events, {run.orders:,} orders.")
+    password = secrets.token_urlsafe(12)
+    services.store.save_admin_user(DEMO_ADMIN, hash_password(password), DEMO_SHOP, utcnow())
+    click.echo(f"Dashboard: http://{services.settings.host}:{services.settings.port}/admin/ "
+               f"(email {DEMO_ADMIN}, password {password}; shown once)")
 
 
 def _install_demo_shop(settings: Settings) -> None:

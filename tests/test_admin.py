@@ -349,3 +349,33 @@ def test_the_audiences_page_draws_their_sizes_over_time(client, services, ann) -
     # Run again the same day: the day's row is replaced, not added to.
     snapshot_audiences(services)
     assert [r["visitors"] for r in store.audience_history("demo", today) if r["audience"] == "new"] == [1]
+
+
+def test_bad_sign_in_requests_get_a_4xx(client, ann) -> None:
+    token = csrf_of(client.get("/admin/login").text)
+    cases = [
+        dict(content=b'{"email": "x"}', headers={"Content-Type": "application/json"}),
+        dict(content=b"csrf=" + b"a" * 20_000, headers={"Content-Type": "application/x-www-form-urlencoded"}),
+        dict(content=b"email=\xff\xfe&password=x", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+        dict(data={"csrf": token, "email": ann, "password": "p" * 5000}),
+        dict(data={"csrf": token, "email": "", "password": ""}),
+        dict(content=f"csrf={token}&csrf={token}&email={ann}&password=x".encode(),
+             headers={"Content-Type": "application/x-www-form-urlencoded"}),
+    ]
+    for case in cases:
+        r = client.post("/admin/login", follow_redirects=False, **case)
+        assert 400 <= r.status_code < 500, (case, r.status_code)
+    assert client.get("/admin/login?next=%00").status_code == 400  # the front door refuses NUL
+    assert client.get("/admin/demo/overview.json?from=9999999-01-01").status_code == 401
+
+
+def test_simulated_traffic_is_labelled_as_such(client, services, ann) -> None:
+    from server.demo.simulated import simulate_traffic
+
+    assert sign_in(client).status_code == 303
+    assert "Simulated traffic" not in client.get("/admin/demo/").text
+    simulate_traffic(services.store, "demo", days=3, now=utcnow(), visitors_per_day=5)
+    services.store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
+    data = client.get("/admin/demo/overview.json?days=7").json()
+    assert data["simulated_page_views"] == data["totals"]["page_views"] > 0
+    assert "Simulated traffic." in client.get("/admin/demo/?days=7").text

@@ -15,6 +15,7 @@ MAX_DAYS = 731
 COUNTERS = ("visitors", "page_views", "impressions", "clicks", "orders", "revenue", "view_orders", "view_revenue")
 # The rollups' row of each order credited to anything, counted once (server/store/measure_sql.py).
 CREDITED_BY = "credited"
+SIMULATED = "simulated"  # page views the demo made up (server/demo/simulated.py)
 DIMENSIONS = {"campaign": "Campaigns", "slot": "Slots and panels", "strategy": "Strategies", "variant": "Experiment variants"}
 
 
@@ -79,6 +80,7 @@ def overview(store: "Store", shop: str, span: DateRange) -> dict[str, Any]:
     zero where nothing was counted), with the orders and revenue credited to what it showed."""
     rows = (store.rollups(shop, "day", span.since, span.until, "total")
             + store.rollups(shop, "day", span.since, span.until, CREDITED_BY))
+    simulated = sum(r["page_views"] for r in store.rollups(shop, "day", span.since, span.until, SIMULATED))
     by_day: dict[date, dict[str, float]] = {span.first + timedelta(days=n): dict.fromkeys(COUNTERS, 0)
                                             for n in range(span.days)}
     for row in rows:
@@ -101,7 +103,8 @@ def overview(store: "Store", shop: str, span: DateRange) -> dict[str, Any]:
     totals["click_through"] = ratio(totals["clicks"], totals["impressions"])
     totals["revenue"] = round(totals["revenue"], 2)
     totals["credited_revenue"] = round(totals["credited_revenue"], 2)
-    return {"from": span.first.isoformat(), "to": span.last.isoformat(), "totals": totals, "days": days}
+    return {"from": span.first.isoformat(), "to": span.last.isoformat(), "totals": totals, "days": days,
+            "simulated_page_views": simulated}
 
 
 def breakdown(store: "Store", shop: str, span: DateRange) -> dict[str, list[dict[str, Any]]]:

@@ -1,6 +1,8 @@
 """Simulated traffic for the demo shop's dashboard: visitors who see and click its banners,
 popup and panels, fall into the hero experiment and the hold-out, and buy, day by day.
-Every visitor id starts with `sim-`, so the simulated rows are told apart from real ones."""
+Every visitor id starts with `sim-`, so the simulated rows are told apart from real ones,
+and each simulated day's page views are also counted under the rollups' dimension
+`simulated`, which the dashboard reads to say that its numbers are partly made up."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from server.store import Store
 
 SIMULATED_PREFIX = "sim-"
+SIMULATED = "simulated"  # the rollups' dimension of simulated page views
 CAMPAIGNS = (("hero-new-this-week", "home-hero"), ("welcome", "popup"), ("free-delivery", "top-banner"))
 PANELS = (("home-recs", "top_picks"), ("product-similar", "similar"), ("cart-recs", "bought_together"))
 # Each variant's chance that a visitor buys (the hero's "new-this-week" converts better).
@@ -27,6 +30,7 @@ def simulate_traffic(store: "Store", shop: str, days: int, now: datetime, visito
     """Record `days` days of visitors up to `now` (weekends busier); how many events."""
     rng = random.Random(seed)
     written = 0
+    views: dict[datetime, int] = {}
     first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     for d in range(days):
         day = first + timedelta(days=d)
@@ -39,6 +43,8 @@ def simulate_traffic(store: "Store", shop: str, days: int, now: datetime, visito
             events = _visit(rng, f"{SIMULATED_PREFIX}{seed}-{d}-{v}", start, experiment)
             store.record_events(shop, f"{SIMULATED_PREFIX}{seed}-{d}-{v}", events)
             written += len(events)
+            views[day] = views.get(day, 0) + sum(e.type == "page_view" for e in events)
+    store.mark_simulated(shop, views)
     return written
 
 

@@ -245,6 +245,15 @@ def sum_rollups(conn: Connection, shop: str, period: str, since: datetime, until
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
+def mark_simulated(conn: Connection, insert: Any, shop: str, page_views: dict[datetime, int]) -> None:
+    """Count page views under the dimension "simulated" (server/demo/simulated.py), by day."""
+    r = rollups.c
+    for day, count in page_views.items():
+        stmt = insert(rollups).values(shop=shop, period="day", start=day, dimension="simulated", key="", page_views=count)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["shop", "period", "start", "dimension", "key"],
+                                                set_={"page_views": r.page_views + count}))
+
+
 def read_experiment_totals(conn: Connection, shop: str, experiment: str | None = None) -> list[dict[str, Any]]:
     t = experiment_totals.c
     query = sa.select(experiment_totals).where(t.shop == shop)

@@ -972,6 +972,13 @@ class SqlStore:
         with self._reading() as conn:
             return sum_rollups(conn, shop, period, since, until, list(dimensions))
 
+    def mark_simulated(self, shop: str, page_views: dict[datetime, int]) -> None:
+        """Note in the rollups how many page views of each day were simulated (the demo's)."""
+        from server.store.measure_sql import mark_simulated
+
+        with self._writing() as conn:
+            mark_simulated(conn, self._insert, shop, page_views)
+
     def experiment_totals(self, shop: str, experiment: str | None = None) -> list[dict[str, Any]]:
         """Each variant's visitors, conversions, orders, revenue and revenue squared summed."""
         from server.store.measure_sql import read_experiment_totals

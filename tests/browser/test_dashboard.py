@@ -87,6 +87,7 @@ def test_the_dashboard_signs_in_and_shows_the_overview_and_experiments(dashboard
     # The overview: numbers and six charts by day, for the last 30 days.
     page.get_by_role("link", name="Overview").click()
     expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
+    expect(page.get_by_role("note")).to_contain_text("Simulated traffic")
     visitors = page.locator(".cards div", has_text="Visitors").locator("dd")
     assert int(visitors.inner_text().replace(",", "")) > 500
     charts = page.locator("svg.chart")
