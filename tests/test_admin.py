@@ -379,3 +379,11 @@ def test_simulated_traffic_is_labelled_as_such(client, services, ann) -> None:
     data = client.get("/admin/demo/overview.json?days=7").json()
     assert data["simulated_page_views"] == data["totals"]["page_views"] > 0
     assert "Simulated traffic." in client.get("/admin/demo/?days=7").text
+
+
+def test_a_broken_shop_config_is_a_503_saying_so(client, settings, ann) -> None:
+    assert sign_in(client).status_code == 303
+    (settings.resolved_shops_dir / "demo.toml").write_text("this is = not [valid toml\n")
+    r = client.get("/admin/demo/overview.json")
+    assert r.status_code == 503 and "vitrine shops check demo" in r.json()["error"]
+    assert client.get("/admin/demo/").status_code == 503

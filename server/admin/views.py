@@ -23,6 +23,7 @@ from server.admin.auth import password_matches, same
 from server.admin.reports import DIMENSIONS, PRESETS, DateRange, RangeError, breakdown, date_range, overview
 from server.client_ip import client_ip
 from server.models import utcnow
+from server.shops import ShopConfigError
 
 ADMIN_DIR = Path(__file__).parent
 MAX_FORM_BYTES = 8192
@@ -224,7 +225,13 @@ def _shop_page(view: View) -> Callable[[Request], Awaitable[Response]]:
             return _not_signed_in(request)
         shop_id = request.path_params["shop"]
         # Another shop's pages and a shop that does not exist look the same: not found.
-        config = request.app.state.services.shops.get(shop_id) if shop_id in user.shops else None
+        try:
+            config = request.app.state.services.shops.get(shop_id) if shop_id in user.shops else None
+        except ShopConfigError:
+            message = f"The config file of shop {shop_id!r} is broken: `vitrine shops check {shop_id}` says why."
+            if _is_json(request):
+                return JSONResponse({"error": message}, status_code=503, headers=HEADERS)
+            return _render("error.html", status=503, title="Shop config broken", user=user, message=message)
         if config is None:
             if _is_json(request):
                 return JSONResponse({"error": f"no shop {shop_id!r} here"}, status_code=404, headers=HEADERS)
