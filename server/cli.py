@@ -53,8 +53,10 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None) -> None:
 @click.option("--train/--no-train", default=True, show_default=True,
               help="Train the recommendation model before serving when the demo shop has none yet "
               "(else the background jobs train it once enough interactions are in).")
+@click.option("--simulate/--no-simulate", default=True, show_default=True,
+              help="On the first start, fill the dashboard with a simulated month of traffic (visitor ids sim-...).")
 @click.pass_context
-def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) -> None:
+def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, simulate: bool) -> None:
     """Set up the demo shop (once) and serve it on http://HOST:PORT/demo/, with the background jobs."""
     settings = _settings(ctx, host=host, port=port)
     services = _services(settings)
@@ -62,6 +64,10 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) ->
     if services.store.count_items(DEMO_SHOP) == 0:
         _import_catalog(services, DEMO_SHOP, DEMO_DIR / "data" / "catalog.csv", None)
         _import_interactions(services, DEMO_SHOP, DEMO_DIR / "data" / "interactions.csv", shift=True)
+        if simulate:
+            from server.demo.simulate import World
+
+            _simulate(services, DEMO_SHOP, World())
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
     if not services.search.in_step(DEMO_SHOP):
@@ -424,6 +430,39 @@ def report(ctx: click.Context, shop: str, experiment: str | None, engine: str, m
     click.echo(json.dumps(data, indent=2) if as_json else format_report(data), nl=not as_json)
     if as_json:
         click.echo()
+
+
+@main.command("simulate")
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--days", type=click.IntRange(1, 400), default=30, show_default=True, help="Days of traffic, ending now.")
+@click.option("--visitors-per-day", type=click.IntRange(1, 1_000_000), default=150, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True, help="The same seed makes the same visitors.")
+@click.pass_context
+def simulate_cmd(ctx: click.Context, shop: str, days: int, visitors_per_day: int, seed: int) -> None:
+    """Write simulated traffic (visitor ids sim-...) for the dashboard and benchmarks, then roll it up."""
+    from server.demo.simulate import World
+
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        _require_shop(services, shop)
+        _simulate(services, shop, World(visitors_per_day=visitors_per_day, days=days, seed=seed))
+    finally:
+        services.close()
+
+
+def _simulate(services: Any, shop: str, world: Any) -> None:
+    from server.demo.simulate import simulate
+    from server.measure.rollups import run_rollups
+
+    started = time.perf_counter()
+    items = services.store.list_items(shop, limit=1000)
+    done = simulate(services.store, services.shops.get(shop), items, world)
+    click.echo(f"Simulated {world.days} days of traffic for the dashboard: {done.visitors:,} visitors, {done.events:,} "
+               f"events, {done.orders:,} orders (visitor ids sim-..., labelled as simulated) in "
+               f"{time.perf_counter() - started:.1f} s.")
+    # At once, not after the rollups' usual wait: nothing else is writing now.
+    click.echo(f"Rollups: {run_rollups(services, lag_s=0)}")
 
 
 # -- recommendation model --------------------------------------------------------------

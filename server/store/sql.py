@@ -950,6 +950,19 @@ class SqlStore:
             return conn.execute(sa.delete(forgotten_visitors).where(forgotten_visitors.c.forgotten_at < before)).rowcount or 0
 
     # -- measurement (server/measure/, server/store/measure_sql.py) ----------------------
+    def add_measurement_events(self, shop: str, rows: Sequence[tuple[str, Event]], chunk: int = 5000) -> int:
+        """Store events as they are, with nothing derived from them (no visitor row, state,
+        trend or sales counter): simulated traffic for the dashboard and the benchmarks
+        (server/demo/simulate.py). Returns how many were new."""
+        added = 0
+        for start in range(0, len(rows), chunk):
+            now = utcnow()
+            part = [_event_row(shop, visitor_id, event, now) for visitor_id, event in rows[start : start + chunk]]
+            with self._writing() as conn:
+                added += len(conn.execute(self._event_insert(), part).all())
+        return added
+
+
     def roll_up(self, windows: Any, now: datetime, batch: int = 2000, lag_s: float = 60.0, budget_s: float = 50.0) -> Any:
         """Read the events stored since the last run into the rollups and the experiments'
         totals (server/store/measure_sql.py): a RollupRun saying what was read."""
