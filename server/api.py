@@ -127,11 +127,21 @@ def _respond_with_token(request: Request, payload: dict, shop: str, identity: Id
 # memory (no thread, no file system call), so it answers at once even when the request
 # threads are all busy.
 _SCRIPT = (STATIC_DIR / "vitrine.js").read_bytes()
+# The popups' part of it, loaded by the embed script only for a page call that has popups.
+_POPUPS_SCRIPT = (STATIC_DIR / "popups.js").read_bytes()
 
 
 async def script(request: Request) -> Response:
+    return _script_response(_SCRIPT)
+
+
+async def popups_script(request: Request) -> Response:
+    return _script_response(_POPUPS_SCRIPT)
+
+
+def _script_response(body: bytes) -> Response:
     return Response(
-        _SCRIPT,
+        body,
         media_type="text/javascript; charset=utf-8",
         headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
     )

@@ -10,7 +10,7 @@ import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from server.audiences.facts import FACTS
 from server.money import money
@@ -173,14 +173,44 @@ class Audience(BaseModel):
         return [c.upper() for c in codes]
 
 
+TriggerOn = Literal["load", "delay", "scroll", "exit", "page_views", "add_to_cart", "inactivity", "cart_page"]
+# Which trigger takes which of the other keys (every other key is refused, so a typo shows).
+TRIGGER_KEYS = {"delay": ("seconds",), "inactivity": ("seconds",), "scroll": ("percent",), "page_views": ("count",)}
+
+
 class Trigger(BaseModel):
-    """When a popup opens on the page."""
+    """When a popup opens on the page: the browser (static/popups.js) watches for it; the server
+    checks what it knows itself (the page type of `cart_page`, the visit's page views)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    on: Literal["load", "delay", "scroll", "exit"] = "load"
-    seconds: float = Field(default=0, ge=0, le=600)
-    percent: int = Field(default=50, ge=0, le=100)
+    on: TriggerOn = "load"
+    seconds: float = Field(default=0, ge=0, le=3600, description="delay: after this long; inactivity: this long without input")
+    percent: int = Field(default=50, ge=0, le=100, description="scroll: how far down the page")
+    count: int = Field(default=2, ge=1, le=1000, description="page_views: from the N-th page view of the visit on")
+
+    @model_validator(mode="after")
+    def _keys_of_its_kind(self) -> "Trigger":
+        wanted = TRIGGER_KEYS.get(self.on, ())
+        for key in sorted(self.model_fields_set - {"on"} - set(wanted)):
+            takers = [on for on, keys in TRIGGER_KEYS.items() if key in keys]
+            raise ValueError(f'{key} is for on = {" or ".join(repr(t) for t in takers)}, not on = "{self.on}"')
+        if self.on == "inactivity" and self.seconds <= 0:
+            raise ValueError('on = "inactivity" needs seconds, e.g. seconds = 30')
+        return self
+
+
+class Frequency(BaseModel):
+    """How often one visitor may see a popup (counted in the browser: docs/campaigns.md#frequency-caps)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_session: int | None = Field(default=None, ge=1, le=1000, description="at most this many times in a browser session")
+    per_day: int | None = Field(default=None, ge=1, le=1000, description="at most this many times in 24 hours")
+    total: int | None = Field(default=None, ge=1, le=1000, description="at most this many times ever")
+    days_after_close: float | None = Field(
+        default=None, ge=0, le=3650, description="shown again this many days after the visitor closed it",
+    )
 
 
 class Campaign(BaseModel):
@@ -194,6 +224,7 @@ class Campaign(BaseModel):
     audience: Audience = Field(default_factory=Audience)
     trigger: Trigger = Field(default_factory=Trigger)
     once_closed: bool = Field(default=True, description="Never show again after the visitor closes it")
+    frequency: Frequency = Field(default_factory=Frequency)
     title: str = ""
     body: str = ""
     cta: str = ""
@@ -212,6 +243,17 @@ class Campaign(BaseModel):
         self._needs = needed_facts(getattr(self, name) for name in COPY_FIELDS)
 
     _valid_copy = field_validator(*COPY_FIELDS)(valid_copy)
+
+    @model_validator(mode="after")
+    def _popup_keys(self) -> "Campaign":
+        popup_only = [k for k in ("trigger", "frequency") if k in self.model_fields_set]
+        if self.widget != "popup" and popup_only:
+            raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
+        if self.frequency.days_after_close is not None:
+            if "once_closed" in self.model_fields_set and self.once_closed:
+                raise ValueError("frequency.days_after_close shows it again after a close: leave out once_closed = true")
+            self.once_closed = False
+        return self
 
     @field_validator("link")
     @classmethod
@@ -265,7 +307,28 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
               f"its copy names {', '.join(missing)}, which this visitor has not (a fallback: {{name:text}})")
     if campaign.once_closed:
         check(campaign.id not in closed, "not closed by this visitor before")
+    if campaign.widget == "popup":
+        _check_trigger(campaign.trigger, ctx, check)
     return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)
+
+
+def _check_trigger(trigger: Trigger, ctx: "VisitorContext", check) -> None:
+    """What of a popup's trigger the server knows: the page type, the visit's page views."""
+    if trigger.on == "cart_page":
+        check(ctx.page.type == "cart", f"page type is {ctx.page.type or 'unknown'}, its trigger wants cart")
+    elif trigger.on == "page_views":
+        views = visit_page_views(ctx)
+        check(views >= trigger.count, f"page {views} of this visit, its trigger wants page {trigger.count} on")
+
+
+def visit_page_views(ctx: "VisitorContext") -> int:
+    """Page views of the visit, this one included (1 for a visitor without consent: nothing is counted)."""
+    run = ctx.audiences.run
+    facts = run.facts if run is not None else None
+    if not ctx.consent.personalization or ctx.is_new_token:
+        return 1
+    views = facts.value("visit_page_views") if facts is not None else ctx.profile.visit_page_views
+    return max(1, int(views or 0))
 
 
 def _in_audiences(ctx: "VisitorContext", wanted: list[str]) -> tuple[bool, str]:

@@ -75,6 +75,16 @@ class QAConfig(BaseModel):
     )
 
 
+class PopupsConfig(BaseModel):
+    """`[popups]`: the caps over all of a shop's popups (each campaign has its own too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_session: int = Field(
+        3, ge=1, le=100, description="At most this many popups open in one browser session (and never more than one per page view).",
+    )
+
+
 class ShopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +101,7 @@ class ShopConfig(BaseModel):
     slots: list[SlotRules] = Field(default_factory=list, description="What each audience sees in a slot (server/slots.py)")
     nav: NavConfig = Field(default_factory=NavConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
+    popups: PopupsConfig = Field(default_factory=PopupsConfig)
     audiences: AudiencesConfig = Field(default_factory=AudiencesConfig)
     # Consent (docs/privacy.md). consent_regions comes first: consent's check reads it.
     consent_regions: list[str] = Field(
