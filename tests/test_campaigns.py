@@ -148,6 +148,7 @@ def write(path: Path, text: str) -> Path:
 
 
 BANNER = '[[campaigns]]\nid = "{id}"\nwidget = "banner"\n'
+POPUP = '[[campaigns]]\nid = "p"\nwidget = "popup"\n[campaigns.trigger]\n'
 
 
 @pytest.mark.parametrize(
@@ -162,6 +163,15 @@ BANNER = '[[campaigns]]\nid = "{id}"\nwidget = "banner"\n'
         ('[[campaigns]]\nid = "a"\nwidget = "carousel"\n', 3, 'campaigns[0] (id "a").widget', ("popup", "banner")),
         (BANNER.format(id="has space"), 2, 'campaigns[0] (id "has space").id', ("pattern",)),
         ('[[campaigns]]\nid = "p"\nwidget = "popup"\n[campaigns.trigger]\non = "delay"\nseconds = -1\n', 6, 'campaigns[0] (id "p").trigger.seconds', ("greater than",)),
+        (POPUP + 'on = "exit"\npercent = 30\n', 4, 'campaigns[0] (id "p").trigger', ("percent is for on = 'scroll'", 'not on = "exit"')),
+        (POPUP + 'on = "inactivity"\n', 4, 'campaigns[0] (id "p").trigger', ("needs seconds",)),
+        (POPUP + 'on = "hover"\n', 5, 'campaigns[0] (id "p").trigger.on', ("page_views", "add_to_cart", "inactivity", "cart_page")),
+        (POPUP + 'on = "page_views"\ncount = 0\n', 6, 'campaigns[0] (id "p").trigger.count', ("greater than or equal to 1",)),
+        (POPUP.replace("trigger", "frequency") + 'per_day = 0\n', 5, 'campaigns[0] (id "p").frequency.per_day', ("greater than or equal to 1",)),
+        (POPUP.replace("trigger", "frequency") + 'weekly = 1\n', 5, 'campaigns[0] (id "p").frequency.weekly', ("Extra inputs",)),
+        (POPUP.replace("[campaigns.trigger]", "once_closed = true\n[campaigns.frequency]") + 'days_after_close = 3\n', 1,
+         'campaigns[0] (id "p")', ("days_after_close", "once_closed")),
+        (BANNER.format(id="b") + '[campaigns.trigger]\non = "exit"\n', 1, 'campaigns[0] (id "b")', ("trigger is for popups",)),
         (BANNER.format(id="dup") + BANNER.format(id="ok") + BANNER.format(id="dup"), 8, 'campaigns[2] (id "dup").id', ("unique", "line 2")),
         ('name = "x"\n[nav]\nurl = "javascript:void(0)"\n', 3, "nav.url", ("not a web link",)),
     ],

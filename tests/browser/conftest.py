@@ -112,7 +112,7 @@ def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
     contexts: list[BrowserContext] = []
 
     def make(**options: Any) -> BrowserContext:
-        context = browser.new_context(viewport={"width": 1200, "height": 800}, **options)
+        context = browser.new_context(**{"viewport": {"width": 1200, "height": 800}, **options})
         context.set_default_timeout(8000)
         contexts.append(context)
         return context
