@@ -17,8 +17,10 @@ from server.consent.rules import ConsentDecision, ConsentIn, from_query
 from server.context import OVERRIDES, PageContext, VisitorContext
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
+from server.client_ip import client_ip
 from server.identity import Identity, attach_token, clear_token, identify
-from server.models import ANONYMOUS_VISITOR
+from server.leads import LeadIn, LeadLimiter, interests_offered
+from server.models import ANONYMOUS_VISITOR, Event, utcnow
 from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
@@ -270,6 +272,55 @@ async def events(request: Request) -> Response:
         return response
     answer = {"accepted": stored, "duplicates": duplicates, "dropped": dropped}
     return _respond(request, answer, shop.id, identity, consent, 202)
+
+
+async def leads(request: Request) -> Response:
+    """An e-mail sign-up from a popup's form: stored (linked to the visitor only with their
+    consent, which also makes them a `prospect`), answered with the campaign's reward."""
+    svc = _services(request)
+    raw = await read_body(request, svc.settings.max_body_bytes)
+    try:
+        body = LeadIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
+    shop = svc.shop(body_shop(request, body.shop))
+    campaign = shop.campaign(body.campaign)
+    if campaign is None or campaign.signup is None or not campaign.enabled:
+        raise ApiError(404, f"shop {shop.id!r} has no sign-up campaign {body.campaign!r}")
+    if not body.opt_in:
+        raise ApiError(422, "opt_in: the box must be ticked to sign up (a lead is a sign-up to the shop's e-mails)")
+    if body.birthday and not campaign.signup.birthday:
+        raise ApiError(422, f"birthday: campaign {campaign.id!r} does not ask for one")
+    offered = interests_offered(campaign, svc.catalog.shop(shop.id))
+    unknown = [i for i in body.interests if i not in offered]
+    if unknown:
+        raise ApiError(422, f"interests: {unknown[0]!r} is not one campaign {campaign.id!r} offers")
+    identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, body.token)
+    consent = svc.contexts.consent(request, shop.consent_policy, body.consent, body.gpc)
+    linked = consent.personalization
+    limiter = getattr(request.app.state, "lead_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.lead_limiter = LeadLimiter()
+    peer = request.client.host if request.client else None
+    address = client_ip(peer, request.headers.get("x-forwarded-for"), svc.contexts.trusted)
+    if not limiter.allow(shop.id, None if identity.is_new else identity.visitor_id, address):
+        raise ApiError(429, "too many sign-ups from this visitor or address: try again in a few minutes")
+    lead = dict(campaign=campaign.id, email=body.email, opt_in=True, birthday=body.birthday,
+                interests="|".join(dict.fromkeys(body.interests)))
+
+    def store() -> None:
+        if linked:
+            sign_up = Event(event_id=f"lead:{secrets.token_urlsafe(12)}", type="sign_up", ts=utcnow(), campaign=campaign.id)
+            svc.store.record_events(shop.id, identity.visitor_id, [sign_up])
+        svc.store.add_lead(shop.id, identity.visitor_id if linked else None, lead)
+
+    try:
+        await run_in_threadpool(store)
+    except VisitorForgotten:
+        raise ApiError(403, "this visitor's data was deleted at their request; the next page call gives a new visitor id") from None
+    answer = {"signed_up": True, "linked": linked, "thanks": campaign.signup.thanks, "code": campaign.code,
+              "reveal_text": campaign.reveal_text if campaign.code else ""}
+    return _respond(request, answer, shop.id, identity, consent, 201)
 
 
 async def fragment(request: Request) -> Response:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -213,6 +213,24 @@ class Frequency(BaseModel):
     )
 
 
+class SignupForm(BaseModel):
+    """`[campaigns.signup]`: the popup's second step is an e-mail sign-up (POST /v1/leads);
+    its `code` is revealed only in the answer to a valid sign-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    button: str = Field("Sign me up", min_length=1, max_length=100, description="the submit button")
+    opt_in: str = Field(
+        "Yes, send me offers and news by e-mail.", min_length=1, max_length=300,
+        description="the opt-in checkbox's text (it must be ticked to sign up)",
+    )
+    birthday: bool = Field(False, description="an optional birthday field (day and month, year optional)")
+    interests: bool | Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=20)] = Field(
+        False, description="optional interests to tick: a list, or true for the catalog's largest categories",
+    )
+    thanks: str = Field("Thanks for signing up!", max_length=300, description="shown after a valid sign-up")
+
+
 class Campaign(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -225,6 +243,7 @@ class Campaign(BaseModel):
     trigger: Trigger = Field(default_factory=Trigger)
     once_closed: bool = Field(default=True, description="Never show again after the visitor closes it")
     frequency: Frequency = Field(default_factory=Frequency)
+    signup: SignupForm | None = Field(default=None, description="popups: the second step is an e-mail sign-up")
     title: str = ""
     body: str = ""
     cta: str = ""
@@ -246,7 +265,7 @@ class Campaign(BaseModel):
 
     @model_validator(mode="after")
     def _popup_keys(self) -> "Campaign":
-        popup_only = [k for k in ("trigger", "frequency") if k in self.model_fields_set]
+        popup_only = [k for k in ("trigger", "frequency", "signup") if k in self.model_fields_set]
         if self.widget != "popup" and popup_only:
             raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
         if self.frequency.days_after_close is not None:

@@ -389,6 +389,33 @@ def audiences(ctx: click.Context, shop: str, as_json: bool) -> None:
         click.echo(f"  {audience:<{width}}  {shown:>9}{why}")
 
 
+# -- leads -----------------------------------------------------------------------------
+LEAD_COLUMNS = ("ts", "campaign", "email", "opt_in", "birthday", "interests", "visitor_id")
+
+
+@main.command()
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of CSV.")
+@click.pass_context
+def leads(ctx: click.Context, shop: str, as_json: bool) -> None:
+    """Print the shop's e-mail sign-ups from popups (POST /v1/leads), oldest first, as CSV."""
+    import csv
+
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        rows = services.store.shop_leads(shop)
+    finally:
+        services.close()
+    rows = [{k: (row[k].isoformat(timespec="seconds") + "Z" if k == "ts" else row[k]) for k in LEAD_COLUMNS} for row in rows]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    out = csv.DictWriter(click.get_text_stream("stdout"), LEAD_COLUMNS, lineterminator="\n")
+    out.writeheader()
+    out.writerows(rows)
+
+
 # -- recommendation model --------------------------------------------------------------
 @main.command()
 @click.option("--shop", required=True, help="Shop id.")

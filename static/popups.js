@@ -106,8 +106,36 @@
         if (!root.querySelector("form[data-vitrine-signup]")) converted(id);
       } else if (e.target.closest("a[href]")) converted(id);
     }));
+    var form = root.querySelector("form[data-vitrine-signup]");
+    if (form) form.addEventListener("submit", safe(function (e) { e.preventDefault(); signUp(root, form, id); }));
     P.wire(root, "popup", function () { dialog.close(); });
     dialog.showModal();
+  }
+
+  // -- the sign-up form: the reward comes in the answer to a valid sign-up
+  function signUp(root, form, id) {
+    var f = new FormData(form), error = root.querySelector("[data-vitrine-error]"), button = form.querySelector("[type=submit]");
+    var body = { shop: P.shop, token: P.token(), campaign: id, email: f.get("email"), opt_in: !!f.get("opt_in"),
+      birthday: f.get("birthday") || null, interests: f.getAll("interests"), consent: P.consent() };
+    button.disabled = true;
+    fetch(P.url("/v1/leads"), { method: "POST", credentials: "include", body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json" } })
+      .then(function (r) { return r.json().then(function (a) { return [r.ok, a]; }); })
+      .then(safe(function (got) {
+        var a = got[1];
+        button.disabled = false;
+        if (!got[0]) { error.textContent = a.error || "Please try again."; error.hidden = false; return; }
+        converted(id);
+        root.querySelectorAll("[data-vitrine-step]").forEach(function (s) { s.hidden = s.getAttribute("data-vitrine-step") != "3"; });
+        if (a.code) {
+          root.querySelector("[data-vitrine-code]").textContent = a.code;
+          root.querySelector("[data-vitrine-reveal-text]").textContent = a.reveal_text || "";
+          root.querySelector("[data-vitrine-reward]").hidden = false;
+        }
+        var done = root.querySelector('[data-vitrine-step="3"] button');
+        if (done) done.focus();
+      }))
+      .catch(function () { button.disabled = false; error.textContent = "Please try again."; error.hidden = false; });
   }
 
   P.show = safe(function (list) { list.forEach(safe(arm)); });

@@ -291,6 +291,8 @@
   api_.P = P;
   P.safe = safe; P.track = track; P.flush = flush; P.get = get; P.set = set; P.wire = wire;
   P.ok = function () { return ok || {}; };
+  P.url = url; P.consent = consent; P.shop = shop;
+  P.token = function () { return token; };
   safe(reserve)();
   safe(function () {
     watchDataLayer();

@@ -132,8 +132,8 @@ def test_placement_filter() -> None:
 def test_demo_config_targets_as_documented() -> None:
     demo = parse_shop_config("demo", DEMO_CONFIG)
     shown = lambda ctx, widget, placement=None: [d.campaign.id for d in decisions(demo.campaigns, ctx, widget, placement) if d.show]  # noqa: E731
-    assert shown(visitor("new"), "popup") == ["welcome"]
-    assert shown(visitor("returning"), "popup") == []
+    assert shown(visitor("new"), "popup") == ["welcome", "before-you-go"]
+    assert shown(visitor("returning"), "popup") == []  # the sign-up waits for their second page
     assert shown(visitor(country="GB"), "banner", "top") == ["uk-delivery"]
     assert shown(visitor(country="DE"), "banner", "top") == ["international-delivery"]
     assert shown(visitor("returning"), "banner", "home-hero") == ["returning-christmas"]

@@ -14,6 +14,7 @@ import jinja2
 
 from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy
 from server.context import VisitorContext
+from server.leads import interests_offered
 from server.money import money
 from server.shops import ShopConfig
 from server.urls import on_site, web_url
@@ -87,6 +88,10 @@ class RenderContext:
     site: str = ""  # the shop's site base URL that paths are made absolute on ("": left as paths)
     default_count: int = 4  # items in a recommendation panel
     shown: set[str] = field(default_factory=set)  # items already in this page's panels
+
+    def shop_catalog(self):
+        """This shop's catalog in memory (None without one)."""
+        return self.catalog.shop(self.shop.id) if self.catalog is not None else None
 
 
 class Widget(Protocol):
@@ -249,9 +254,15 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         fragment.why = fragment.why or why
         copy = campaign_copy(campaign, rc.ctx)
         copy["link"] = on_site(copy["link"], rc.site)
+        signup = None
+        if campaign.signup is not None:
+            # The reward of a sign-up is in the answer to a valid one (POST /v1/leads), never here.
+            copy["code"] = copy["reveal_text"] = ""
+            campaign = campaign.model_copy(update={"code": "", "reveal_text": ""})
+            signup = {**campaign.signup.model_dump(), "interests": interests_offered(campaign, rc.shop_catalog())}
         html, used = rc.templates.render(
             names, site=rc.site, campaign=campaign, copy=copy, visitor=rc.ctx.as_dict(campaign.geo_detail),
-            shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why),
+            shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why), signup=signup,
         )
         parts.append(html)
         fragment.templates, fragment.template = names, used

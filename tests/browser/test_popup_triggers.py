@@ -130,6 +130,19 @@ widget = "popup"
 title = "Third of three"
 once_closed = false
 audience = { page_type = ["t-g3"] }
+
+[[campaigns]]
+id = "join"
+widget = "popup"
+title = "10% off? Join us"
+cta = "Yes please"
+code = "JOIN10"
+reveal_text = "Your code:"
+audience = { page_type = ["t-signup"] }
+[campaigns.signup]
+birthday = true
+interests = ["Candles", "Lights"]
+thanks = "Welcome aboard!"
 """
 PAGE = """<!doctype html><html><head><title>Popup test</title><meta name="viewport" content="width=device-width, initial-scale=1">
 <script async src="/v1/vitrine.js" data-shop="popups"></script></head>
@@ -355,3 +368,41 @@ def test_shop_wide_per_session_cap(server, context) -> None:
     page, third = open_page(server, context, "t-g3", page)
     assert third["popups"][0]["session_cap"] == 2
     stays_shut(page)
+
+
+def test_two_step_sign_up_stores_the_lead_reveals_the_code_and_makes_a_prospect(server, context, watch, screenshot) -> None:
+    page, answer = open_page(server, context, "t-signup")
+    problems = watch(page)
+    assert "JOIN10" not in answer["popups"][0]["html"]
+    popup = popup_named(page, "join")
+    expect(popup).to_be_visible()
+    page.get_by_role("button", name="Yes please").click()
+    email = page.get_by_role("textbox", name="E-mail")
+    expect(email).to_be_focused()
+    screenshot(page, "signup-form")
+
+    email.fill("not an address")
+    page.get_by_role("button", name="Sign me up").click()  # the browser's own check stops it
+    assert server.query("SELECT count(*) FROM leads WHERE shop = ?", SHOP)[0][0] == 0
+    email.fill("ann@example.com")
+    page.get_by_label("Birthday").fill("1990-04-01")
+    page.get_by_label("Lights").check()
+    page.get_by_role("button", name="Sign me up").click()
+    assert server.query("SELECT count(*) FROM leads WHERE shop = ?", SHOP)[0][0] == 0  # the opt-in is needed
+    page.get_by_label("Yes, send me offers").check()
+    page.get_by_role("button", name="Sign me up").click()
+    expect(page.locator('[data-vitrine-popup="join"] .vitrine-code')).to_have_text("JOIN10")
+    expect(page.get_by_text("Welcome aboard!")).to_be_visible()
+    screenshot(page, "signup-done")
+
+    visitor = server.signer.visitor_id(SHOP, page.evaluate(f"() => localStorage.getItem('vitrine:{SHOP}:token')"))
+    [lead] = server.query("SELECT * FROM leads WHERE shop = ?", SHOP)
+    assert (lead["visitor_id"], lead["email"], lead["birthday"], lead["interests"]) == (visitor, "ann@example.com", "1990-04-01", "Lights")
+    signed = server.query("SELECT campaign FROM events WHERE shop = ? AND visitor_id = ? AND type = 'sign_up'", SHOP, visitor)
+    assert [row["campaign"] for row in signed] == ["join"]
+    page.keyboard.press("Escape")
+    context_json = context.request.get(f"{server.url}/v1/fragments/popup?shop={SHOP}&page_type=t-signup&_context=1").json()
+    assert "prospect" in context_json["visitor"]["audiences"]
+    open_page(server, context, "t-signup", page)
+    stays_shut(page)  # signed up: a conversion
+    problems.assert_none()
