@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ from server.models import ANONYMOUS_VISITOR, Event, utcnow
 from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
+from server.schedules import parse_now
 from server.shops import ShopConfig
 from server.store import VisitorForgotten
 from server.urls import site_base
@@ -359,6 +361,12 @@ async def fragment(request: Request) -> Response:
         item_id=params.get("item_id", ""), category=params.get("category", ""),
     )
     overrides = {k: params[k] for k in OVERRIDES if params.get(k)} if qa else {}
+    now = None
+    if qa and params.get("now"):
+        try:
+            now = parse_now(params["now"], shop.timezone)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
     slot = Slot(params.get("slot", kind)[:64], kind, {k: v for k, v in params.items() if k in SLOT_PARAMS})
     try:
         items_asked(slot, svc.settings.recommendation_count)
@@ -370,6 +378,8 @@ async def fragment(request: Request) -> Response:
             request, shop.id, identity, page_ctx, overrides=overrides, consent=consent,
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
         )
+        if now is not None:
+            ctx = dataclasses.replace(ctx, now=now)
         rc = _render_context(svc, ctx, shop, standalone=True)
         return ctx, render_slot(rc, slot)
 

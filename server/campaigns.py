@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from server.audiences.facts import FACTS
 from server.money import money
+from server.schedules import Schedule, check_schedule
 from server.urls import RULE, is_web_url
 
 if TYPE_CHECKING:
@@ -244,6 +245,7 @@ class Campaign(BaseModel):
     once_closed: bool = Field(default=True, description="Never show again after the visitor closes it")
     frequency: Frequency = Field(default_factory=Frequency)
     signup: SignupForm | None = Field(default=None, description="popups: the second step is an e-mail sign-up")
+    schedule: Schedule = Field(default_factory=Schedule)
     title: str = ""
     body: str = ""
     cta: str = ""
@@ -257,6 +259,7 @@ class Campaign(BaseModel):
     )
 
     _needs: tuple[str, ...] = PrivateAttr(())  # personal placeholders its copy names without a fallback
+    _shop_zone: str = PrivateAttr("UTC")  # the shop's `timezone`, set when its config is loaded
 
     def model_post_init(self, context: Any) -> None:
         self._needs = needed_facts(getattr(self, name) for name in COPY_FIELDS)
@@ -328,6 +331,8 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
         check(campaign.id not in closed, "not closed by this visitor before")
     if campaign.widget == "popup":
         _check_trigger(campaign.trigger, ctx, check)
+    if not campaign.schedule.empty:
+        check_schedule(campaign.schedule, ctx, campaign._shop_zone, check)
     return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)
 
 

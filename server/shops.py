@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from server.audiences import AudienceBook, AudiencesConfig, compile_audiences
 from server.campaigns import Campaign
+from server.schedules import valid_zone
 from server.consent.regions import REGIONS
 from server.consent.rules import ConsentPolicy, GpcRule, Rule
 from server.countries import to_iso
@@ -97,6 +98,9 @@ class ShopConfig(BaseModel):
         "(a shop whose pages Vitrine serves, the demo's); empty: paths stay paths.",
     )
     currency: str = "USD"
+    timezone: str = Field(
+        "UTC", description="The shop's IANA time zone: campaign schedules read in it where the visitor's is unknown.",
+    )
     campaigns: list[Campaign] = Field(default_factory=list)
     slots: list[SlotRules] = Field(default_factory=list, description="What each audience sees in a slot (server/slots.py)")
     nav: NavConfig = Field(default_factory=NavConfig)
@@ -131,6 +135,15 @@ class ShopConfig(BaseModel):
         if url and url != "self" and not (url.lower().startswith(("http://", "https://")) and is_web_url(url)):
             raise ValueError(f'{url!r} is not the base URL of a site: write "https://www.myshop.example", or "self"')
         return url.rstrip("/") if url != "self" else url
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        return valid_zone(name)
+
+    def model_post_init(self, context: Any) -> None:
+        for campaign in self.campaigns:
+            campaign._shop_zone = self.timezone
 
     @field_validator("consent_regions")
     @classmethod
