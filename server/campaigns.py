@@ -5,16 +5,19 @@ Every decision carries its reasons, so QA can see why a campaign did or did not 
 
 from __future__ import annotations
 
+import math
 import re
 import string
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from server.audiences.facts import FACTS
+from server.models import utcnow
 from server.money import money
-from server.schedules import Schedule, check_schedule
+from server.schedules import Schedule, check_schedule, zone_named
 from server.urls import RULE, is_web_url
 
 if TYPE_CHECKING:
@@ -232,6 +235,37 @@ class SignupForm(BaseModel):
     thanks: str = Field("Thanks for signing up!", max_length=300, description="shown after a valid sign-up")
 
 
+class Countdown(BaseModel):
+    """`[campaigns.countdown]`: a popup's offer runs out, at `ends_at` or `minutes` after the
+    visitor first saw it; the popup shows the time left, ticking, and goes at zero."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ends_at: datetime | None = Field(default=None, description="the offer's end (without an offset: in the shop's time zone)")
+    minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60, description="the offer's length from the first showing")
+    text: str = Field("Offer ends in", max_length=100, description="the words before the time left")
+
+    @model_validator(mode="after")
+    def _one_end(self) -> "Countdown":
+        if (self.ends_at is None) == (self.minutes is None):
+            raise ValueError("give the countdown either ends_at (a date-time) or minutes (after it is first shown)")
+        return self
+
+    def end(self, shop_zone: str) -> datetime | None:
+        """ends_at as naive UTC (None for a countdown in minutes)."""
+        if self.ends_at is None:
+            return None
+        moment = self.ends_at if self.ends_at.tzinfo is not None else self.ends_at.replace(tzinfo=zone_named(shop_zone))
+        return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def time_left(seconds: float) -> str:
+    """`1:05:09`, `4:59`: how the countdown writes the time left (as popups.js does)."""
+    s = max(0, math.ceil(seconds))
+    hours, minutes = divmod(s // 60, 60)
+    return f"{hours}:{minutes:02d}:{s % 60:02d}" if hours else f"{minutes}:{s % 60:02d}"
+
+
 class Campaign(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -246,6 +280,7 @@ class Campaign(BaseModel):
     frequency: Frequency = Field(default_factory=Frequency)
     signup: SignupForm | None = Field(default=None, description="popups: the second step is an e-mail sign-up")
     schedule: Schedule = Field(default_factory=Schedule)
+    countdown: Countdown | None = Field(default=None, description="popups: a time-limited offer, with the time left")
     title: str = ""
     body: str = ""
     cta: str = ""
@@ -268,7 +303,7 @@ class Campaign(BaseModel):
 
     @model_validator(mode="after")
     def _popup_keys(self) -> "Campaign":
-        popup_only = [k for k in ("trigger", "frequency", "signup") if k in self.model_fields_set]
+        popup_only = [k for k in ("trigger", "frequency", "signup", "countdown") if k in self.model_fields_set]
         if self.widget != "popup" and popup_only:
             raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
         if self.frequency.days_after_close is not None:
@@ -333,6 +368,9 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
         _check_trigger(campaign.trigger, ctx, check)
     if not campaign.schedule.empty:
         check_schedule(campaign.schedule, ctx, campaign._shop_zone, check)
+    if campaign.countdown is not None and campaign.countdown.ends_at is not None:
+        end, now = campaign.countdown.end(campaign._shop_zone), ctx.now or utcnow()
+        check(now < end, f"its countdown ends {end:%Y-%m-%d %H:%M} UTC, it is {now:%Y-%m-%d %H:%M} UTC")
     return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)
 
 

@@ -31,6 +31,7 @@
     if (f.per_day && shown.filter(function (s) { return t - s < DAY; }).length >= f.per_day) return "per_day";
     if (f.total && shown.length >= f.total) return "total";
     if (p.session_cap && +ss("n") >= p.session_cap) return "session_cap";
+    if (p.countdown_minutes && shown[0] && t - shown[0] >= p.countdown_minutes * 6e4) return "expired";
   }
   function converted(id) { note(id, function (c) { c.v = 1; }); }
 
@@ -106,10 +107,24 @@
         if (!root.querySelector("form[data-vitrine-signup]")) converted(id);
       } else if (e.target.closest("a[href]")) converted(id);
     }));
+    var clock = root.querySelector("[data-vitrine-countdown]");
+    if (clock) tick(clock, dialog, clock.getAttribute("data-ends") ? Date.parse(clock.getAttribute("data-ends")) :
+      counts(id).s[0] + clock.getAttribute("data-minutes") * 6e4);
     var form = root.querySelector("form[data-vitrine-signup]");
     if (form) form.addEventListener("submit", safe(function (e) { e.preventDefault(); signUp(root, form, id); }));
     P.wire(root, "popup", function () { dialog.close(); });
     dialog.showModal();
+  }
+
+  // -- the countdown: the time left, each second; at zero the offer and its popup go
+  function tick(clock, dialog, end) {
+    var shown = clock.querySelector("time");
+    (function next() {
+      var s = Math.max(0, Math.ceil((end - now()) / 1000)), m = Math.floor(s / 60) % 60, h = Math.floor(s / 3600);
+      shown.textContent = (h ? h + ":" + (m < 10 ? "0" : "") + m : m) + ":" + (s % 60 < 10 ? "0" : "") + (s % 60);
+      if (s) setTimeout(safe(next), 1000 - (end - now()) % 1000);
+      else if (dialog.open) dialog.close();
+    })();
   }
 
   // -- the sign-up form: the reward comes in the answer to a valid sign-up

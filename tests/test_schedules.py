@@ -4,6 +4,7 @@ named time zone, with their reasons; `now=` on fragment URLs previews a moment."
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -126,3 +127,39 @@ def test_a_bad_now_is_a_400_and_now_needs_the_qa_key(client, tmp_path) -> None:
     real = client.get(url).headers.get("x-vitrine-campaigns")
     assert client.get(url + "&now=2026-12-06T10:00").headers.get("x-vitrine-campaigns") == real
     assert client.get(url + "&now=nonsense").status_code == 200
+
+
+TIMED = """timezone = "Europe/Paris"
+[qa]
+open = true
+[[campaigns]]
+id = "timed"
+widget = "popup"
+title = "Until six"
+[campaigns.countdown]
+ends_at = 2026-12-24T18:00:00
+"""
+
+
+def test_a_countdown_to_ends_at_is_rendered_with_the_time_left_and_ends_there(client, tmp_path) -> None:
+    (tmp_path / "shops" / "timed.toml").write_text(TIMED)
+    url = "/v1/fragments/popup?shop=timed&now=2026-12-24T15:58:30Z"
+    html = client.get(url).text
+    assert 'data-ends="2026-12-24T17:00:00Z"' in html  # 18:00 in Paris
+    assert "<time>1:01:30</time>" in html
+    over = client.get("/v1/fragments/popup?shop=timed&now=2026-12-24T17:00Z&_context=1").json()
+    [decision] = over["decisions"]
+    assert not decision["show"]
+    assert "no: its countdown ends 2026-12-24 17:00 UTC, it is 2026-12-24 17:00 UTC" in decision["reasons"]
+
+
+@pytest.mark.parametrize("countdown, words", [
+    ("text = 'Soon'", "either ends_at (a date-time) or minutes"),
+    ("minutes = 5\nends_at = 2026-12-24T18:00:00", "either ends_at"),
+    ("minutes = 0", "greater than 0"),
+])
+def test_countdown_errors(tmp_path: Path, countdown: str, words: str) -> None:
+    path = tmp_path / "shop.toml"
+    path.write_text(f'[[campaigns]]\nid = "c"\nwidget = "popup"\n[campaigns.countdown]\n{countdown}\n')
+    with pytest.raises(ShopConfigError, match=re.escape(words)):
+        parse_shop_config("shop", path)

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
-from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy
+from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy, time_left
 from server.context import VisitorContext
 from server.leads import interests_offered
+from server.models import utcnow
 from server.money import money
 from server.shops import ShopConfig
 from server.urls import on_site, web_url
@@ -242,6 +243,19 @@ def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
     return {f: fill_copy(getattr(campaign, f), values) for f in COPY_FIELDS}
 
 
+def countdown_context(campaign: Campaign, ctx: VisitorContext) -> dict[str, Any] | None:
+    """What a template shows of a campaign's countdown: its end (ISO 8601 UTC, or none for one
+    counted from the first showing), its length in minutes, the time left now and the words."""
+    countdown = campaign.countdown
+    if countdown is None:
+        return None
+    end = countdown.end(campaign._shop_zone)
+    now = ctx.now or utcnow()
+    left = (end - now).total_seconds() if end is not None else (countdown.minutes or 0) * 60
+    return {"ends_at": end.isoformat(timespec="seconds") + "Z" if end else "", "minutes": countdown.minutes or "",
+            "left": time_left(left), "text": countdown.text}
+
+
 def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision], shadow: bool, limit: int | None, slot: Slot | None) -> Fragment:
     """Render the shown campaigns of a decision list (at most `limit`) with their templates."""
     shown = [d for d in decision_list if d.show][:limit]
@@ -263,6 +277,7 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         html, used = rc.templates.render(
             names, site=rc.site, campaign=campaign, copy=copy, visitor=rc.ctx.as_dict(campaign.geo_detail),
             shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why), signup=signup,
+            countdown=countdown_context(campaign, rc.ctx),
         )
         parts.append(html)
         fragment.templates, fragment.template = names, used

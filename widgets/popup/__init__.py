@@ -38,6 +38,7 @@ class PopupWidget:
                 "trigger": campaign.trigger.model_dump(include={"on", *TRIGGER_KEYS.get(campaign.trigger.on, ())}),
                 "frequency": campaign.frequency.model_dump(exclude_none=True),
                 "once_closed": campaign.once_closed, "session_cap": rc.shop.popups.per_session,
+                **({"countdown_minutes": campaign.countdown.minutes} if campaign.countdown and campaign.countdown.minutes else {}),
             })
         return popups
 
