@@ -281,6 +281,7 @@ class Campaign(BaseModel):
     signup: SignupForm | None = Field(default=None, description="popups: the second step is an e-mail sign-up")
     schedule: Schedule = Field(default_factory=Schedule)
     countdown: Countdown | None = Field(default=None, description="popups: a time-limited offer, with the time left")
+    show_cart: bool = Field(default=False, description="shows the items in the visitor's cart (a cart reminder)")
     title: str = ""
     body: str = ""
     cta: str = ""
@@ -303,7 +304,7 @@ class Campaign(BaseModel):
 
     @model_validator(mode="after")
     def _popup_keys(self) -> "Campaign":
-        popup_only = [k for k in ("trigger", "frequency", "signup", "countdown") if k in self.model_fields_set]
+        popup_only = [k for k in ("trigger", "frequency", "signup", "countdown", "show_cart") if k in self.model_fields_set]
         if self.widget != "popup" and popup_only:
             raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
         if self.frequency.days_after_close is not None:

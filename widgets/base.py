@@ -256,6 +256,30 @@ def countdown_context(campaign: Campaign, ctx: VisitorContext) -> dict[str, Any]
             "left": time_left(left), "text": countdown.text}
 
 
+CART_SHOWN = 4  # cart lines a cart reminder shows; it says how many more there are
+
+
+def cart_context(rc: RenderContext) -> dict[str, Any] | None:
+    """The visitor's cart as a reminder shows it: the newest lines first, each with the
+    catalog's title, link, image and price; none without consent or without a cart."""
+    ctx = rc.ctx
+    state = ctx.profile.state
+    catalog = rc.shop_catalog()
+    if ctx.is_new_token or state is None or not state.cart or not ctx.consent.personalization or catalog is None:
+        return None
+    lines = []
+    for item_id, quantity, price, _ in sorted(state.cart, key=lambda line: -line[3]):
+        item = catalog.by_id.get(item_id)
+        if item is None:
+            continue
+        lines.append({"item_id": item_id, "title": item.title, "url": on_site(item.url, rc.site),
+                      "image_url": on_site(item.image_url or "", rc.site), "quantity": quantity,
+                      "price": item.price if price is None else price, "currency": item.currency or rc.shop.currency})
+    if not lines:
+        return None
+    return {"lines": lines[:CART_SHOWN], "more": len(lines) - min(len(lines), CART_SHOWN), "count": len(lines)}
+
+
 def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision], shadow: bool, limit: int | None, slot: Slot | None) -> Fragment:
     """Render the shown campaigns of a decision list (at most `limit`) with their templates."""
     shown = [d for d in decision_list if d.show][:limit]
@@ -277,7 +301,7 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         html, used = rc.templates.render(
             names, site=rc.site, campaign=campaign, copy=copy, visitor=rc.ctx.as_dict(campaign.geo_detail),
             shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why), signup=signup,
-            countdown=countdown_context(campaign, rc.ctx),
+            countdown=countdown_context(campaign, rc.ctx), cart=cart_context(rc) if campaign.show_cart else None,
         )
         parts.append(html)
         fragment.templates, fragment.template = names, used
