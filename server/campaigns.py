@@ -367,12 +367,25 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
         check(campaign.id not in closed, "not closed by this visitor before")
     if campaign.widget == "popup":
         _check_trigger(campaign.trigger, ctx, check)
+        if caps_in_words(campaign.frequency):
+            # The browser counts the showings (docs/campaigns.md#frequency-caps-popups): said here, checked there.
+            check(True, f"its caps are counted in the visitor's browser: {caps_in_words(campaign.frequency)}")
     if not campaign.schedule.empty:
         check_schedule(campaign.schedule, ctx, campaign._shop_zone, check)
     if campaign.countdown is not None and campaign.countdown.ends_at is not None:
         end, now = campaign.countdown.end(campaign._shop_zone), ctx.now or utcnow()
         check(now < end, f"its countdown ends {end:%Y-%m-%d %H:%M} UTC, it is {now:%Y-%m-%d %H:%M} UTC")
     return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)
+
+
+def caps_in_words(frequency: Frequency) -> str:
+    """`at most 1 per session, 3 in all`: a popup's caps, as the reasons say them."""
+    said = [f"{frequency.per_session} per session" if frequency.per_session else "",
+            f"{frequency.per_day} a day" if frequency.per_day else "",
+            f"{frequency.total} in all" if frequency.total else ""]
+    words = ", ".join(s for s in said if s)
+    back = f"back {frequency.days_after_close:g} days after a close" if frequency.days_after_close is not None else ""
+    return "; ".join(s for s in (f"at most {words}" if words else "", back) if s)
 
 
 def _check_trigger(trigger: Trigger, ctx: "VisitorContext", check) -> None:

@@ -272,3 +272,11 @@ def test_campaign_copy_shows_text_that_is_not_valid_copy_as_written(text: str) -
     c = Campaign.model_construct(**{**campaign().model_dump(), **dict.fromkeys(("title", "body", "code"), text)})
     copy = campaign_copy(c, visitor())
     assert copy["title"] == copy["body"] == copy["code"] == text
+
+
+def test_a_popups_caps_are_named_in_its_reasons() -> None:
+    capped = campaign(widget="popup", frequency={"per_session": 1, "total": 3, "days_after_close": 7})
+    decision = decide(capped, visitor())
+    assert decision.show
+    assert decision.reasons[-1] == "ok: its caps are counted in the visitor's browser: at most 1 per session, 3 in all; back 7 days after a close"
+    assert capped.once_closed is False  # days_after_close decides when it comes back

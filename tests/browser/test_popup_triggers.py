@@ -424,3 +424,17 @@ def test_countdown_ticks_and_the_popup_goes_at_zero(server, context) -> None:
     expect(page.locator("[data-vitrine-popup]")).to_have_count(0, timeout=3000)
     open_page(server, context, "t-countdown", page)
     stays_shut(page)  # the offer is over for this visitor
+
+
+def test_without_consent_the_caps_count_in_this_session_only(server, context) -> None:
+    page = context.new_page()
+    # The shop's own consent call, queued before the script loads: no to everything.
+    page.add_init_script("window.vitrine = { q: [['consent', { personalization: false, analytics: false }]] }")
+    page, answer = open_page(server, context, "t-session", page)
+    assert answer["consent"]["personalization"] is False and "token" not in answer
+    close(page, "once-a-session")
+    open_page(server, context, "t-session", page)
+    stays_shut(page)
+    assert page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('vitrine'))") == []
+    kept = page.evaluate("() => Object.keys(sessionStorage).filter(k => k.startsWith('vitrine-pop:')).sort()")
+    assert kept == ["vitrine-pop:n", "vitrine-pop:n:once-a-session", "vitrine-pop:once-a-session"]
