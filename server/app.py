@@ -137,6 +137,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     routes = [
         Route("/", lambda request: RedirectResponse("/demo/")),
         Route("/v1/vitrine.js", api.script),
+        Route("/v1/popups.js", api.popups_script),
+        Route("/v1/leads", api.leads, methods=["POST"]),
         Route("/v1/health", api.health),
         Route("/v1/page", api.page, methods=["POST"]),
         Route("/v1/events", api.events, methods=["POST"]),

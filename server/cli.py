@@ -68,6 +68,10 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, si
             from server.demo.simulate import World
 
             _simulate(services, DEMO_SHOP, World())
+        else:  # the imported history counted now, before any visitor's events wait on it
+            from server.measure.rollups import run_rollups
+
+            click.echo(f"Rollups: {run_rollups(services, lag_s=0, budget_s=600)}")
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
     if not services.search.in_step(DEMO_SHOP):
@@ -395,6 +399,33 @@ def audiences(ctx: click.Context, shop: str, as_json: bool) -> None:
         click.echo(f"  {audience:<{width}}  {shown:>9}{why}")
 
 
+# -- leads -----------------------------------------------------------------------------
+LEAD_COLUMNS = ("ts", "campaign", "email", "opt_in", "birthday", "interests", "visitor_id")
+
+
+@main.command()
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of CSV.")
+@click.pass_context
+def leads(ctx: click.Context, shop: str, as_json: bool) -> None:
+    """Print the shop's e-mail sign-ups from popups (POST /v1/leads), oldest first, as CSV."""
+    import csv
+
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        rows = services.store.shop_leads(shop)
+    finally:
+        services.close()
+    rows = [{k: (row[k].isoformat(timespec="seconds") + "Z" if k == "ts" else row[k]) for k in LEAD_COLUMNS} for row in rows]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    out = csv.DictWriter(click.get_text_stream("stdout"), LEAD_COLUMNS, lineterminator="\n")
+    out.writeheader()
+    out.writerows(rows)
+
+
 # -- measurement -----------------------------------------------------------------------
 @main.command()
 @click.option("--shop", required=True, help="Shop id.")
@@ -462,7 +493,7 @@ def _simulate(services: Any, shop: str, world: Any) -> None:
                f"events, {done.orders:,} orders (visitor ids sim-..., labelled as simulated) in "
                f"{time.perf_counter() - started:.1f} s.")
     # At once, not after the rollups' usual wait: nothing else is writing now.
-    click.echo(f"Rollups: {run_rollups(services, lag_s=0)}")
+    click.echo(f"Rollups: {run_rollups(services, lag_s=0, budget_s=600)}")
 
 
 # -- recommendation model --------------------------------------------------------------

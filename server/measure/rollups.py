@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from server.worker import Job
 
 
-def run_rollups(services: Any, lag_s: float | None = None) -> str:
+def run_rollups(services: Any, lag_s: float | None = None, budget_s: float = 50.0) -> str:
     """Read every event stored since the last run (idempotent: what was read is marked in the
     same transaction as what was counted). `lag_s`: instead of the setting (0 when nothing
     else writes, right after a simulation)."""
@@ -31,7 +31,7 @@ def run_rollups(services: Any, lag_s: float | None = None) -> str:
         return cache[shop]
 
     lag = services.settings.rollup_lag_s if lag_s is None else lag_s
-    run = services.store.roll_up(windows, utcnow(), lag_s=lag)
+    run = services.store.roll_up(windows, utcnow(), lag_s=lag, budget_s=budget_s)
     behind = "" if run.caught_up else "; more to read next run"
     return (f"{run.events} events read in {run.batches} batches ({len(run.shops)} shops): {run.orders} orders, "
             f"{run.credited} credits, {run.exposures} visitors newly in experiments{behind}")

@@ -48,7 +48,8 @@ class RollupRun:
 
 def roll_up(
     begin: Callable[[], Any], insert: Callable[[sa.Table], Any], windows: Callable[[str], Window],
-    now: datetime, batch: int = 5000, lag: timedelta = timedelta(seconds=60), budget_s: float = 50.0,
+    now: datetime, batch: int = 1000, lag: timedelta = timedelta(seconds=60), budget_s: float = 50.0,
+    pause_s: float = 0.02,
 ) -> RollupRun:
     """Read what is new in the events into the rollups, a batch per transaction, until
     caught up or `budget_s` is spent. `begin()` opens a write transaction, `insert(table)`
@@ -66,6 +67,7 @@ def roll_up(
         if time.monotonic() - started > budget_s:
             run.caught_up = False
             break
+        time.sleep(pause_s)  # the request path's writers take their turn (SQLite has one writer)
     if run.days:  # each day's distinct visitors, counted anew once per run
         with begin() as conn:
             for shop, day in sorted(run.days):

@@ -160,6 +160,25 @@ forgotten_visitors = sa.Table(
     sa.Column("forgotten_at", sa.DateTime, nullable=False),
 )
 
+leads = sa.Table(
+    "leads",
+    metadata,
+    # E-mail sign-ups from a popup (POST /v1/leads, server/leads.py). `visitor_id` is the
+    # visitor who signed up when they consented to personalization, else NULL: the lead is
+    # kept unlinked, and nothing ties it to what the visitor does on the site.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shop", sa.String(64), nullable=False),
+    sa.Column("visitor_id", sa.String(64), nullable=True),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("opt_in", sa.Boolean, nullable=False),
+    sa.Column("birthday", sa.String(10), nullable=True),  # YYYY-MM-DD or --MM-DD (no year)
+    sa.Column("interests", sa.Text, nullable=False, server_default=""),  # "|"-separated categories
+    sa.Column("ts", sa.DateTime, nullable=False),
+    sa.Index("ix_leads_shop_visitor", "shop", "visitor_id"),
+    sa.Index("ix_leads_shop_ts", "shop", "ts"),
+)
+
 # -- measurement (server/measure/, docs/measurement.md) ---------------------------------
 # What the worker's rollup job has read of the events table: every event up to this id.
 rollup_marks = sa.Table(

@@ -27,7 +27,7 @@ from server import trending
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError, VisitorForgotten
 from server.store.group import GroupWriter
-from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, shop_versions, visitors
+from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, leads, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
 from server.store.schema import experiment_visitors, worker_leases
 from server.urls import web_url
@@ -879,7 +879,7 @@ class SqlStore:
     # Every table with rows about one visitor, keyed by (shop, visitor_id): what an export
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
-    VISITOR_TABLES: tuple[sa.Table, ...] = (events, visitors, experiment_visitors)
+    VISITOR_TABLES: tuple[sa.Table, ...] = (events, leads, visitors, experiment_visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -928,6 +928,23 @@ class SqlStore:
                 ])
         return counts
 
+    # -- leads (server/leads.py) ---------------------------------------------------------
+    def add_lead(self, shop: str, visitor_id: str | None, lead: dict[str, Any]) -> None:
+        """Store one sign-up (`visitor_id` None: unlinked). A visitor deleted at their request
+        cannot sign up under their old token: VisitorForgotten."""
+        with self._writing() as conn:
+            if visitor_id is not None and self._forgotten(conn, shop, [visitor_id]):
+                raise VisitorForgotten(shop, visitor_id)
+            conn.execute(sa.insert(leads).values(shop=shop, visitor_id=visitor_id, ts=utcnow(), **lead))
+
+    def shop_leads(self, shop: str, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The shop's leads, oldest first (what `vitrine leads` prints)."""
+        query = sa.select(leads).where(leads.c.shop == shop).order_by(leads.c.ts, leads.c.id)
+        if since is not None:
+            query = query.where(leads.c.ts >= since)
+        with self._reading() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
     def _forgotten(self, conn: Connection, shop: str, visitor_ids: Sequence[str]) -> set[str]:
         """Which of these visitors were deleted at their request (forgotten_visitors)."""
         hashes = {forgotten_hash(v): v for v in visitor_ids}
@@ -963,7 +980,7 @@ class SqlStore:
         return added
 
 
-    def roll_up(self, windows: Any, now: datetime, batch: int = 2000, lag_s: float = 60.0, budget_s: float = 50.0) -> Any:
+    def roll_up(self, windows: Any, now: datetime, batch: int = 1000, lag_s: float = 60.0, budget_s: float = 50.0) -> Any:
         """Read the events stored since the last run into the rollups and the experiments'
         totals (server/store/measure_sql.py): a RollupRun saying what was read."""
         from server.store.measure_sql import roll_up
