@@ -303,6 +303,18 @@ def shops_create(ctx: click.Context, shop: str, origins: tuple[str, ...], curren
         f"name = {json.dumps(shop)}\norigins = {json.dumps(list(origins))}\ncurrency = {json.dumps(currency)}\n"
     )
     click.echo(f"Created {path}")
+    services = _services(settings)
+    try:
+        click.echo(f"Secret key: {services.shop_keys.key(shop)}")
+    finally:
+        services.close()
+    click.echo(_KEY_HELP.format(shop=shop))
+
+
+_KEY_HELP = (
+    "Keep it on the shop's backend, never in a page: it signs the customer ids of vitrine('identify') "
+    "(docs/embedding.md#identify). `vitrine shops key {shop}` shows it again, `--rotate` replaces it."
+)
 
 
 def _shop_file(ctx: click.Context, shop: str) -> Path:
@@ -556,6 +568,24 @@ def models_rollback(ctx: click.Context, shop: str) -> None:
     except ArtifactError as exc:
         fail(str(exc))
     click.echo(f"Rolled back shop {shop!r} to model {version} (pinned; `vitrine models unpin` undoes it).")
+
+@shops.command("key")
+@click.argument("shop")
+@click.option("--rotate", is_flag=True, help="Make a new key: the old one stops working at once.")
+@click.pass_context
+def shops_key(ctx: click.Context, shop: str, rotate: bool) -> None:
+    """Print the shop's secret key (what its backend signs identified customers with), or rotate it."""
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        if rotate:
+            click.echo(services.shop_keys.rotate(shop))
+            click.echo("The old key no longer works: signatures made with it leave visitors anonymous.", err=True)
+        else:
+            click.echo(services.shop_keys.key(shop))
+            click.echo(_KEY_HELP.format(shop=shop), err=True)
+    finally:
+        services.close()
 
 
 # -- privacy ---------------------------------------------------------------------------

@@ -66,6 +66,10 @@ visitors = sa.Table(
     # The visitor state (server/visitors/state.py): recent events and closed campaigns, kept
     # in step with the events table so that a request reads this row and not the events.
     sa.Column("state", sa.JSON, nullable=True),
+    # The shop's customer this browser identified as (vitrine('identify'), server/customers/):
+    # their imported orders and details count for it. NULL: anonymous.
+    sa.Column("customer_id", sa.String(128), nullable=True),
+    sa.Index("ix_visitors_customer", "shop", "customer_id"),
 )
 
 events = sa.Table(
@@ -158,4 +162,32 @@ forgotten_visitors = sa.Table(
     sa.Column("shop", sa.String(64), primary_key=True),
     sa.Column("visitor_hash", sa.String(64), primary_key=True),
     sa.Column("forgotten_at", sa.DateTime, nullable=False),
+)
+
+shop_keys = sa.Table(
+    "shop_keys",
+    metadata,
+    # The version of each shop's secret key (server/customers/keys.py): the key itself is
+    # derived from the server's secret and never stored; rotating it is a version bump.
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rotated_at", sa.DateTime, nullable=True),
+)
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    # An imported customer's own details (`vitrine import customers`), beside their visitor
+    # row under the imported id (visitor_id "u:<customer id>", which holds their orders).
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("visitor_id", sa.String(64), primary_key=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False, server_default=""),
+    sa.Column("email_sha256", sa.String(64), nullable=False, server_default=""),
+    sa.Column("first_name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("signed_up_at", sa.DateTime, nullable=True),
+    sa.Column("birthday", sa.Date, nullable=True),
+    sa.Column("customer_group", sa.String(64), nullable=False, server_default=""),
+    sa.Column("marketing_consent", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("imported_at", sa.DateTime, nullable=False),
 )

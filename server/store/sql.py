@@ -29,7 +29,7 @@ from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, Stor
 from server.store.group import GroupWriter
 from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
-from server.store.schema import worker_leases
+from server.store.schema import customers, shop_keys, worker_leases
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -878,7 +878,7 @@ class SqlStore:
     # Every table with rows about one visitor, keyed by (shop, visitor_id): what an export
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
-    VISITOR_TABLES: tuple[sa.Table, ...] = (events, visitors)
+    VISITOR_TABLES: tuple[sa.Table, ...] = (events, customers, visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -947,6 +947,21 @@ class SqlStore:
         """Forget the forgotten visitors deleted before `before` (no token of theirs is valid any more)."""
         with self._writing() as conn:
             return conn.execute(sa.delete(forgotten_visitors).where(forgotten_visitors.c.forgotten_at < before)).rowcount or 0
+
+    # -- known customers (server/customers/) ---------------------------------------------
+    def shop_key_version(self, shop: str) -> int:
+        """The version of the shop's secret key (0 before its first rotation)."""
+        with self._reading() as conn:
+            version = conn.execute(sa.select(shop_keys.c.version).where(shop_keys.c.shop == shop)).scalar()
+        return version or 0
+
+    def rotate_shop_key(self, shop: str) -> int:
+        """Bump the version of the shop's secret key; the new version."""
+        now = utcnow()
+        with self._writing() as conn:
+            conn.execute(self._insert(shop_keys).values(shop=shop, version=1, rotated_at=now).on_conflict_do_update(
+                index_elements=["shop"], set_={"version": shop_keys.c.version + 1, "rotated_at": now}))
+            return conn.execute(sa.select(shop_keys.c.version).where(shop_keys.c.shop == shop)).scalar_one()
 
     # -- audiences (server/audiences/) ---------------------------------------------------
     def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:
