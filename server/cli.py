@@ -185,7 +185,7 @@ def _install_demo_shop(settings: Settings) -> None:
 # -- data ------------------------------------------------------------------------------
 @main.group("import")
 def import_() -> None:
-    """Import a catalog or past interactions into a shop."""
+    """Import a catalog, past interactions, customers or orders into a shop."""
 
 
 @import_.command("catalog")
@@ -209,6 +209,47 @@ def import_interactions(ctx: click.Context, file: Path, shop: str) -> None:
     services = _services(_settings(ctx))
     _require_shop(services, shop)
     _import_interactions(services, shop, file)
+
+
+@import_.command("customers")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def import_customers(ctx: click.Context, file: Path, shop: str) -> None:
+    """Import customers: CSV id[,email|email_sha256,first_name,signed_up_at,birthday,group,marketing_consent]."""
+    from server.imports import ImportFailed, read_customers
+
+    services = _services(_settings(ctx))
+    _require_shop(services, shop)
+    started = time.perf_counter()
+    try:
+        found = read_customers(file)
+    except ImportFailed as exc:
+        fail(f"{exc}\nNothing was imported.")
+    new, updated = services.store.import_customers(shop, found)
+    click.echo(f"Imported {new} new customers into shop {shop!r} ({updated} updated) in {time.perf_counter() - started:.1f} s.")
+
+
+@import_.command("orders")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def import_orders(ctx: click.Context, file: Path, shop: str) -> None:
+    """Import orders: CSV order_id,customer_id,timestamp[,value,currency,lines] (lines: ITEM:QTY|ITEM)."""
+    from server.imports import ImportFailed, read_orders
+
+    services = _services(_settings(ctx))
+    _require_shop(services, shop)
+    started = time.perf_counter()
+    try:
+        found = read_orders(file)
+    except ImportFailed as exc:
+        fail(f"{exc}\nNothing was imported.")
+    added = services.store.import_orders(shop, found)
+    click.echo(
+        f"Imported {added} new orders into shop {shop!r} ({len(found) - added} already there) "
+        f"in {time.perf_counter() - started:.1f} s."
+    )
 
 
 def _require_shop(services: Any, shop: str) -> None:

@@ -81,3 +81,115 @@ def test_a_signature_is_checked_against_the_current_key_of_its_own_shop(tmp_path
     assert not keys.verify("a", "c-42", good)
     assert keys.verify("a", "c-42", sign(new_key, "c-42"))
     store.close()
+
+
+# -- imports --------------------------------------------------------------------------
+
+CUSTOMERS = """\
+id,email,first_name,signed_up_at,birthday,group,marketing_consent
+c1,Ada@Example.com,Ada,2024-01-10T09:00:00Z,1990-04-23,vip,yes
+c2,,Bob,,,,
+"""
+ORDERS = """\
+order_id,customer_id,timestamp,value,currency,lines
+o1,c1,2024-02-01T10:00:00Z,40.50,GBP,71053:2|22632
+o2,c1,2024-03-01T10:00:00Z,10,GBP,22632
+o3,c3,2024-03-02T10:00:00Z,5,GBP,
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_customers_and_orders_are_imported_once_each(data_dir: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    created(data_dir)
+    customers = write(tmp_path / "customers.csv", CUSTOMERS)
+    orders = write(tmp_path / "orders.csv", ORDERS)
+    result = vitrine(data_dir, "import", "customers", str(customers), "--shop", "myshop")
+    assert result.exit_code == 0, result.output
+    assert "Imported 2 new customers" in result.stdout and "(0 updated)" in result.stdout
+    result = vitrine(data_dir, "import", "orders", str(orders), "--shop", "myshop")
+    assert result.exit_code == 0, result.output
+    assert "Imported 3 new orders" in result.stdout
+    again = vitrine(data_dir, "import", "orders", str(orders), "--shop", "myshop")
+    assert "Imported 0 new orders" in again.stdout and "(3 already there)" in again.stdout
+    # The same order id under another customer is still the one order.
+    moved = write(tmp_path / "moved.csv", "order_id,customer_id,timestamp,value\no2,c2,2024-03-05T00:00:00Z,99\n")
+    assert "Imported 0 new orders" in vitrine(data_dir, "import", "orders", str(moved), "--shop", "myshop").stdout
+    assert "2 updated" in vitrine(data_dir, "import", "customers", str(customers), "--shop", "myshop").stdout
+
+    store = open_store(f"sqlite:///{data_dir.resolve() / 'vitrine.db'}")
+    try:
+        ada = store.get_visitor("myshop", "u:c1")
+        assert (ada.orders, ada.revenue) == (2, 50.5)
+        assert ada.last_order_at.isoformat() == "2024-03-01T10:00:00"
+        assert store.get_visitor("myshop", "u:c2").orders == 0
+        assert store.get_visitor("myshop", "u:c3").orders == 1  # an order's customer not imported (yet)
+        record = store.visitor_records("myshop", "u:c1")["customers"][0]
+        assert record["email"] == "ada@example.com"
+        assert record["email_sha256"] == hashlib.sha256(b"ada@example.com").hexdigest()
+        assert (record["first_name"], record["customer_group"], record["marketing_consent"]) == ("Ada", "vip", True)
+        assert record["birthday"].isoformat() == "1990-04-23"
+        assert store.visitor_records("myshop", "u:c2")["customers"][0]["marketing_consent"] is False
+        bought = [e for e in store.visitor_events("myshop", "u:c1") if e.order_id == "o1"][0]
+        assert bought.item_ids() == ["71053", "22632"] and bought.props["items"][0]["quantity"] == 2
+    finally:
+        store.close()
+
+
+def test_a_broken_customers_or_orders_file_names_each_line_and_imports_nothing(data_dir: Path, tmp_path: Path) -> None:
+    created(data_dir)
+    customers = write(tmp_path / "customers.csv", (
+        "id,email,email_sha256,birthday,marketing_consent,signed_up_at\n"
+        "c1,not-an-email,,,,\n"
+        ",a@b.example,,,,\n"
+        "c3,,abc,,,\n"
+        "c4,,,23/04/1990,,\n"
+        "c5,,,,maybe,\n"
+        "c8,,,,,\n"
+        "c7,,,,,yesterday\n"
+        "c8,a@b.example,,,,\n"
+    ))
+    result = vitrine(data_dir, "import", "customers", str(customers), "--shop", "myshop")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Error: {customers}:2: bad email 'not-an-email' (expected name@example.com)"
+    assert f"{customers}:3: empty id" in lines
+    assert any(line.startswith(f"{customers}:4: bad email_sha256 'abc'") for line in lines)
+    assert any(line.startswith(f"{customers}:5: bad birthday '23/04/1990'") for line in lines)
+    assert any(line.startswith(f"{customers}:6: bad marketing_consent 'maybe'") for line in lines)
+    assert f"{customers}:9: duplicate id 'c8' (first on line 7)" in lines
+    assert any(line.startswith(f"{customers}:8: bad timestamp 'yesterday'") for line in lines)
+    assert lines[-1] == "Nothing was imported."
+
+    orders = write(tmp_path / "orders.csv", (
+        "order_id,customer_id,timestamp,value,currency,lines\n"
+        "o1,c1,2024-01-01,10,GBP,a:2\n"
+        "o2,,2024-01-01,10,GBP,a\n"
+        "o3,c1,2024-01-01,-1,GBP,a\n"
+        "o4,c1,2024-01-01,1,POUNDS,a\n"
+        "o5,c1,2024-01-01,1,GBP,a:0|b\n"
+        "o1,c1,2024-01-02,1,GBP,a\n"
+    ))
+    result = vitrine(data_dir, "import", "orders", str(orders), "--shop", "myshop")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Error: {orders}:3: empty customer_id"
+    assert any(line.startswith(f"{orders}:4: bad value '-1'") for line in lines)
+    assert any(line.startswith(f"{orders}:5: bad currency 'POUNDS'") for line in lines)
+    assert any(line.startswith(f"{orders}:6: bad line 'a:0' in lines") for line in lines)
+    assert f"{orders}:7: duplicate order_id 'o1' (first on line 2)" in lines
+    missing = write(tmp_path / "missing.csv", "order_id,timestamp\no1,2024-01-01\n")
+    result = vitrine(data_dir, "import", "orders", str(missing), "--shop", "myshop")
+    assert result.exit_code == 2 and "missing required column customer_id" in result.stderr
+
+    store = open_store(f"sqlite:///{data_dir.resolve() / 'vitrine.db'}")
+    try:
+        assert store.get_visitor("myshop", "u:c1") is None
+        assert store.count_events("myshop") == 0
+    finally:
+        store.close()

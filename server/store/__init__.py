@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
-from server.models import CatalogItem, Event, Interacted, Interaction, VisitorProfile
+from server.models import CatalogItem, Customer, Event, Interacted, Interaction, Order, VisitorProfile
 
 if TYPE_CHECKING:
     from server.visitors.page_views import PageView
@@ -83,6 +83,8 @@ class Store(Protocol):
 
     # known customers (server/customers/)
     def shop_key_version(self, shop: str) -> int: ...
+    def import_customers(self, shop: str, customers: Sequence[Customer]) -> tuple[int, int]: ...
+    def import_orders(self, shop: str, orders: Sequence[Order]) -> int: ...
     def rotate_shop_key(self, shop: str) -> int: ...
 
     # background jobs (server/worker.py)

@@ -21,7 +21,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from server.models import (
-    ANONYMOUS_VISITOR, CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow,
+    ANONYMOUS_VISITOR, CatalogItem, Customer, Event, Interacted, Interaction, Order, VisitorProfile, to_naive_utc,
+    utcnow,
 )
 from server import trending
 from server.countries import to_iso
@@ -791,7 +792,10 @@ class SqlStore:
                     events.c.visitor_id,
                     sa.func.min(events.c.ts),
                     sa.func.max(events.c.ts),
-                    sa.func.count(sa.distinct(sa.case((purchase, events.c.ts)))),
+                    # An order is one purchase event (imported orders) or the lines sharing a time
+                    # (interactions, a line per item).
+                    sa.func.count(sa.distinct(sa.case((purchase, sa.func.coalesce(
+                        events.c.order_id, sa.cast(events.c.ts, sa.String)))))),
                     sa.func.coalesce(sa.func.sum(sa.case((purchase, events.c.value), else_=0.0)), 0.0),
                     sa.func.max(sa.case((purchase, events.c.ts))),
                 )
@@ -801,11 +805,82 @@ class SqlStore:
             for vid, first, last, orders, revenue, last_order in conn.execute(query).all():
                 values = dict(
                     first_seen=first, last_seen=last, visits=max(orders, 1), page_views=0,
-                    orders=orders, revenue=float(revenue), last_order_at=last_order, country=users[vid],
+                    orders=orders, revenue=float(revenue), last_order_at=last_order,
                 )
+                if users[vid]:  # an orders import names no country: the one known stays
+                    values["country"] = users[vid]
                 stmt = self._insert(visitors).values(shop=shop, visitor_id=vid, **values)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["shop", "visitor_id"], set_=values))
         rebuild_visitor_states(conn, shop, ids)
+        self._customer_sign_ups(conn, shop, ids)
+
+    def _customer_sign_ups(self, conn: Connection, shop: str, visitor_ids: Sequence[str]) -> None:
+        """An imported customer's sign-up (customers.signed_up_at) on their visitor row (their
+        events, all imported, have none): what audience sizes count as `signed_up`."""
+        signed_up = (sa.select(customers.c.signed_up_at)
+                     .where(customers.c.shop == visitors.c.shop, customers.c.visitor_id == visitors.c.visitor_id)
+                     .scalar_subquery())
+        for start in range(0, len(visitor_ids), 500):
+            chunk = list(visitor_ids[start : start + 500])
+            conn.execute(sa.update(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
+                         .values(signed_up_at=sa.func.coalesce(signed_up, visitors.c.signed_up_at)))
+
+    def import_customers(self, shop: str, found: Sequence[Customer]) -> tuple[int, int]:
+        """Add or replace imported customers' details, all or nothing; (new, updated). Each gets
+        a visitor row under their imported id (imported_visitor_id), which their orders count on."""
+        now = utcnow()
+        rows = [dict(
+            shop=shop, visitor_id=imported_visitor_id(c.customer_id), customer_id=c.customer_id, email=c.email,
+            email_sha256=c.email_sha256, first_name=c.first_name, signed_up_at=c.signed_up_at, birthday=c.birthday,
+            customer_group=c.group, marketing_consent=c.marketing_consent, imported_at=now,
+        ) for c in found]
+        ids = [r["visitor_id"] for r in rows]
+        with self._writing() as conn:
+            known = set()
+            for start in range(0, len(ids), 500):
+                known |= set(conn.execute(sa.select(customers.c.visitor_id).where(
+                    customers.c.shop == shop, customers.c.visitor_id.in_(ids[start : start + 500]))).scalars())
+            insert = self._insert(customers)
+            upsert = insert.on_conflict_do_update(
+                index_elements=["shop", "visitor_id"],
+                set_={name: insert.excluded[name] for name in rows[0] if name not in ("shop", "visitor_id")} if rows else {})
+            for start in range(0, len(rows), 1000):
+                conn.execute(upsert, rows[start : start + 1000])
+            if rows:
+                conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
+                    dict(shop=shop, visitor_id=r["visitor_id"], first_seen=r["signed_up_at"] or now,
+                         last_seen=r["signed_up_at"] or now, visits=1, page_views=0)
+                    for r in rows
+                ])
+            self._customer_sign_ups(conn, shop, ids)
+        return len(rows) - len(known), len(known)
+
+    def import_orders(self, shop: str, found: Sequence[Order]) -> int:
+        """Add imported orders as purchases of their customers (imported_visitor_id), all or
+        nothing; how many were new. An order id already stored (this file imported before, or
+        the same order under another customer) is not counted again."""
+        now = utcnow()
+        rows, users = [], {}
+        for order in found:
+            vid = imported_visitor_id(order.customer_id)
+            lines = [{"item_id": item, "quantity": quantity} for item, quantity in order.lines]
+            event = Event(
+                event_id="ord:" + hashlib.sha256(order.order_id.encode()).hexdigest()[:48], type="purchase",
+                ts=to_naive_utc(order.timestamp), item_id=order.lines[0][0] if len(order.lines) == 1 else None,
+                value=order.value, currency=order.currency or None, order_id=order.order_id,
+                props={"source": "import", "customer_id": order.customer_id, **({"items": lines} if lines else {})},
+            )
+            rows.append(_event_row(shop, vid, event, now))
+            users.setdefault(vid, "")
+        stored = 0
+        with self._writing() as conn:
+            insert = self._event_insert()
+            for start in range(0, len(rows), 1000):
+                stored += len(conn.execute(insert, rows[start : start + 1000]).all())
+            self._rebuild_imported_visitors(conn, shop, users)
+            if stored:
+                self._rebuild_aggregates(conn, shop)
+        return stored
 
     def all_items(self, shop: str) -> list[CatalogItem]:
         query = sa.select(items).where(items.c.shop == shop).order_by(items.c.item_id)
