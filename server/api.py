@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, Response
 
 from server.consent.rules import ConsentDecision, ConsentIn, from_query
 from server.context import OVERRIDES, PageContext, VisitorContext
+from server.customers.identify import IdentifyIn, identify as identify_customer
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.identity import Identity, attach_token, clear_token, identify
@@ -69,6 +70,8 @@ class PageRequest(BaseModel):
     nav: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=MAX_MENU_ENTRIES)
     consent: ConsentIn | None = None  # what the visitor allowed; absent or null: unknown
     gpc: bool | None = None  # navigator.globalPrivacyControl
+    # vitrine('identify', {id, signature}) of a logged-in customer, false at log-out; absent: as before.
+    identify: IdentifyIn | Literal[False] | None = None
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -178,6 +181,9 @@ async def page(request: Request) -> Response:
             request, shop.id, identity, page_ctx, page_view_id=page_view_id, consent=consent,
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
         )
+        identified = None
+        if body.identify is not None:
+            ctx, identified = identify_customer(svc.store, svc.shop_keys, ctx, body.identify)
         rc = _render_context(svc, ctx, shop)
         fragments, errors = {}, {}
         for slot in slots:
@@ -201,6 +207,8 @@ async def page(request: Request) -> Response:
             "errors": errors,
             "consent": {"personalization": consent.personalization, "analytics": consent.analytics, "withdrawn": withdrawn},
         }
+        if identified is not None:
+            payload["identify"] = identified
         if body.nav and rc.navigator:
             navigator = rc.navigator
             nav = isolated(shop.id, "menu order", lambda: navigator.order_menu(ctx, body.nav, shop.nav).as_json(), dict)

@@ -120,6 +120,12 @@ class VisitorProfile:
     utm_campaign: str = ""
     gpc: bool = False  # Global Privacy Control on the latest page view: never exported to a third party
     state: "VisitorState | None" = None  # recent events and closed campaigns (None: nothing yet)
+    # The shop's customer this browser identified as (server/customers/): their id ("": anonymous),
+    # first name and sign-up, read with the row; `orders`, `revenue` and `last_order_at` are
+    # then the customer's imported ones where those are more.
+    customer_id: str = ""
+    first_name: str = ""
+    customer_signed_up_at: datetime | None = None
 
     @property
     def is_customer(self) -> bool:

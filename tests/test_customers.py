@@ -193,3 +193,168 @@ def test_a_broken_customers_or_orders_file_names_each_line_and_imports_nothing(d
         assert store.count_events("myshop") == 0
     finally:
         store.close()
+
+
+# -- identify ---------------------------------------------------------------------------
+
+from datetime import timedelta  # noqa: E402
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from conftest import stored  # noqa: E402
+from server.models import Customer, Order, utcnow  # noqa: E402
+
+
+def ago(days: float):
+    from datetime import timezone
+
+    return (utcnow() - timedelta(days=days)).replace(tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def known(services) -> None:
+    """Two customers of the demo shop: Ada, who ordered twice, last more than a year ago;
+    Bob, who signed up and never ordered."""
+    services.store.import_customers("demo", [
+        Customer("c1", email="ada@example.com", first_name="Ada", marketing_consent=True),
+        Customer("c2", first_name="Bob", signed_up_at=utcnow() - timedelta(days=3)),
+    ])
+    services.store.import_orders("demo", [
+        Order("o1", "c1", ago(500), 30.0, "GBP", (("71053", 2.0),)),
+        Order("o2", "c1", ago(400), 12.5, "GBP", (("22632", 1.0),)),
+    ])
+
+
+def device(app) -> TestClient:
+    """A browser of its own (its own cookies)."""
+    return TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 40000))
+
+
+def page_call(browser: TestClient, identify=None, **extra):
+    body = {"shop": "demo", "slots": [], **extra}
+    if identify is not None:
+        body["identify"] = identify
+    return browser.post("/v1/page?shop=demo", json=body)
+
+
+def seen(browser: TestClient) -> dict:
+    """The visitor as QA sees them (`_context=1`: the demo shop is open for QA)."""
+    r = browser.get("/v1/fragments/banner?shop=demo&placement=top&_context=1")
+    assert r.status_code == 200, r.text
+    return r.json()["visitor"]
+
+
+def signed(services, customer_id: str, shop: str = "demo") -> dict:
+    return {"id": customer_id, "signature": sign(services.shop_keys.key(shop), customer_id)}
+
+
+def test_an_identified_visitor_is_the_customer_with_their_imported_orders(app, services, known) -> None:
+    ada = device(app)
+    r = page_call(ada, signed(services, "c1"))
+    assert r.status_code == 200, r.text
+    assert r.json()["identify"] == {"identified": True, "customer_id": "c1", "reason": "identified as customer c1"}
+    assert r.json()["visitor"]["kind"] == "customer"  # on the very page call that identified
+    visitor = seen(ada)
+    assert visitor["customer"] == {"id": "c1", "first_name": "Ada"}
+    assert visitor["orders"] == 2
+    assert {"repeat_customer", "lapsed"} <= set(visitor["audiences"])
+    assert "new" not in visitor["audiences"]
+    # The next page calls need not identify again: the browser stays linked.
+    page_call(ada)
+    assert seen(ada)["customer"]["id"] == "c1"
+
+
+def test_the_same_customer_on_two_devices_and_a_prospect(app, services, known) -> None:
+    phone, laptop = device(app), device(app)
+    page_call(phone)
+    assert "new" in seen(phone)["audiences"]
+    page_call(phone, signed(services, "c1"))
+    page_call(laptop, signed(services, "c1"))
+    for browser in (phone, laptop):
+        assert {"repeat_customer", "lapsed"} <= set(seen(browser)["audiences"])
+    # Two visitors (each browser its own), one customer.
+    assert seen(phone)["customer"] == seen(laptop)["customer"] == {"id": "c1", "first_name": "Ada"}
+    bob = device(app)
+    page_call(bob, signed(services, "c2"))
+    visitor = seen(bob)
+    assert "prospect" in visitor["audiences"] and visitor["orders"] == 0
+
+
+def test_a_bad_or_another_shops_or_rotated_signature_leaves_the_visitor_anonymous(app, services, settings, known) -> None:
+    (settings.resolved_shops_dir / "other.toml").write_text('name = "other"\norigins = []\n')
+    browser = device(app)
+    for wrong in (
+        {"id": "c1", "signature": "0" * 64},  # made up
+        {"id": "c1", "signature": sign(services.shop_keys.key("demo"), "c2")},  # another customer's
+        signed(services, "c1", shop="other"),  # another shop's key
+    ):
+        r = page_call(browser, wrong)
+        assert r.status_code == 200, r.text
+        said = r.json()["identify"]
+        assert said["identified"] is False and "signature" in said["reason"], said
+        assert seen(browser)["customer"] is None
+        assert "repeat_customer" not in seen(browser)["audiences"]
+    old = signed(services, "c1")
+    assert page_call(browser, old).json()["identify"]["identified"] is True
+    services.shop_keys.rotate("demo")
+    # The old key's signature no longer counts: the browser is unlinked.
+    assert page_call(browser, old).json()["identify"]["identified"] is False
+    assert seen(browser)["customer"] is None
+    assert page_call(browser, signed(services, "c1")).json()["identify"]["identified"] is True
+
+
+@pytest.mark.parametrize("identify", [
+    {"id": "c1", "signature": "not hex"},
+    {"id": "c1", "signature": "ab" * 31},
+    {"id": "", "signature": "ab" * 32},
+    {"id": "x" * 129, "signature": "ab" * 32},
+    {"id": "c1"},
+    {"id": "c1", "signature": "ab" * 32, "name": "Ada"},
+    True,
+    "c1",
+])
+def test_a_malformed_identify_is_a_422(app, identify) -> None:
+    r = page_call(device(app), identify)
+    assert r.status_code == 422, r.text
+    assert "identify" in r.json()["error"]
+
+
+def test_logging_out_unlinks_this_browser_only_and_keeps_its_history(app, services, known) -> None:
+    phone, laptop = device(app), device(app)
+    r = page_call(phone, page={"type": "product", "item_id": "22112"})  # browsing before logging in
+    token = r.json()["token"]
+    page_call(phone, signed(services, "c1"))
+    page_call(laptop, signed(services, "c1"))
+    visitor_id = services.signer.visitor_id("demo", token)
+    state = stored(services).get_visitor("demo", visitor_id).state
+    assert "22112" in [e.item_id for e in state.events()]  # the pre-login history is kept
+    r = page_call(phone, False)
+    assert r.json()["identify"] == {"identified": False, "customer_id": None,
+                                    "reason": "logged out: this browser is no longer linked to a customer"}
+    assert seen(phone)["customer"] is None and seen(phone)["orders"] == 0
+    assert seen(laptop)["customer"]["id"] == "c1"
+    assert "22112" in [e.item_id for e in stored(services).get_visitor("demo", visitor_id).state.events()]
+
+
+def test_without_consent_to_personalization_no_link_is_stored(app, services, known) -> None:
+    browser = device(app)
+    r = page_call(browser, signed(services, "c1"), consent={"personalization": False, "analytics": False})
+    assert r.status_code == 200, r.text
+    said = r.json()["identify"]
+    assert said["identified"] is False and "consent" in said["reason"]
+    with stored(services).engine.connect() as conn:
+        import sqlalchemy as sa
+
+        linked = conn.execute(sa.text("SELECT count(*) FROM visitors WHERE identified_as IS NOT NULL")).scalar()
+    assert linked == 0
+
+
+def test_campaign_copy_greets_an_identified_customer_by_their_first_name(app, services) -> None:
+    services.store.import_customers("demo", [Customer("c3", first_name="Cleo")])
+    services.store.import_orders("demo", [Order("o9", "c3", ago(10), 20.0, "GBP", (("22112", 1.0),))])
+    cleo = device(app)
+    page_call(cleo, signed(services, "c3"))
+    html = cleo.get("/v1/fragments/banner?shop=demo&placement=home-hero").text
+    assert "Thanks for shopping with us, Cleo" in html
+    page_call(cleo, False)
+    assert "Thanks for shopping with us" not in cleo.get("/v1/fragments/banner?shop=demo&placement=home-hero").text

@@ -66,10 +66,11 @@ visitors = sa.Table(
     # The visitor state (server/visitors/state.py): recent events and closed campaigns, kept
     # in step with the events table so that a request reads this row and not the events.
     sa.Column("state", sa.JSON, nullable=True),
-    # The shop's customer this browser identified as (vitrine('identify'), server/customers/):
-    # their imported orders and details count for it. NULL: anonymous.
-    sa.Column("customer_id", sa.String(128), nullable=True),
-    sa.Index("ix_visitors_customer", "shop", "customer_id"),
+    # The shop's customer this browser identified as (vitrine('identify'), server/customers/),
+    # by the customer's imported visitor id ("u:<customer id>", whose row holds their imported
+    # orders): those and their details count for this visitor too. NULL: anonymous.
+    sa.Column("identified_as", sa.String(64), nullable=True),
+    sa.Index("ix_visitors_identified_as", "shop", "identified_as"),
 )
 
 events = sa.Table(

@@ -1038,6 +1038,23 @@ class SqlStore:
                 index_elements=["shop"], set_={"version": shop_keys.c.version + 1, "rotated_at": now}))
             return conn.execute(sa.select(shop_keys.c.version).where(shop_keys.c.shop == shop)).scalar_one()
 
+    def identify_visitor(self, shop: str, visitor_id: str, customer_id: str | None, now: datetime) -> VisitorProfile:
+        """Link the visitor to the shop's customer `customer_id` (None: unlink them), making
+        their row if it is not written yet; the visitor after it, with the customer's orders
+        and details. Raises VisitorForgotten for a visitor deleted at their request."""
+        linked = imported_visitor_id(customer_id) if customer_id is not None else None
+        with self._writing() as conn:
+            if self._forgotten(conn, shop, [visitor_id]):
+                raise VisitorForgotten(shop, visitor_id)
+            # A row made here counts as one visit without a page view: the page view being
+            # written (server/visitors/page_views.py) is counted on it.
+            conn.execute(self._insert(visitors).values(
+                shop=shop, visitor_id=visitor_id, first_seen=now, last_seen=now, visits=1, page_views=0,
+                identified_as=linked,
+            ).on_conflict_do_update(index_elements=["shop", "visitor_id"], set_={"identified_as": linked}))
+            row = conn.execute(_VISITOR_BY_KEY, {"key_shop": shop, "key_visitor": visitor_id}).one()
+        return _row_profile(row._mapping, self.states.read((shop, visitor_id), row.state))
+
     # -- audiences (server/audiences/) ---------------------------------------------------
     def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:
         """How many of the shop's visitors each audience of `book` holds at `now`, in one pass
@@ -1162,9 +1179,21 @@ def _by_key(statement: Any) -> Any:
 _STATE_CAST = sa.cast(visitors.c.state, sa.Text)
 _STATE_TEXT = _STATE_CAST.label("state")
 _NOT_STATE = [c for c in visitors.c if c.name != "state"]
+# The row of the customer a visitor identified as (visitors.identified_as), with their details.
+_CUSTOMER_ROW = visitors.alias("customer_row")
+_CUSTOMER_COLUMNS = (
+    _CUSTOMER_ROW.c.orders.label("customer_orders"), _CUSTOMER_ROW.c.revenue.label("customer_revenue"),
+    _CUSTOMER_ROW.c.last_order_at.label("customer_last_order_at"),
+    _CUSTOMER_ROW.c.signed_up_at.label("customer_signed_up_at"),
+    customers.c.customer_id.label("customer_id"), customers.c.first_name.label("customer_first_name"),
+)
+_WITH_CUSTOMER = visitors.outerjoin(
+    _CUSTOMER_ROW, (_CUSTOMER_ROW.c.shop == visitors.c.shop) & (_CUSTOMER_ROW.c.visitor_id == visitors.c.identified_as),
+).outerjoin(customers, (customers.c.shop == visitors.c.shop) & (customers.c.visitor_id == visitors.c.identified_as))
 # A visitor's row, the one read of a page call: built once, so that each call neither makes
-# the statement nor works out its cache key again.
-_VISITOR_BY_KEY = _by_key(sa.select(*_NOT_STATE, _STATE_TEXT))
+# the statement nor works out its cache key again. An identified visitor's customer comes
+# with it (primary-key joins, nothing for an anonymous visitor's NULL).
+_VISITOR_BY_KEY = _by_key(sa.select(*_NOT_STATE, _STATE_TEXT, *_CUSTOMER_COLUMNS).select_from(_WITH_CUSTOMER))
 
 
 def _state_values(state: VisitorState) -> dict[str, Any]:
@@ -1194,7 +1223,7 @@ def _visit_values(profile: VisitorProfile) -> dict[str, Any]:
 
 def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
     """The visitor of a row; its state as given (read through StateCache), else from the row's parsed JSON."""
-    return VisitorProfile(
+    values = dict(
         visitor_id=row["visitor_id"], first_seen=row["first_seen"], last_seen=row["last_seen"],
         visits=row["visits"], page_views=row["page_views"], orders=row.get("orders", 0),
         revenue=row.get("revenue", 0.0), last_order_at=row.get("last_order_at"),
@@ -1206,6 +1235,27 @@ def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
         referrer_domain=row.get("referrer_domain") or "", source_name=row.get("source_name") or "",
         utm_campaign=row.get("utm_campaign") or "",
     )
+    return VisitorProfile(**{**values, **_customer_values(row)})
+
+
+def _customer_values(row: Any) -> dict[str, Any]:
+    """An identified visitor's customer, from the joined columns (_VISITOR_BY_KEY): the
+    customer's imported orders where they are more than this browser's own."""
+    linked = row.get("identified_as")
+    if not linked:
+        return {}
+    values: dict[str, Any] = {
+        "customer_id": row.get("customer_id") or linked.removeprefix("u:"),
+        "first_name": row.get("customer_first_name") or "",
+        "customer_signed_up_at": row.get("customer_signed_up_at"),
+    }
+    orders = row.get("customer_orders")
+    if orders is not None and orders > (row.get("orders") or 0):
+        values.update(orders=orders, revenue=float(row.get("customer_revenue") or 0.0))
+    last = row.get("customer_last_order_at")
+    if last is not None and (row.get("last_order_at") is None or last > row["last_order_at"]):
+        values["last_order_at"] = last
+    return values
 
 
 def rebuild_visitor_states(

@@ -36,13 +36,13 @@ def upgrade() -> None:
         sa.Column("imported_at", sa.DateTime, nullable=False),
     )
     with op.batch_alter_table("visitors") as batch:
-        batch.add_column(sa.Column("customer_id", sa.String(128), nullable=True))
-        batch.create_index("ix_visitors_customer", ["shop", "customer_id"])
+        batch.add_column(sa.Column("identified_as", sa.String(64), nullable=True))
+        batch.create_index("ix_visitors_identified_as", ["shop", "identified_as"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("visitors") as batch:
-        batch.drop_index("ix_visitors_customer")
-        batch.drop_column("customer_id")
+        batch.drop_index("ix_visitors_identified_as")
+        batch.drop_column("identified_as")
     op.drop_table("customers")
     op.drop_table("shop_keys")
