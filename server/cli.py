@@ -226,8 +226,10 @@ def import_customers(ctx: click.Context, file: Path, shop: str) -> None:
         found = read_customers(file)
     except ImportFailed as exc:
         fail(f"{exc}\nNothing was imported.")
-    new, updated = services.store.import_customers(shop, found)
+    new, updated, forgotten = services.store.import_customers(shop, found)
     click.echo(f"Imported {new} new customers into shop {shop!r} ({updated} updated) in {time.perf_counter() - started:.1f} s.")
+    if forgotten:
+        click.echo(f"Left out {forgotten} customers deleted at their request (vitrine privacy delete --customer).")
 
 
 @import_.command("orders")
@@ -245,11 +247,13 @@ def import_orders(ctx: click.Context, file: Path, shop: str) -> None:
         found = read_orders(file)
     except ImportFailed as exc:
         fail(f"{exc}\nNothing was imported.")
-    added = services.store.import_orders(shop, found)
+    added, forgotten = services.store.import_orders(shop, found)
     click.echo(
-        f"Imported {added} new orders into shop {shop!r} ({len(found) - added} already there) "
+        f"Imported {added} new orders into shop {shop!r} ({len(found) - added - forgotten} already there) "
         f"in {time.perf_counter() - started:.1f} s."
     )
+    if forgotten:
+        click.echo(f"Left out {forgotten} orders of customers deleted at their request (vitrine privacy delete --customer).")
 
 
 def _require_shop(services: Any, shop: str) -> None:
@@ -640,6 +644,15 @@ def _visitor_option(command: Any) -> Any:
     return click.option("--visitor", help="The visitor id (`visitor_id` of the visitor's export).")(command)
 
 
+def _for_customer(ctx: click.Context, shop: str, customer: str, work: Any) -> Any:
+    services = _services(_settings(ctx))
+    try:
+        _require_shop(services, shop)
+        return work(services.store, shop, customer)
+    finally:
+        services.close()
+
+
 def _visitor_of(visitor: str | None, customer: str | None) -> str:
     from server.models import ANONYMOUS_VISITOR
     from server.store.sql import imported_visitor_id
@@ -669,9 +682,17 @@ def _for_visitor(ctx: click.Context, shop: str, visitor: str | None, customer: s
 @_visitor_option
 @click.pass_context
 def privacy_export(ctx: click.Context, shop: str, visitor: str | None, customer: str | None) -> None:
-    """Print everything held about one visitor as JSON (the answer of GET /v1/me)."""
-    from server.privacy.data import export_visitor
+    """Print everything held about one visitor as JSON (the answer of GET /v1/me); for a
+    customer, with every browser identified as them."""
+    from server.privacy.data import export_customer, export_visitor
 
+    if customer and not visitor:
+        data = _for_customer(ctx, shop, customer, export_customer)
+        if data is None:
+            click.echo(f"Nothing is stored about customer {customer!r} in shop {shop!r}.", err=True)
+            sys.exit(1)
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
     visitor_id, data = _for_visitor(ctx, shop, visitor, customer, export_visitor)
     if data is None:
         click.echo(f"Nothing is stored about visitor {visitor_id!r} in shop {shop!r}.", err=True)
@@ -684,9 +705,19 @@ def privacy_export(ctx: click.Context, shop: str, visitor: str | None, customer:
 @_visitor_option
 @click.pass_context
 def privacy_delete(ctx: click.Context, shop: str, visitor: str | None, customer: str | None) -> None:
-    """Delete every row about one visitor, in one transaction (what DELETE /v1/me does)."""
-    from server.privacy.data import delete_visitor
+    """Delete every row about one visitor, in one transaction (what DELETE /v1/me does); for a
+    customer, with every browser identified as them."""
+    from server.privacy.data import delete_customer, delete_visitor
 
+    if customer and not visitor:
+        counts = _for_customer(ctx, shop, customer, delete_customer)
+        if not any(counts.values()):
+            click.echo(f"Nothing was stored about customer {customer!r} in shop {shop!r}: nothing deleted.")
+            return
+        click.echo(f"Deleted customer {customer!r} of shop {shop!r}:")
+        for table, count in counts.items():
+            click.echo(f"  {table}: {count} row{'' if count == 1 else 's'}")
+        return
     visitor_id, counts = _for_visitor(ctx, shop, visitor, customer, delete_visitor)
     if not any(counts.values()):
         click.echo(f"Nothing was stored about visitor {visitor_id!r} in shop {shop!r}: nothing deleted.")

@@ -358,3 +358,38 @@ def test_campaign_copy_greets_an_identified_customer_by_their_first_name(app, se
     assert "Thanks for shopping with us, Cleo" in html
     page_call(cleo, False)
     assert "Thanks for shopping with us" not in cleo.get("/v1/fragments/banner?shop=demo&placement=home-hero").text
+
+
+def test_privacy_export_and_delete_of_a_customer_take_every_device_and_stay_forgotten(app, services, settings, known) -> None:
+    import json
+
+    phone, laptop, other = device(app), device(app), device(app)
+    page_call(phone, signed(services, "c1"), page={"type": "product", "item_id": "22112"})
+    page_call(laptop, signed(services, "c1"))
+    page_call(other, signed(services, "c2"))
+    stored(services)
+    env = {"VITRINE_SECRET_KEYS": "test-key-1", "VITRINE_DATABASE_URL": settings.database_url}
+
+    def privacy(*args: str) -> Result:
+        return CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), "privacy", *args], env=env)
+
+    exported = privacy("export", "--shop", "demo", "--customer", "c1")
+    assert exported.exit_code == 0, exported.output
+    data = json.loads(exported.stdout)
+    assert data["customer_id"] == "c1" and data["customers"][0]["email"] == "ada@example.com"
+    assert sorted(e["order_id"] for e in data["events"]) == ["o1", "o2"]
+    assert len(data["devices"]) == 2
+    assert all(d["profile"]["identified_as"] == "u:c1" for d in data["devices"])
+
+    deleted = privacy("delete", "--shop", "demo", "--customer", "c1")
+    assert deleted.exit_code == 0, deleted.output
+    assert "Deleted customer 'c1'" in deleted.stdout and "customers: 1 row\n" in deleted.stdout
+    assert "visitors: 3 rows\n" in deleted.stdout  # the customer's row and both browsers'
+    assert services.store.identified_visitors("demo", "c1") == []
+    assert services.store.get_visitor("demo", "u:c1") is None
+    assert services.store.identified_visitors("demo", "c2") != []  # nobody else's
+    assert privacy("export", "--shop", "demo", "--customer", "c1").exit_code == 1
+    # Importing the shop's files again does not bring them back.
+    assert services.store.import_customers("demo", [Customer("c1", email="ada@example.com")]) == (0, 0, 1)
+    assert services.store.import_orders("demo", [Order("o7", "c1", ago(3), 5.0)]) == (0, 1)
+    assert services.store.get_visitor("demo", "u:c1") is None

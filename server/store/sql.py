@@ -825,40 +825,44 @@ class SqlStore:
             conn.execute(sa.update(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
                          .values(signed_up_at=sa.func.coalesce(signed_up, visitors.c.signed_up_at)))
 
-    def import_customers(self, shop: str, found: Sequence[Customer]) -> tuple[int, int]:
-        """Add or replace imported customers' details, all or nothing; (new, updated). Each gets
-        a visitor row under their imported id (imported_visitor_id), which their orders count on."""
+    def import_customers(self, shop: str, found: Sequence[Customer]) -> tuple[int, int, int]:
+        """Add or replace imported customers' details, all or nothing; (new, updated, forgotten).
+        Each gets a visitor row under their imported id (imported_visitor_id), which their orders
+        count on. A customer deleted at their request (forgotten_visitors) is left out."""
         now = utcnow()
         rows = [dict(
             shop=shop, visitor_id=imported_visitor_id(c.customer_id), customer_id=c.customer_id, email=c.email,
             email_sha256=c.email_sha256, first_name=c.first_name, signed_up_at=c.signed_up_at, birthday=c.birthday,
             customer_group=c.group, marketing_consent=c.marketing_consent, imported_at=now,
         ) for c in found]
-        ids = [r["visitor_id"] for r in rows]
         with self._writing() as conn:
+            gone = self._forgotten(conn, shop, [r["visitor_id"] for r in rows])
+            rows = [r for r in rows if r["visitor_id"] not in gone]
+            ids = [r["visitor_id"] for r in rows]
             known = set()
             for start in range(0, len(ids), 500):
                 known |= set(conn.execute(sa.select(customers.c.visitor_id).where(
                     customers.c.shop == shop, customers.c.visitor_id.in_(ids[start : start + 500]))).scalars())
-            insert = self._insert(customers)
-            upsert = insert.on_conflict_do_update(
-                index_elements=["shop", "visitor_id"],
-                set_={name: insert.excluded[name] for name in rows[0] if name not in ("shop", "visitor_id")} if rows else {})
-            for start in range(0, len(rows), 1000):
-                conn.execute(upsert, rows[start : start + 1000])
             if rows:
+                insert = self._insert(customers)
+                upsert = insert.on_conflict_do_update(
+                    index_elements=["shop", "visitor_id"],
+                    set_={name: insert.excluded[name] for name in rows[0] if name not in ("shop", "visitor_id")})
+                for start in range(0, len(rows), 1000):
+                    conn.execute(upsert, rows[start : start + 1000])
                 conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
                     dict(shop=shop, visitor_id=r["visitor_id"], first_seen=r["signed_up_at"] or now,
                          last_seen=r["signed_up_at"] or now, visits=1, page_views=0)
                     for r in rows
                 ])
             self._customer_sign_ups(conn, shop, ids)
-        return len(rows) - len(known), len(known)
+        return len(rows) - len(known), len(known), len(gone)
 
-    def import_orders(self, shop: str, found: Sequence[Order]) -> int:
+    def import_orders(self, shop: str, found: Sequence[Order]) -> tuple[int, int]:
         """Add imported orders as purchases of their customers (imported_visitor_id), all or
-        nothing; how many were new. An order id already stored (this file imported before, or
-        the same order under another customer) is not counted again."""
+        nothing; (new, of customers deleted at their request, left out). An order id already
+        stored (this file imported before, or the same order under another customer) is not
+        counted again."""
         now = utcnow()
         rows, users = [], {}
         for order in found:
@@ -874,13 +878,16 @@ class SqlStore:
             users.setdefault(vid, "")
         stored = 0
         with self._writing() as conn:
+            gone = self._forgotten(conn, shop, list(users))
+            kept = [r for r in rows if r["visitor_id"] not in gone]
+            users = {v: c for v, c in users.items() if v not in gone}
             insert = self._event_insert()
-            for start in range(0, len(rows), 1000):
-                stored += len(conn.execute(insert, rows[start : start + 1000]).all())
+            for start in range(0, len(kept), 1000):
+                stored += len(conn.execute(insert, kept[start : start + 1000]).all())
             self._rebuild_imported_visitors(conn, shop, users)
             if stored:
                 self._rebuild_aggregates(conn, shop)
-        return stored
+        return stored, len(rows) - len(kept)
 
     def all_items(self, shop: str) -> list[CatalogItem]:
         query = sa.select(items).where(items.c.shop == shop).order_by(items.c.item_id)
@@ -1037,6 +1044,13 @@ class SqlStore:
             conn.execute(self._insert(shop_keys).values(shop=shop, version=1, rotated_at=now).on_conflict_do_update(
                 index_elements=["shop"], set_={"version": shop_keys.c.version + 1, "rotated_at": now}))
             return conn.execute(sa.select(shop_keys.c.version).where(shop_keys.c.shop == shop)).scalar_one()
+
+    def identified_visitors(self, shop: str, customer_id: str) -> list[str]:
+        """The web visitors (browsers) identified as this customer."""
+        query = sa.select(visitors.c.visitor_id).where(
+            visitors.c.shop == shop, visitors.c.identified_as == imported_visitor_id(customer_id)).order_by(visitors.c.visitor_id)
+        with self._reading() as conn:
+            return list(conn.execute(query).scalars())
 
     def identify_visitor(self, shop: str, visitor_id: str, customer_id: str | None, now: datetime) -> VisitorProfile:
         """Link the visitor to the shop's customer `customer_id` (None: unlink them), making
