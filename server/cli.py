@@ -416,14 +416,19 @@ def shops_qa_key(ctx: click.Context, shop: str) -> None:
 
 
 # -- audiences -------------------------------------------------------------------------
-@main.command()
-@click.option("--shop", required=True, help="Shop id.")
+@main.group(invoke_without_command=True)
+@click.option("--shop", help="Shop id.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"<audience>": <visitors>, ...} (null: not sized).')
 @click.pass_context
-def audiences(ctx: click.Context, shop: str, as_json: bool) -> None:
-    """Print how many visitors each of the shop's audiences holds now, counted by the store."""
+def audiences(ctx: click.Context, shop: str | None, as_json: bool) -> None:
+    """Print how many visitors each of the shop's audiences holds now, counted by the store;
+    `export` prints the known customers in one of them."""
     from server.models import utcnow
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if not shop:
+        fail("name the shop: vitrine audiences --shop S [--json]")
     config = _parsed_or_exit(shop, _shop_file(ctx, shop))
     settings = _settings(ctx)
     services = _services(settings)
@@ -444,6 +449,35 @@ def audiences(ctx: click.Context, shop: str, as_json: bool) -> None:
         shown = "-" if size is None else f"{size:,}"
         why = f"   not sized: {sizes.not_sized[audience]}" if size is None else ""
         click.echo(f"  {audience:<{width}}  {shown:>9}{why}")
+
+
+@audiences.command("export")
+@click.argument("audience")
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.pass_context
+def audiences_export(ctx: click.Context, audience: str, shop: str, fmt: str) -> None:
+    """Print the shop's known customers in AUDIENCE now (id, e-mail, reason), for an e-mail tool:
+    only those imported with marketing consent, never one whose browser sent Global Privacy Control."""
+    from server.customers.export import as_csv, as_json, audience_customers
+    from server.models import utcnow
+    from server.store.audience_sql import NotExportable
+
+    config = _parsed_or_exit(shop, _shop_file(ctx, shop))
+    book = config.audience_book
+    if audience not in book.by_id:
+        fail(f"unknown audience {audience!r}; the audiences of shop {shop!r} are {', '.join(book.ids())}")
+    settings = _settings(ctx)
+    services = _services(settings)
+    try:
+        rows = audience_customers(services.store, services.audiences, config, audience, utcnow(),
+                                  settings.visit_timeout_minutes * 60)
+    except NotExportable as exc:
+        fail(str(exc))
+    finally:
+        services.close()
+    click.echo(as_csv(rows) if fmt == "csv" else as_json(rows), nl=fmt == "json")
+    click.echo(f"{len(rows)} customer{'' if len(rows) == 1 else 's'} in {audience}.", err=True)
 
 
 # -- recommendation model --------------------------------------------------------------

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 from server.cli import main
 from server.customers.keys import ShopKeys, derive_key, sign
 from server.store import open_store
+from server.visitors.page_views import PageView
 
 
 @pytest.fixture(autouse=True)
@@ -393,3 +394,113 @@ def test_privacy_export_and_delete_of_a_customer_take_every_device_and_stay_forg
     assert services.store.import_customers("demo", [Customer("c1", email="ada@example.com")]) == (0, 0, 1)
     assert services.store.import_orders("demo", [Order("o7", "c1", ago(3), 5.0)]) == (0, 1)
     assert services.store.get_visitor("demo", "u:c1") is None
+
+
+# -- audience export ------------------------------------------------------------------
+
+
+def cli(settings, *args: str) -> Result:
+    env = {"VITRINE_SECRET_KEYS": "test-key-1", "VITRINE_DATABASE_URL": settings.database_url}
+    return CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), *args], env=env)
+
+
+def test_export_lists_the_customers_in_an_audience_with_consent_and_without_gpc(app, services, settings, known) -> None:
+    import csv
+    import io
+    import json
+
+    services.store.import_customers("demo", [
+        Customer("c4", email="dana@example.com", marketing_consent=True, signed_up_at=utcnow() - timedelta(days=1)),
+        Customer("c5", email_sha256="ab" * 32, marketing_consent=True),
+        Customer("c6", email="gone@example.com", marketing_consent=True, signed_up_at=utcnow() - timedelta(days=1)),
+    ])
+    services.store.import_orders("demo", [
+        Order("o5", "c5", ago(5), 9.0), Order("o6", "c2", ago(500), 9.0), Order("o7", "c2", ago(450), 9.0),
+    ])
+    before = json.loads(cli(settings, "audiences", "export", "prospect", "--shop", "demo", "--format", "json").stdout)
+    assert [r["customer_id"] for r in before] == ["c4", "c6"]  # not Bob: no marketing consent
+    # Dana's browser sends Global Privacy Control: from then on she is never exported.
+    dana = device(app)
+    dana.post("/v1/page?shop=demo", json={"shop": "demo", "slots": [], "identify": signed(services, "c4")},
+              headers={"Sec-GPC": "1"})
+    # Eve's laptop left a cart two hours ago: she is a cart abandoner through it.
+    eve = device(app)
+    token = page_call(eve, signed(services, "c5")).json()["token"]
+    from conftest import record_history
+
+    record_history(services, "demo", token, {
+        "event_id": "eve-cart", "type": "add_to_cart", "item_id": "22632", "value": 1.85,
+        "ts": int((utcnow() - timedelta(hours=2)).timestamp() * 1000) + 0})
+    # An anonymous visitor with an old cart is nobody's e-mail.
+    stranger = device(app)
+    token = page_call(stranger).json()["token"]
+    record_history(services, "demo", token, {
+        "event_id": "stranger-cart", "type": "add_to_cart", "item_id": "22632",
+        "ts": int((utcnow() - timedelta(hours=2)).timestamp() * 1000)})
+    assert cli(settings, "privacy", "delete", "--shop", "demo", "--customer", "c6").exit_code == 0
+    stored(services)
+
+    lapsed = cli(settings, "audiences", "export", "lapsed", "--shop", "demo")
+    assert lapsed.exit_code == 0, lapsed.output
+    rows = list(csv.DictReader(io.StringIO(lapsed.stdout)))
+    # Bob is lapsed too, but never agreed to marketing.
+    assert [r["customer_id"] for r in rows] == ["c1"]
+    assert rows[0]["email"] == "ada@example.com"
+    assert rows[0]["reason"].startswith("last order 400 days ago")
+    assert "1 customer in lapsed." in lapsed.stderr
+
+    prospects = json.loads(cli(settings, "audiences", "export", "prospect", "--shop", "demo", "--format", "json").stdout)
+    assert prospects == []  # Dana's browser sent GPC, c6 was deleted at their request
+
+    abandoners = cli(settings, "audiences", "export", "cart_abandoner", "--shop", "demo", "--format", "json")
+    assert abandoners.exit_code == 0, abandoners.output
+    found = json.loads(abandoners.stdout)
+    assert [(r["customer_id"], r["email"], r["email_sha256"]) for r in found] == [("c5", "", "ab" * 32)]
+    assert "1 item in the cart" in found[0]["reason"]
+
+    first = json.loads(cli(settings, "audiences", "export", "first_time_customer", "--shop", "demo", "--format", "json").stdout)
+    assert [r["customer_id"] for r in first] == ["c5"]
+
+
+def test_export_refuses_an_unknown_audience_or_one_read_only_during_a_request(settings, services) -> None:
+    (settings.resolved_shops_dir / "other.toml").write_text(
+        'name = "other"\norigins = []\n[[audiences.custom]]\nid = "londoners"\ncity = "London"\n')
+    unknown = cli(settings, "audiences", "export", "lapsd", "--shop", "demo")
+    assert unknown.exit_code == 2 and "unknown audience 'lapsd'" in unknown.stderr
+    request_only = cli(settings, "audiences", "export", "londoners", "--shop", "other")
+    assert request_only.exit_code == 2
+    assert "audience 'londoners' cannot be exported: it reads city" in request_only.stderr
+    sizes = cli(settings, "audiences", "--shop", "demo", "--json")
+    assert sizes.exit_code == 0 and '"lapsed"' in sizes.stdout  # the sizes as before
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    if request.param == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path / 'v.db'}")
+    else:
+        store = open_store(request.getfixturevalue("postgres_url"))
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_the_export_query_on_both_stores(any_store) -> None:
+    from server.audiences import AudiencesConfig, compile_audiences
+
+    book, _ = compile_audiences(AudiencesConfig())
+    any_store.import_customers("s", [Customer("a", email="a@example.com", marketing_consent=True),
+                                     Customer("b", email="b@example.com", marketing_consent=True),
+                                     Customer("n", email="n@example.com")])
+    any_store.import_orders("s", [Order("1", "a", ago(30), 5.0), Order("2", "a", ago(20), 5.0),
+                                  Order("3", "b", ago(10), 5.0), Order("4", "n", ago(10), 5.0),
+                                  Order("5", "n", ago(9), 5.0)])
+    now = utcnow()
+    repeat = any_store.audience_customers("s", book, "repeat_customer", now, 1800)
+    assert [(c, e) for c, e, _, _ in repeat] == [("a", "a@example.com")]
+    assert repeat[0][3].orders == 2
+    first = any_store.audience_customers("s", book, "first_time_customer", now, 1800)
+    assert [c for c, *_ in first] == ["b"]
+    any_store.identify_visitor("s", "browser-b", "b", now)
+    any_store.record_page_views([PageView("s", "browser-b", now, 1800, gpc=True)])
+    assert any_store.audience_customers("s", book, "first_time_customer", now, 1800) == []

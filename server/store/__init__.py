@@ -80,6 +80,9 @@ class Store(Protocol):
 
     # audiences (server/audiences/): how many visitors each holds now (an AudienceSizes)
     def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any: ...
+    # the shop's known customers in an audience now (server/customers/export.py)
+    def audience_customers(self, shop: str, book: Any, audience: str, now: datetime, visit_timeout_s: int) -> list[
+        tuple[str, str, str, VisitorProfile]]: ...
 
     # known customers (server/customers/)
     def shop_key_version(self, shop: str) -> int: ...

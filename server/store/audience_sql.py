@@ -305,3 +305,53 @@ def _in_category(column: Any, category: str) -> Any:
     """The category or one of its subcategories ("Health > Diet" is in "Health")."""
     lower, wanted = sa.func.lower(column), category.lower()
     return sa.or_(lower == wanted, lower.startswith(wanted + " > ", autoescape=True))
+
+
+class NotExportable(ValueError):
+    """An audience no stored row can tell (it reads a fact known only during a request)."""
+
+
+def audience_customers(
+    conn: Connection, dialect: str, shop: str, book: AudienceBook, audience_id: str, now: datetime,
+    visit_timeout_s: int,
+) -> list[Any]:
+    """The rows of the shop's known customers in the audience now, in one statement: each
+    customer's own row (their imported orders, visitor id `u:<id>`) and each browser identified
+    as them is tested on its own, and a customer is in when one of them is. Only customers
+    imported with marketing consent, none of whose browsers sent Global Privacy Control on
+    its latest page view. Each row: the visitor's columns (state as text), the customer's id,
+    e-mail and e-mail hash; ordered by customer, their own row first."""
+    from server.store.schema import customers as k
+
+    not_sized: dict[str, str] = {}
+    for audience in book.ordered:
+        why = _why_not_sized(audience.rule, not_sized)
+        if why:
+            not_sized[audience.id] = why
+    if audience_id in not_sized:
+        raise NotExportable(f"audience {audience_id!r} cannot be exported: {not_sized[audience_id]}")
+    needed, todo = set(), [audience_id]
+    while todo:  # the audience and those it names, which its condition is made of
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += [n for part in walk(book.by_id[name].rule) if isinstance(part, InAudience) for n in part.ids]
+    compiler = _Compiler(dialect, shop, now, visit_timeout_s)
+    ordered = [a for a in book.ordered if a.id in needed]
+    history = compiler.read_history([a.rule for a in ordered])
+    conditions: dict[str, Any] = {}
+    for audience in ordered:
+        conditions[audience.id] = compiler.condition(audience.rule, conditions)
+    own = sa.func.coalesce(v.c.identified_as, v.c.visitor_id)
+    browser = v.alias("gpc_v")
+    gpc = sa.select(1).where(browser.c.shop == shop, browser.c.identified_as == k.c.visitor_id, browser.c.gpc).exists()
+    if dialect == "postgresql":
+        conn.execute(sa.text("SET LOCAL jit = off"))  # as count_audiences
+    query = (
+        sa.select(*(c for c in v.c if c.name != "state"), sa.cast(v.c.state, sa.Text).label("state"),
+                  k.c.customer_id, k.c.email, k.c.email_sha256)
+        .select_from((history if history is not None else v).join(k, (k.c.shop == v.c.shop) & (k.c.visitor_id == own)))
+        .where(v.c.shop == shop, k.c.marketing_consent.is_(True), ~gpc, conditions[audience_id])
+        .order_by(k.c.customer_id, v.c.identified_as.is_not(None), v.c.visitor_id)
+    )
+    return list(conn.execute(query))

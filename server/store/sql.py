@@ -1078,6 +1078,24 @@ class SqlStore:
         with self._reading() as conn:
             return count_audiences(conn, self.dialect, shop, book, now, visit_timeout_s)
 
+    def audience_customers(self, shop: str, book: Any, audience: str, now: datetime, visit_timeout_s: int) -> list[
+            tuple[str, str, str, VisitorProfile]]:
+        """The shop's known customers in the audience now, as (customer id, e-mail, e-mail
+        SHA-256, the visitor that holds it: their own row or a browser identified as them), one
+        per customer, in one statement (server/store/audience_sql.py). Raises NotExportable
+        for an audience no stored row can tell."""
+        from server.store.audience_sql import audience_customers
+
+        found: dict[str, tuple[str, str, str, VisitorProfile]] = {}
+        with self._reading() as conn:
+            for row in audience_customers(conn, self.dialect, shop, book, audience, now, visit_timeout_s):
+                if row.customer_id not in found:
+                    state = VisitorState.from_text(row.state)
+                    found[row.customer_id] = (row.customer_id, row.email, row.email_sha256, _row_profile(row._mapping, state))
+            # Deleted at their request and imported again since: still forgotten.
+            gone = self._forgotten(conn, shop, [imported_visitor_id(c) for c in found])
+        return [f for c, f in found.items() if imported_visitor_id(c) not in gone]
+
     def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
         """Up to `limit` of the shop's web visitors last seen before `before`. Imported
         customers (`u:` ids, imported_visitor_id) are not among them: their last_seen is the
