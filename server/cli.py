@@ -480,6 +480,43 @@ def audiences_export(ctx: click.Context, audience: str, shop: str, fmt: str) -> 
     click.echo(f"{len(rows)} customer{'' if len(rows) == 1 else 's'} in {audience}.", err=True)
 
 
+@audiences.command("deliveries")
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="The newest N.")
+@click.option("--json", "as_json", is_flag=True, help="Print them as a JSON list.")
+@click.pass_context
+def audiences_deliveries(ctx: click.Context, shop: str, limit: int, as_json: bool) -> None:
+    """Print the shop's newest audience webhook deliveries and how each went."""
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        rows = services.store.deliveries(shop, limit)
+    finally:
+        services.close()
+    shown = [{
+        "id": r["id"], "created_at": _iso(r["created_at"]), "audience": r["audience"], "change": r["change"],
+        "customer_id": r["customer_id"], "url": r["url"], "status": r["status"], "attempts": r["attempts"],
+        "next_attempt_at": _iso(r["next_attempt_at"]) if r["status"] == "pending" else None,
+        "delivered_at": _iso(r["delivered_at"]), "last_error": r["last_error"],
+    } for r in rows]
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+        return
+    if not shown:
+        click.echo(f"No webhook deliveries in shop {shop!r} yet.")
+        return
+    for d in shown:
+        when = {"delivered": f"delivered {d['delivered_at']}", "pending": f"next try {d['next_attempt_at']}",
+                "failed": "failed"}.get(d["status"], d["status"])
+        error = f"  ({d['last_error']})" if d["last_error"] else ""
+        click.echo(f"{d['id']:>6}  {d['created_at']}  {d['audience']} {d['change']:<5} {d['customer_id']}  "
+                   f"{d['status']}, {d['attempts']} attempt{'' if d['attempts'] == 1 else 's'}, {when}{error}")
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat(timespec="seconds") + "Z" if moment is not None else None
+
+
 # -- recommendation model --------------------------------------------------------------
 @main.command()
 @click.option("--shop", required=True, help="Shop id.")

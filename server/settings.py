@@ -197,6 +197,10 @@ class Settings:
         "visitors past `visitor_retention_days`.",
         minimum=1,
     )
+    audience_webhook_interval_s: int = _setting(
+        60, "Seconds between two runs by `vitrine worker` of the audience webhooks: who joined and who "
+        "left each webhook's audience, and the deliveries due (new ones and retries).", minimum=1,
+    )
     change_check_interval_s: float = _setting(
         1.0,
         "Seconds between a worker's checks for changed shop configs, override templates, catalog "

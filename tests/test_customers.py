@@ -504,3 +504,146 @@ def test_the_export_query_on_both_stores(any_store) -> None:
     any_store.identify_visitor("s", "browser-b", "b", now)
     any_store.record_page_views([PageView("s", "browser-b", now, 1800, gpc=True)])
     assert any_store.audience_customers("s", book, "first_time_customer", now, 1800) == []
+
+
+# -- audience webhooks ----------------------------------------------------------------
+
+import hashlib as _hashlib  # noqa: E402
+import hmac as _hmac  # noqa: E402
+import json as _json  # noqa: E402
+import threading  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+
+from server.customers import webhooks  # noqa: E402
+
+SECRET = "a-webhook-secret-of-the-shop"
+
+
+class Receiver:
+    """A real HTTP receiver on 127.0.0.1 that checks each delivery's signature, and answers
+    with the statuses it is told to (then 200)."""
+
+    def __init__(self) -> None:
+        self.got: list[dict] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                expected = "sha256=" + _hmac.new(SECRET.encode(), body, _hashlib.sha256).hexdigest()
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if not _hmac.compare_digest(self.headers.get("X-Vitrine-Signature", ""), expected):
+                    status = 401
+                if status == 200:
+                    receiver.got.append(_json.loads(body))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/vitrine"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def hooked_shop(settings, url: str, audience: str = "repeat_customer", secret: str = SECRET) -> None:
+    (settings.resolved_shops_dir / "hooked.toml").write_text(
+        f'name = "hooked"\norigins = []\n[[audiences.webhooks]]\naudience = "{audience}"\nurl = "{url}"\n'
+        f'secret = "{secret}"\n')
+
+
+def test_webhooks_get_the_joins_and_leaves_signed_and_retried(services, settings, receiver) -> None:
+    hooked_shop(settings, receiver.url)
+    services.store.import_customers("hooked", [
+        Customer("a", email="a@example.com", marketing_consent=True),
+        Customer("b", email="b@example.com", marketing_consent=True),
+        Customer("n", email="n@example.com"),  # no marketing consent: never sent
+    ])
+    services.store.import_orders("hooked", [
+        Order("1", "a", ago(30), 5.0), Order("2", "a", ago(20), 5.0), Order("3", "b", ago(10), 5.0),
+        Order("4", "n", ago(10), 5.0), Order("5", "n", ago(9), 5.0),
+    ])
+    now = utcnow()
+    assert webhooks.run(services, now).startswith("1 joins and 0 leaves queued, 1 delivered")
+    assert [(d["change"], d["customer"], d["audience"]) for d in receiver.got] == [
+        ("join", {"id": "a", "email": "a@example.com", "email_sha256": _hashlib.sha256(b"a@example.com").hexdigest()},
+         "repeat_customer")]
+    assert receiver.got[0]["reason"] == "2 orders"
+    assert webhooks.run(services, now).startswith("0 joins and 0 leaves queued, 0 delivered")  # nothing changed
+
+    # b orders again (joins); a's consent is withdrawn in the shop's next import (leaves).
+    services.store.import_orders("hooked", [Order("6", "b", ago(1), 5.0)])
+    services.store.import_customers("hooked", [Customer("a", email="a@example.com", marketing_consent=False)])
+    receiver.statuses = [503, 500]  # the receiver is down for a while
+    later = now + timedelta(seconds=1)
+    assert "1 joins and 1 leaves queued, 0 delivered, 1 to try again" in webhooks.run(services, later)
+    assert len(receiver.got) == 1
+    pending = services.store.deliveries("hooked")[:2]  # newest first
+    assert [(d["change"], d["status"], d["attempts"], d["last_error"]) for d in pending] == [
+        ("leave", "pending", 0, ""), ("join", "pending", 1, "HTTP 503")]
+    assert pending[1]["next_attempt_at"] == later + timedelta(seconds=30)
+    # Not due yet: nothing is sent, and the later delivery waits behind it.
+    assert "0 delivered" in webhooks.run(services, later + timedelta(seconds=10))
+    assert "0 delivered, 1 to try again" in webhooks.run(services, later + timedelta(seconds=31))  # the 500
+    assert "2 delivered" in webhooks.run(services, later + timedelta(seconds=31 + 121))
+    assert [(d["change"], d["customer"]["id"]) for d in receiver.got[1:]] == [("join", "b"), ("leave", "a")]
+    assert receiver.got[2]["customer"] == {"id": "a"}  # a leave names the customer by id only
+
+    listed = cli(settings, "audiences", "deliveries", "--shop", "hooked")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 3 and "repeat_customer leave a" in lines[0] and "delivered" in lines[0]
+    assert "join  b  delivered, 3 attempts" in lines[1]
+    as_json = _json.loads(cli(settings, "audiences", "deliveries", "--shop", "hooked", "--json").stdout)
+    assert [d["status"] for d in as_json] == ["delivered"] * 3
+
+
+def test_a_delivery_fails_after_the_last_retry_and_a_wrong_secret_is_refused(services, settings, receiver) -> None:
+    hooked_shop(settings, receiver.url, secret="not-the-receivers-secret")
+    services.store.import_customers("hooked", [Customer("a", email="a@example.com", marketing_consent=True)])
+    services.store.import_orders("hooked", [Order("1", "a", ago(30), 5.0), Order("2", "a", ago(20), 5.0)])
+    at = utcnow()
+    webhooks.run(services, at)
+    for backoff in webhooks.BACKOFF_S:
+        at += timedelta(seconds=backoff)
+        webhooks.run(services, at)
+    [delivery] = services.store.deliveries("hooked")
+    assert (delivery["status"], delivery["attempts"], delivery["last_error"]) == ("failed", webhooks.MAX_ATTEMPTS, "HTTP 401")
+    assert receiver.got == []
+
+
+def test_a_webhook_config_names_an_audience_that_can_be_sent(settings, services) -> None:
+    from server.shops import ShopConfigError, parse_shop_config
+
+    path = settings.resolved_shops_dir / "bad.toml"
+    path.write_text(
+        'name = "bad"\norigins = []\n'
+        '[[audiences.webhooks]]\naudience = "lapsed"\nurl = "ftp://hooks.example/v"\nsecret = "short"\n')
+    with pytest.raises(ShopConfigError) as raised:
+        parse_shop_config("bad", path)
+    text = "\n".join(raised.value.problems)
+    assert "bad.toml:5: audiences.webhooks[0].url: " in text and "http:// or https:// URL" in text
+    assert "bad.toml:6: audiences.webhooks[0].secret: " in text
+    path.write_text(
+        'name = "bad"\norigins = []\n'
+        '[[audiences.custom]]\nid = "londoners"\ncity = "London"\n'
+        '[[audiences.webhooks]]\naudience = "lapsd"\nurl = "https://hooks.example/v"\nsecret = "0123456789abcdef"\n'
+        '[[audiences.webhooks]]\naudience = "londoners"\nurl = "https://hooks.example/v"\nsecret = "0123456789abcdef"\n')
+    with pytest.raises(ShopConfigError) as raised:
+        parse_shop_config("bad", path)
+    text = "\n".join(raised.value.problems)
+    assert "bad.toml:7: audiences.webhooks[0].audience: unknown audience 'lapsd'" in text
+    assert "bad.toml:11: audiences.webhooks[1].audience: audience 'londoners' cannot have a webhook: it reads city" in text

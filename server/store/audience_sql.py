@@ -51,11 +51,7 @@ def count_audiences(
 ) -> AudienceSizes:
     started = time.perf_counter()
     compiler = _Compiler(dialect, shop, now, visit_timeout_s)
-    not_sized: dict[str, str] = {}
-    for audience in book.ordered:
-        why = _why_not_sized(audience.rule, not_sized)
-        if why:
-            not_sized[audience.id] = why
+    not_sized = book.not_sized()
     sized = [a for a in book.ordered if a.id not in not_sized]
     history = compiler.read_history([a.rule for a in sized])
     conditions: dict[str, Any] = {}
@@ -75,18 +71,6 @@ def count_audiences(
     sizes = {a: (int(row[labels[a]] or 0) if a in labels else None) for a in book.ids()}
     return AudienceSizes(sizes, {a: not_sized[a] for a in book.ids() if a in not_sized}, int(row["total"] or 0),
                          time.perf_counter() - started)
-
-
-def _why_not_sized(rule: Rule, not_sized: dict[str, str]) -> str:
-    """Why no stored row can tell whether a visitor is in the audience ("" when one can)."""
-    for part in walk(rule):
-        if isinstance(part, FactTest) and part.fact.not_sized:
-            return f"it reads {part.fact.name}, {part.fact.not_sized}"
-        if isinstance(part, InAudience):
-            for name in part.ids:
-                if name in not_sized:
-                    return f"it names audience {name}, which is not sized ({not_sized[name]})"
-    return ""
 
 
 class _Compiler:
@@ -323,11 +307,7 @@ def audience_customers(
     e-mail and e-mail hash; ordered by customer, their own row first."""
     from server.store.schema import customers as k
 
-    not_sized: dict[str, str] = {}
-    for audience in book.ordered:
-        why = _why_not_sized(audience.rule, not_sized)
-        if why:
-            not_sized[audience.id] = why
+    not_sized = book.not_sized()
     if audience_id in not_sized:
         raise NotExportable(f"audience {audience_id!r} cannot be exported: {not_sized[audience_id]}")
     needed, todo = set(), [audience_id]

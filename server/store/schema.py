@@ -192,3 +192,41 @@ customers = sa.Table(
     sa.Column("marketing_consent", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("imported_at", sa.DateTime, nullable=False),
 )
+
+audience_members = sa.Table(
+    "audience_members",
+    metadata,
+    # The known customers each audience webhook last sent as members (server/customers/webhooks.py):
+    # the worker compares the audience now with these to find who joined and who left. `hook`
+    # names the webhook (a hash of its audience and URL).
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("hook", sa.String(32), primary_key=True),
+    sa.Column("visitor_id", sa.String(64), primary_key=True),  # the customer's: "u:<customer id>"
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("joined_at", sa.DateTime, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    # One join or leave of a customer for one webhook: its JSON, and how sending it went
+    # (pending, delivered, failed after the last retry).
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("shop", sa.String(64), nullable=False),
+    sa.Column("hook", sa.String(32), nullable=False),
+    sa.Column("audience", sa.String(64), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("visitor_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("change", sa.String(8), nullable=False),  # join, leave
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("delivered_at", sa.DateTime, nullable=True),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_shop", "shop", "id"),
+    sa.Index("ix_webhook_deliveries_visitor", "shop", "visitor_id"),
+)

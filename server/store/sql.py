@@ -30,7 +30,7 @@ from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, Stor
 from server.store.group import GroupWriter
 from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
-from server.store.schema import customers, shop_keys, worker_leases
+from server.store.schema import audience_members, customers, shop_keys, webhook_deliveries, worker_leases
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -831,8 +831,9 @@ class SqlStore:
         count on. A customer deleted at their request (forgotten_visitors) is left out."""
         now = utcnow()
         rows = [dict(
-            shop=shop, visitor_id=imported_visitor_id(c.customer_id), customer_id=c.customer_id, email=c.email,
-            email_sha256=c.email_sha256, first_name=c.first_name, signed_up_at=c.signed_up_at, birthday=c.birthday,
+            shop=shop, visitor_id=imported_visitor_id(c.customer_id), customer_id=c.customer_id, email=c.email.lower(),
+            email_sha256=c.email_sha256 or (hashlib.sha256(c.email.lower().encode()).hexdigest() if c.email else ""),
+            first_name=c.first_name, signed_up_at=c.signed_up_at, birthday=c.birthday,
             customer_group=c.group, marketing_consent=c.marketing_consent, imported_at=now,
         ) for c in found]
         with self._writing() as conn:
@@ -960,7 +961,7 @@ class SqlStore:
     # Every table with rows about one visitor, keyed by (shop, visitor_id): what an export
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
-    VISITOR_TABLES: tuple[sa.Table, ...] = (events, customers, visitors)
+    VISITOR_TABLES: tuple[sa.Table, ...] = (events, webhook_deliveries, audience_members, customers, visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -1095,6 +1096,63 @@ class SqlStore:
             # Deleted at their request and imported again since: still forgotten.
             gone = self._forgotten(conn, shop, [imported_visitor_id(c) for c in found])
         return [f for c, f in found.items() if imported_visitor_id(c) not in gone]
+
+    # -- audience webhooks (server/customers/webhooks.py) ---------------------------------
+    def hook_members(self, shop: str, hook: str) -> dict[str, str]:
+        """The customers a webhook last sent as members: {visitor id: customer id}."""
+        query = sa.select(audience_members.c.visitor_id, audience_members.c.customer_id).where(
+            audience_members.c.shop == shop, audience_members.c.hook == hook)
+        with self._reading() as conn:
+            return dict(conn.execute(query).all())
+
+    def record_hook_changes(
+        self, shop: str, hook: str, joined: dict[str, str], left: Sequence[str], deliveries: Sequence[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """A webhook's new members and leavers, with their deliveries to send, in one transaction."""
+        with self._writing() as conn:
+            if left:
+                for start in range(0, len(left), 500):
+                    conn.execute(sa.delete(audience_members).where(
+                        audience_members.c.shop == shop, audience_members.c.hook == hook,
+                        audience_members.c.visitor_id.in_(list(left[start : start + 500]))))
+            if joined:
+                conn.execute(self._insert(audience_members).on_conflict_do_nothing(), [
+                    dict(shop=shop, hook=hook, visitor_id=v, customer_id=c, joined_at=now) for v, c in joined.items()])
+            if deliveries:
+                conn.execute(sa.insert(webhook_deliveries), [
+                    dict(shop=shop, hook=hook, status="pending", attempts=0, next_attempt_at=now, last_error="",
+                         created_at=now, **d) for d in deliveries])
+
+    def due_deliveries(self, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
+        """Pending deliveries, oldest first: the due ones and, for keeping each webhook's order,
+        the ones waiting behind them."""
+        query = (sa.select(webhook_deliveries).where(webhook_deliveries.c.status == "pending")
+                 .order_by(webhook_deliveries.c.id).limit(limit))
+        with self._reading() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def delivery_tried(
+        self, delivery_id: int, status: str, attempts: int, next_attempt_at: datetime | None, error: str,
+        delivered_at: datetime | None,
+    ) -> None:
+        with self._writing() as conn:
+            conn.execute(sa.update(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id).values(
+                status=status, attempts=attempts, next_attempt_at=next_attempt_at, last_error=error[:500],
+                delivered_at=delivered_at))
+
+    def deliveries(self, shop: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The shop's newest webhook deliveries, newest first."""
+        query = (sa.select(webhook_deliveries).where(webhook_deliveries.c.shop == shop)
+                 .order_by(webhook_deliveries.c.id.desc()).limit(limit))
+        with self._reading() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def purge_deliveries(self, before: datetime) -> int:
+        """Forget deliveries done (delivered or failed) before `before`."""
+        with self._writing() as conn:
+            return conn.execute(sa.delete(webhook_deliveries).where(
+                webhook_deliveries.c.status != "pending", webhook_deliveries.c.created_at < before)).rowcount or 0
 
     def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
         """Up to `limit` of the shop's web visitors last seen before `before`. Imported
