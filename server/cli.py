@@ -64,6 +64,7 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) ->
         _import_interactions(services, DEMO_SHOP, DEMO_DIR / "data" / "interactions.csv", shift=True)
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
+    _import_demo_customers(services)
     if not services.search.in_step(DEMO_SHOP):
         count = services.search.rebuild(DEMO_SHOP)
         click.echo(f"Built the demo shop's search index ({count} items).")
@@ -169,6 +170,16 @@ def _services(settings: Settings) -> Any:
         return build_services(settings)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+
+
+def _import_demo_customers(services: Any) -> None:
+    """The demo's customers (names and consents made up, server/demo/data/NOTICE.md), for its
+    log-in page; imported again at each start, which changes nothing once they are in."""
+    from server.imports import read_customers
+
+    new, _, _ = services.store.import_customers(DEMO_SHOP, read_customers(DEMO_DIR / "data" / "customers.csv"))
+    if new:
+        click.echo(f"Imported the demo shop's {new} customers (log in as one at /demo/account).")
 
 
 def _install_demo_shop(settings: Settings) -> None:
