@@ -611,6 +611,16 @@ def test_webhooks_get_the_joins_and_leaves_signed_and_retried(services, settings
     assert [d["status"] for d in as_json] == ["delivered"] * 3
 
 
+def test_a_redirect_is_not_a_delivery(services, settings, receiver) -> None:
+    hooked_shop(settings, receiver.url)
+    services.store.import_customers("hooked", [Customer("a", email="a@example.com", marketing_consent=True)])
+    services.store.import_orders("hooked", [Order("1", "a", ago(30), 5.0), Order("2", "a", ago(20), 5.0)])
+    receiver.statuses = [302]
+    webhooks.run(services, utcnow())
+    [delivery] = services.store.deliveries("hooked")
+    assert (delivery["status"], delivery["last_error"]) == ("pending", "HTTP 302")
+
+
 def test_a_delivery_fails_after_the_last_retry_and_a_wrong_secret_is_refused(services, settings, receiver) -> None:
     hooked_shop(settings, receiver.url, secret="not-the-receivers-secret")
     services.store.import_customers("hooked", [Customer("a", email="a@example.com", marketing_consent=True)])

@@ -11,7 +11,7 @@ nothing more than any other (the customer comes with the visitor's row).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,13 +37,13 @@ _FROM_CUSTOMER = ("customer_id", "first_name", "customer_signed_up_at", "orders"
 
 
 def identify(
-    store: Store, keys: "ShopKeys", ctx: "VisitorContext", given: IdentifyIn | bool,
+    store: Store, keys: "ShopKeys", ctx: "VisitorContext", given: IdentifyIn | Literal[False],
 ) -> tuple["VisitorContext", dict[str, Any]]:
     """The request's context after the page's `identify`, and what the answer says of it."""
     profile = ctx.profile
     if not ctx.consent.personalization:
         return ctx, _said(False, "", "not identified: without consent to personalization no link is stored")
-    if given is False or given is True:  # true is no customer: the schema lets only false through
+    if given is False:
         if not profile.customer_id:
             return ctx, _said(False, "", "not identified")
         return _linked(store, ctx, None), _said(False, "", "logged out: this browser is no longer linked to a customer")

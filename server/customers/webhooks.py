@@ -135,6 +135,17 @@ def _secret(services: Any, shop_id: str, name: str) -> str | None:
     return None
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer that did not take the delivery (urllib would follow it with a
+    GET and no body): it is tried again like any other."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _post(url: str, body: bytes, secret: str, delivery: str) -> str:
     """POST the body; "" when the receiver answered 2xx, else what went wrong."""
     request = urllib.request.Request(url, data=body, method="POST", headers={
@@ -142,7 +153,7 @@ def _post(url: str, body: bytes, secret: str, delivery: str) -> str:
         SIGNATURE_HEADER: signature(secret, body), DELIVERY_HEADER: delivery,
     })
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        with _OPENER.open(request, timeout=TIMEOUT_S) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
