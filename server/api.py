@@ -14,12 +14,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from server.consent.rules import ConsentDecision, ConsentIn, from_query
-from server.context import OVERRIDES, PageContext, VisitorContext
+from server.context import OVERRIDES, PageContext, VisitorContext, non_personal
 from server.customers.identify import IdentifyIn, identify as identify_customer
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.identity import Identity, attach_token, clear_token, identify
 from server.models import ANONYMOUS_VISITOR
+from server.measure.experiments import holdout_assignment
 from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
@@ -180,6 +181,7 @@ async def page(request: Request) -> Response:
         ctx = svc.contexts.build(
             request, shop.id, identity, page_ctx, page_view_id=page_view_id, consent=consent,
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
+            holdout=shop.holdout,
         )
         identified = None
         if body.identify is not None:
@@ -198,6 +200,8 @@ async def page(request: Request) -> Response:
                     "html": fragment.html, "shadow": fragment.shadow, "campaigns": fragment.campaigns,
                     "strategy": fragment.strategy,
                 }
+                if fragment.experiment:
+                    fragments[slot.id].update(experiment=fragment.experiment, variant=fragment.variant)
         popup_widget = WIDGETS["popup"]
         payload = {
             "page_view_id": page_view_id,
@@ -206,6 +210,7 @@ async def page(request: Request) -> Response:
             "popups": isolated(shop.id, "popups", lambda: popup_widget.page_popups(rc), list),  # type: ignore[attr-defined]
             "errors": errors,
             "consent": {"personalization": consent.personalization, "analytics": consent.analytics, "withdrawn": withdrawn},
+            "holdout": ctx.holdout,
         }
         if identified is not None:
             payload["identify"] = identified
@@ -216,6 +221,13 @@ async def page(request: Request) -> Response:
                 payload["nav"] = nav
             else:
                 errors["nav"] = "the menu order could not be computed (the server log says why)"
+        # Every experiment the visitor is counted in on this page, and the first exposure to each
+        # stored; the hold-out too (its two sides are compared as an experiment's variants).
+        payload["experiments"] = {a.experiment.id: a.variant.id for a, _ in rc.exposures if a.counted}
+        held = holdout_assignment(ctx, shop.holdout)
+        if held is not None:
+            rc.exposures.append((held, ""))
+        isolated(shop.id, "exposures", lambda: svc.contexts.record_exposures(ctx, rc.exposures), int)
         return payload, ctx
 
     payload, ctx = await run_in_threadpool(render)
@@ -316,6 +328,7 @@ async def fragment(request: Request) -> Response:
         ctx = svc.contexts.build(
             request, shop.id, identity, page_ctx, overrides=overrides, consent=consent,
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
+            holdout=shop.holdout,
         )
         rc = _render_context(svc, ctx, shop, standalone=True)
         return ctx, render_slot(rc, slot)
@@ -345,6 +358,8 @@ async def fragment(request: Request) -> Response:
         headers["X-Vitrine-Campaigns"] = ",".join(frag.campaigns)
     if frag.strategy:
         headers["X-Vitrine-Strategy"] = frag.strategy
+    if frag.assignment is not None:
+        headers["X-Vitrine-Variant"] = f"{frag.assignment.experiment.id}:{frag.assignment.variant.id}"
     if frag.error:
         raise ApiError(422, frag.error)
     return HTMLResponse(html, headers=headers)
@@ -365,8 +380,9 @@ def _check_work(slots: list[Slot], default_count: int, most_items: int) -> None:
 
 
 def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool = False) -> RenderContext:
+    """What every slot of the request renders with; a hold-out visitor's shows nothing of them."""
     return RenderContext(
-        ctx=ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
+        ctx=non_personal(ctx) if ctx.holdout else ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
         recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
         navigator=svc.navigator, catalog=svc.catalog,
         site=site_base(shop.site_url, svc.settings.public_url, svc.settings.host, svc.settings.port) if shop.site_url else "",

@@ -18,6 +18,7 @@ from server.urls import RULE, is_web_url
 
 if TYPE_CHECKING:
     from server.audiences import VisitorFacts
+    from server.measure.experiments import Assignment
     from server.context import VisitorContext
 
 VisitorKind = Literal["new", "returning", "customer"]
@@ -228,16 +229,23 @@ class Decision:
     campaign: Campaign
     show: bool
     reasons: list[str] = field(default_factory=list)
+    # In an experiment (server/measure/experiments.py): the visitor's assignment, and whether
+    # it is their variant alone that keeps the campaign from showing (the shop's default).
+    assignment: "Assignment | None" = None
+    held_back: bool = False
 
 
-def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozenset()) -> Decision:
+def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozenset(), variant: bool = False) -> Decision:
+    """Whether the campaign shows to this visitor, with every reason. A `variant` of an
+    experiment (server/measure/experiments.py) shows even when not enabled on its own."""
     reasons: list[str] = []
     aud = campaign.audience
 
     def check(ok: bool, why: str) -> None:
         reasons.append(("ok: " if ok else "no: ") + why)
 
-    check(campaign.enabled, "campaign enabled")
+    if not variant:
+        check(campaign.enabled, "campaign enabled")
     if aud.visitor:
         check(ctx.visitor_kind in aud.visitor, f"visitor is {ctx.visitor_kind}, wanted {'/'.join(aud.visitor)}")
     if aud.device:

@@ -53,8 +53,10 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None) -> None:
 @click.option("--train/--no-train", default=True, show_default=True,
               help="Train the recommendation model before serving when the demo shop has none yet "
               "(else the background jobs train it once enough interactions are in).")
+@click.option("--simulate/--no-simulate", default=True, show_default=True,
+              help="On the first start, fill the dashboard with a simulated month of traffic (visitor ids sim-...).")
 @click.pass_context
-def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) -> None:
+def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, simulate: bool) -> None:
     """Set up the demo shop (once) and serve it on http://HOST:PORT/demo/, with the background jobs."""
     settings = _settings(ctx, host=host, port=port)
     services = _services(settings)
@@ -62,6 +64,10 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool) ->
     if services.store.count_items(DEMO_SHOP) == 0:
         _import_catalog(services, DEMO_SHOP, DEMO_DIR / "data" / "catalog.csv", None)
         _import_interactions(services, DEMO_SHOP, DEMO_DIR / "data" / "interactions.csv", shift=True)
+        if simulate:
+            from server.demo.simulate import World
+
+            _simulate(services, DEMO_SHOP, World())
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
     _import_demo_customers(services)
@@ -526,6 +532,76 @@ def audiences_deliveries(ctx: click.Context, shop: str, limit: int, as_json: boo
 
 def _iso(moment: Any) -> str | None:
     return moment.isoformat(timespec="seconds") + "Z" if moment is not None else None
+
+
+# -- measurement -----------------------------------------------------------------------
+@main.command()
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--experiment", help="Only this experiment (\"holdout\": only the hold-out).")
+@click.option("--engine", type=click.Choice(["bayesian", "frequentist", "sequential"]), default="bayesian",
+              show_default=True, help="Bayesian chance to win, or a t-test (sequential: safe to look at any time).")
+@click.option("--metric", type=click.Choice(["conversion_rate", "revenue_per_visitor"]), default="conversion_rate",
+              show_default=True, help="What the uplift is of.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (docs/measurement.md#the-report).")
+@click.option("--roll-up/--no-roll-up", default=True, show_default=True,
+              help="Read the events stored since the worker's last rollup first.")
+@click.pass_context
+def report(ctx: click.Context, shop: str, experiment: str | None, engine: str, metric: str, as_json: bool,
+           roll_up: bool) -> None:
+    """Print each experiment's variants against their control, and the hold-out's uplift."""
+    from server.measure.report import build_report, format_report
+    from server.measure.rollups import run_rollups
+
+    config = _parsed_or_exit(shop, _shop_file(ctx, shop))
+    if experiment is not None and experiment != "holdout" and config.campaign_experiment(experiment) is None \
+            and not any(e.id == experiment for e in config.experiments):
+        known = ", ".join([e.id for e in config.experiments] + ["holdout"])
+        fail(f"shop {shop!r} has no experiment {experiment!r} in its config (it has: {known})")
+    services = _services(_settings(ctx))
+    try:
+        if roll_up:
+            line = run_rollups(services)
+            if not as_json:
+                click.echo(f"Rollups: {line}", err=True)
+        data = build_report(services.store, config, experiment, engine, metric)
+    finally:
+        services.close()
+    click.echo(json.dumps(data, indent=2) if as_json else format_report(data), nl=not as_json)
+    if as_json:
+        click.echo()
+
+
+@main.command("simulate")
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--days", type=click.IntRange(1, 400), default=30, show_default=True, help="Days of traffic, ending now.")
+@click.option("--visitors-per-day", type=click.IntRange(1, 1_000_000), default=150, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True, help="The same seed makes the same visitors.")
+@click.pass_context
+def simulate_cmd(ctx: click.Context, shop: str, days: int, visitors_per_day: int, seed: int) -> None:
+    """Write simulated traffic (visitor ids sim-...) for the dashboard and benchmarks, then roll it up."""
+    from server.demo.simulate import World
+
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        _require_shop(services, shop)
+        _simulate(services, shop, World(visitors_per_day=visitors_per_day, days=days, seed=seed))
+    finally:
+        services.close()
+
+
+def _simulate(services: Any, shop: str, world: Any) -> None:
+    from server.demo.simulate import simulate
+    from server.measure.rollups import run_rollups
+
+    started = time.perf_counter()
+    items = services.store.list_items(shop, limit=1000)
+    done = simulate(services.store, services.shops.get(shop), items, world)
+    click.echo(f"Simulated {world.days} days of traffic for the dashboard: {done.visitors:,} visitors, {done.events:,} "
+               f"events, {done.orders:,} orders (visitor ids sim-..., labelled as simulated) in "
+               f"{time.perf_counter() - started:.1f} s.")
+    # At once, not after the rollups' usual wait: nothing else is writing now.
+    click.echo(f"Rollups: {run_rollups(services, lag_s=0)}")
 
 
 # -- recommendation model --------------------------------------------------------------

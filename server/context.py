@@ -26,6 +26,7 @@ from server.identity import Identity, new_visitor_id
 from server.models import Event, VisitorProfile, utcnow
 from server.store import Store, VisitorForgotten
 from server.languages import accepted_languages
+from server.measure.experiments import Assignment, exposure_event, in_holdout
 from server.traffic import TrafficSource, classify_source, referrer_host
 from server.visitors.page_views import PageView, PageViewWriter
 
@@ -107,6 +108,10 @@ class VisitorContext:
     languages: tuple[str, ...] = ()
     # Works out which of the shop's audiences the visitor is in (server/audiences/); None: none.
     audience_source: "Callable[[VisitorContext], Membership] | None" = field(default=None, compare=False, repr=False)
+    # In the shop's hold-out (server/measure/experiments.py): shown no personalization anywhere.
+    holdout: bool = False
+    # QA's `variant=hero:b`: the variants to show, by experiment id.
+    forced_variants: tuple[tuple[str, str], ...] = ()
     # What widgets derive from the visitor (their history's viewed items, affinity, model
     # vector), worked out once per request and shared by every slot. Not copied by
     # dataclasses.replace: a context with QA's overrides derives anew.
@@ -212,11 +217,13 @@ class VisitorContext:
             "consent": self.consent.as_dict(),
             "language": self.languages[0] if self.languages else "",
             "audiences": list(self.audiences.ids),
+            "holdout": self.holdout,
         }
 
 
 # What QA may pretend to be on a fragment URL: ?visitor=new&country=GB&device=mobile&source=paid&audience=lapsed
-OVERRIDES = ("visitor", "country", "device", "source", "audience")
+# &variant=hero:b (an experiment's variant) &holdout=1 (in the shop's hold-out, or 0: not)
+OVERRIDES = ("visitor", "country", "device", "source", "audience", "variant", "holdout")
 
 
 class ContextBuilder:
@@ -231,6 +238,7 @@ class ContextBuilder:
         self.trusted = parse_networks(trusted_proxies)
         self.visit_timeout_s = visit_timeout_s
         self.memo = VisitorMemo()
+        self._exposed = RecentKeys(100_000)
 
     def is_https(self, request: Request) -> bool:
         if request.scope.get("scheme") == "https":  # not request.url: building it is a tenth of a millisecond
@@ -262,10 +270,12 @@ class ContextBuilder:
         consent: ConsentDecision = ALLOWED,
         sensitive_categories: Sequence[str] = (),
         audiences: "Callable[[VisitorContext], Membership] | None" = None,
+        holdout: float = 0.0,
     ) -> VisitorContext:
         """The visitor's context; with a `page_view_id` this request is a page view and is
         recorded. Without consent to personalization nothing is read or recorded: the visitor
-        is a new one, known only by this request (device, location, source, page)."""
+        is a new one, known only by this request (device, location, source, page). `holdout`:
+        the shop's hold-out share, which the visitor is in or not by their id."""
         if not consent.personalization:
             identity = Identity(visitor_id=new_visitor_id(), is_new=True)
         device = parse_device(request.headers.get("user-agent"))
@@ -304,8 +314,23 @@ class ContextBuilder:
             profile=profile, device=device, geo=geo, source=source, page=page, consent=consent,
             hidden=self._hidden(shop, page, sensitive_categories) if sensitive_categories else None, memo=self.memo,
             languages=accepted_languages(request.headers.get("accept-language")), audience_source=audiences,
+            holdout=consent.personalization and device.device_class != "bot" and in_holdout(holdout, shop, identity.visitor_id),
         )
         return apply_overrides(ctx, overrides or {})
+
+    def record_exposures(self, ctx: VisitorContext, exposures: "Sequence[tuple[Assignment, str]]") -> int:
+        """Store the visitor's first exposure to each experiment this page view showed them
+        (counted assignments only), once: this worker remembers the recent ones, and the event
+        id made from the visitor's makes any other a duplicate. Returns how many were queued."""
+        now = utcnow()
+        fresh = []
+        for assignment, slot in exposures:
+            key = (ctx.shop, assignment.experiment.id, ctx.visitor_id)
+            if assignment.counted and self._exposed.add(key):
+                fresh.append(exposure_event(assignment, ctx.shop, ctx.visitor_id, now, slot))
+        if fresh:
+            self.page_views.add_events(ctx.shop, ctx.visitor_id, now, tuple(fresh))
+        return len(fresh)
 
 
     def _hidden(self, shop: str, page: PageContext, sensitive: Sequence[str]) -> Callable[[Sequence[str]], set[str]] | None:
@@ -368,7 +393,43 @@ def apply_overrides(ctx: VisitorContext, overrides: Mapping[str, str]) -> Visito
         from server.audiences import with_forced
 
         changes["audience_source"] = with_forced(ctx.audience_source, overrides["audience"])
+    if overrides.get("holdout"):
+        changes["holdout"] = overrides["holdout"].lower() in ("1", "true", "yes")
+    if overrides.get("variant"):
+        pairs = (part.split(":", 1) for part in overrides["variant"].split(",") if ":" in part)
+        changes["forced_variants"] = tuple((e.strip()[:64], v.strip()[:64]) for e, v in pairs)
     return dataclasses.replace(ctx, **changes) if changes else ctx
+
+
+def non_personal(ctx: VisitorContext) -> VisitorContext:
+    """The context a hold-out visitor (or an experiment's default variant) is rendered with:
+    this request's device, location, source and page, and nothing of the visitor (no
+    history, no model vector, no audience, a first visit)."""
+    now = ctx.profile.last_seen
+    return dataclasses.replace(
+        ctx, visitor_id="", is_new_token=True, memo=None, audience_source=None, forced_variants=(),
+        profile=VisitorProfile(visitor_id="", first_seen=now, last_seen=now, new_visit=True),
+    )
+
+
+class RecentKeys:
+    """The last `size` keys seen, for a cheap "seen before?" (a bounded set, oldest out first)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._keys: OrderedDict[tuple, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, key: tuple) -> bool:
+        """True when `key` was not among the recent keys (it is now)."""
+        with self._lock:
+            if key in self._keys:
+                self._keys.move_to_end(key)
+                return False
+            self._keys[key] = None
+            if len(self._keys) > self.size:
+                self._keys.popitem(last=False)
+            return True
 
 
 def _path_of(url: str) -> str:

@@ -54,6 +54,9 @@ class EventIn(BaseModel):
     item_list_name: str | None = Field(default=None, max_length=128)
     search_term: str | None = Field(default=None, max_length=200)
     page_view_id: str | None = Field(default=None, max_length=64)
+    # The experiment and variant of the fragment it happened in (the page call names them).
+    experiment: Id | None = None
+    variant: Id | None = None
 
     @field_validator("ts")
     @classmethod
@@ -99,7 +102,7 @@ class EventIn(BaseModel):
         props: dict = {}
         if self.items:
             props["items"] = [i.model_dump(exclude_none=True) for i in self.items]
-        for name in ("creative_slot", "search_term", "page_view_id", "item_list_id", "item_list_name"):
+        for name in ("creative_slot", "search_term", "page_view_id", "item_list_id", "item_list_name", "experiment", "variant"):
             if getattr(self, name):
                 props[name] = getattr(self, name)
         return Event(

@@ -201,6 +201,18 @@ class Settings:
         60, "Seconds between two runs by `vitrine worker` of the audience webhooks: who joined and who "
         "left each webhook's audience, and the deliveries due (new ones and retries).", minimum=1,
     )
+    rollup_interval_s: int = _setting(
+        300,
+        "Seconds between two runs by `vitrine worker` of the rollups: the events counted by hour and day, "
+        "orders credited to campaigns and panels, experiments' totals (docs/measurement.md).",
+        minimum=1,
+    )
+    rollup_lag_s: float = _setting(
+        60.0,
+        "Seconds an event waits before the rollups read it, so that one whose transaction committed late is "
+        "never skipped.",
+        minimum=0,
+    )
     change_check_interval_s: float = _setting(
         1.0,
         "Seconds between a worker's checks for changed shop configs, override templates, catalog "

@@ -25,6 +25,7 @@ from server.campaigns import Campaign
 from server.consent.regions import REGIONS
 from server.consent.rules import ConsentPolicy, GpcRule, Rule
 from server.countries import to_iso
+from server.measure.experiments import Experiment, experiment_problems
 from server.slots import SlotRules, slot_problems
 from server.urls import RULE, is_web_url
 
@@ -75,6 +76,14 @@ class QAConfig(BaseModel):
     )
 
 
+class AttributionConfig(BaseModel):
+    """How orders are credited to campaigns and panels (server/measure/attribution.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    click_days: int = Field(7, ge=0, le=90, description="A click credits the orders of this many days after it")
+
+
 class ShopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +98,11 @@ class ShopConfig(BaseModel):
     currency: str = "USD"
     campaigns: list[Campaign] = Field(default_factory=list)
     slots: list[SlotRules] = Field(default_factory=list, description="What each audience sees in a slot (server/slots.py)")
+    experiments: list[Experiment] = Field(default_factory=list, description="A/B/n tests on slots and campaigns "
+                                          "(server/measure/experiments.py, docs/measurement.md)")
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    holdout: float = Field(0.0, ge=0, le=0.5, description="The share of visitors (0 to 0.5) who see no "
+                           "personalization anywhere, to measure its uplift against")
     nav: NavConfig = Field(default_factory=NavConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
     audiences: AudiencesConfig = Field(default_factory=AudiencesConfig)
@@ -157,6 +171,18 @@ class ShopConfig(BaseModel):
     def campaign(self, campaign_id: str) -> Campaign | None:
         return next((c for c in self.campaigns if c.id == campaign_id), None)
 
+    def slot_experiment(self, slot_id: str) -> Experiment | None:
+        """The experiment running on this slot, if any."""
+        if not self.experiments:
+            return None
+        return next((e for e in self.experiments if e.slot == slot_id), None)
+
+    def campaign_experiment(self, campaign_id: str) -> Experiment | None:
+        """The experiment running on this campaign, if any."""
+        if not self.experiments:
+            return None
+        return next((e for e in self.experiments if e.campaign == campaign_id), None)
+
     def slot_rules(self, slot_id: str) -> SlotRules | None:
         """The `[[slots]]` content of this slot, if the shop maps it."""
         if not self.slots:
@@ -216,6 +242,9 @@ def parse_shop_config(shop: str, path: Path) -> ShopConfig:
         if config is not None:
             for loc, message in slot_problems(config, book.ids()):
                 problem(loc, message)
+    if config is not None:
+        for loc, message in experiment_problems(config):
+            problem(loc, message)
     if problems or config is None:
         raise ShopConfigError([message for _, message in sorted(problems, key=lambda p: p[0])])
     config = config.model_copy(update={"id": shop, "name": config.name or shop})

@@ -41,13 +41,13 @@ FAVOURITE = "{favourite_category}"
 MAX_ENTRIES = 20
 
 
-class SlotContent(BaseModel):
-    """What one kind of visitor sees in the slot."""
+class SlotFill(BaseModel):
+    """What a slot shows instead of what the page marked: another widget kind, a banner
+    campaign, or other attributes. An entry of the slot's content by audience, and a variant
+    of an experiment on the slot (server/measure/experiments.py), are each one."""
 
     model_config = ConfigDict(extra="forbid")
 
-    audiences: list[str] = Field(default_factory=list, description="In any of these audiences (empty: anyone)")
-    not_audiences: list[str] = Field(default_factory=list, description="In none of these audiences")
     widget: SlotWidget | None = Field(None, description="Another widget kind than the page's slot")
     campaign: str = Field("", description="A banner campaign to show (its own targeting applies too)")
     strategy: str = ""
@@ -88,6 +88,45 @@ class SlotContent(BaseModel):
             found["count"] = str(self.count)
         return found
 
+    def fills(self) -> bool:
+        """Whether it changes anything of the slot."""
+        return bool(self.widget or self.campaign or self.slot_attrs())
+
+    def filled_attrs(self, ctx: "VisitorContext") -> dict[str, str]:
+        """Its attributes for this visitor: the title's copy filled in, the favourite category named."""
+        attrs = self.slot_attrs()
+        if "title" in attrs:
+            attrs["title"] = fill_copy(attrs["title"], copy_values(ctx))
+        if attrs.get("category") == FAVOURITE:
+            attrs["category"] = favourite_category_key(ctx)
+        return attrs
+
+    def fill_problem(self, shop: "ShopConfig", ctx: "VisitorContext", closed, variant: bool = False) -> str:
+        """Why it cannot fill the slot for this visitor ("" when it can): its title names a
+        fact they have not, they have no favourite category, its campaign does not show (a
+        `variant` of an experiment shows its campaign even when that is not enabled on its own)."""
+        values = copy_values(ctx)
+        missing = [f"{{{n}}}" for n in self._needs if not values[n]]
+        if missing:
+            return f"its title names {', '.join(missing)}, which this visitor has not"
+        if self.category == FAVOURITE and not favourite_category_key(ctx):
+            return "no favourite category for this visitor"
+        if self.campaign:
+            campaign = shop.campaign(self.campaign)
+            if campaign is None:
+                return f"no campaign {self.campaign!r}"
+            decision = decide(campaign, ctx, closed, variant=variant)
+            if not decision.show:
+                return f"campaign {self.campaign} does not show: " + "; ".join(r for r in decision.reasons if r.startswith("no"))
+        return ""
+
+
+class SlotContent(SlotFill):
+    """What one kind of visitor sees in the slot."""
+
+    audiences: list[str] = Field(default_factory=list, description="In any of these audiences (empty: anyone)")
+    not_audiences: list[str] = Field(default_factory=list, description="In none of these audiences")
+
 
 class SlotRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -118,12 +157,7 @@ def choose(rules: SlotRules, shop: "ShopConfig", ctx: "VisitorContext", closed: 
         if why:
             reasons.append(f"content[{n}]: no: {why}")
             continue
-        attrs = entry.slot_attrs()
-        values = copy_values(ctx)
-        if "title" in attrs:
-            attrs["title"] = fill_copy(attrs["title"], values)
-        if attrs.get("category") == FAVOURITE:
-            attrs["category"] = favourite_category_key(ctx)
+        attrs = entry.filled_attrs(ctx)
         reasons.append(f"content[{n}]: ok: {_matched(entry)}")
         return Choice(n, attrs, entry.widget or "", entry.campaign, reasons)
     reasons.append("no content matched: the slot as the page marked it")
@@ -137,20 +171,7 @@ def _mismatch(entry: SlotContent, shop: "ShopConfig", ctx: "VisitorContext", clo
     excluded = next((a for a in entry.not_audiences if a in membership), None)
     if excluded:
         return f"in excluded audience {excluded}"
-    values = copy_values(ctx)
-    missing = [f"{{{n}}}" for n in entry._needs if not values[n]]
-    if missing:
-        return f"its title names {', '.join(missing)}, which this visitor has not"
-    if entry.category == FAVOURITE and not favourite_category_key(ctx):
-        return "no favourite category for this visitor"
-    if entry.campaign:
-        campaign = shop.campaign(entry.campaign)
-        if campaign is None:
-            return f"no campaign {entry.campaign!r}"
-        decision = decide(campaign, ctx, closed)
-        if not decision.show:
-            return f"campaign {entry.campaign} does not show: " + "; ".join(r for r in decision.reasons if r.startswith("no"))
-    return ""
+    return entry.fill_problem(shop, ctx, closed)
 
 
 def _matched(entry: SlotContent) -> str:

@@ -15,6 +15,7 @@ from server.app import Services, build_services, create_app
 from server.events import EventBatch, to_events
 from server.models import CatalogItem
 from server.settings import Settings
+from servers import write_demo_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "server" / "demo" / "demo.toml"
@@ -33,7 +34,7 @@ SMALL_CATALOG = [
 def settings(tmp_path: Path) -> Settings:
     shops = tmp_path / "shops"
     shops.mkdir()
-    shutil.copyfile(DEMO_CONFIG, shops / "demo.toml")
+    write_demo_config(shops / "demo.toml")
     # Changes to configs, templates and the catalog are seen at once here; the one-second
     # checks themselves are tested on their own (tests/test_catalog.py, tests/test_reload.py).
     return Settings.load(environ={}, data_dir=tmp_path, secret_keys="test-key-1", change_check_interval_s=0)

@@ -5,6 +5,7 @@ shop's config, the developer's own VITRINE_* settings left out, and a wait for h
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -36,10 +37,25 @@ def healthy(url: str) -> bool:
         return False
 
 
+def demo_config_for_tests() -> str:
+    """The demo shop's config without its hold-out and experiments: with them, which of a
+    test's new visitors sees the personalization it checks would be left to the hash of a
+    random id. The tests of experiments and the hold-out (tests/test_experiments.py) set
+    their own."""
+    text = DEMO_CONFIG.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^holdout = .*$", "", text)
+    return text.split("\n[[experiments]]", 1)[0] + "\n"
+
+
+def write_demo_config(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(demo_config_for_tests(), encoding="utf-8")
+    return path
+
+
 def with_demo_shop(data_dir: Path) -> Path:
-    """`data_dir` with the demo shop's config in its shops folder."""
-    (data_dir / "shops").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(DEMO_CONFIG, data_dir / "shops" / "demo.toml")
+    """`data_dir` with the demo shop's config (for tests) in its shops folder."""
+    write_demo_config(data_dir / "shops" / "demo.toml")
     return data_dir
 
 

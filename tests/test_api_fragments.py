@@ -81,7 +81,8 @@ def test_context_is_json_with_decisions_and_reasons(client) -> None:
     assert data["visitor"]["geo"]["country"] == "GB"
     assert "81.2.69.160" not in r.text
     by_id = {d["campaign"]: d for d in data["decisions"]}
-    assert set(by_id) == {"missed-you", "christmas-fans", "returning-christmas", "customer-thanks"}
+    assert set(by_id) == {"missed-you", "christmas-fans", "returning-christmas", "customer-thanks", "hero-new-this-week"}
+    assert by_id["hero-new-this-week"]["reasons"][0] == "no: campaign enabled"  # shown by an experiment only
     assert by_id["missed-you"]["show"] is by_id["christmas-fans"]["show"] is False
     assert "no: in none of the audiences lapsed (lapsed: no order yet, wanted at least 1 order)" in by_id["missed-you"]["reasons"]
     assert data["visitor"]["audiences"] == ["returning"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import HEAD
+from servers import write_demo_config
 from server.cli import main
 from server.settings import setting_fields
 from server.store import open_store
@@ -65,8 +67,7 @@ def create_shop(data_dir: Path, shop: str = "myshop") -> None:
 
 
 def with_demo_shop(data_dir: Path) -> None:
-    (data_dir / "shops").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(DEMO_CONFIG, data_dir / "shops" / "demo.toml")
+    write_demo_config(data_dir / "shops" / "demo.toml")
 
 
 def store_of(data_dir: Path):
@@ -128,7 +129,7 @@ def test_shops_check_says_ok_with_the_number_of_campaigns(data_dir: Path) -> Non
     with_demo_shop(data_dir)
     result = vitrine(data_dir, "shops", "check", "demo")
     assert result.exit_code == 0, result.output
-    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 9 campaigns\n"
+    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 10 campaigns\n"
 
 
 def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Path) -> None:
@@ -444,7 +445,9 @@ def test_demo_imports_once_then_reuses_the_data(tmp_path: Path) -> None:
     finally:
         store.close()
     assert items == 3168
-    assert events == 29177
+    simulated = re.search(r"Simulated 30 days of traffic for the dashboard: 4,500 visitors, ([\d,]+) events", first)
+    assert simulated, first
+    assert events == 29177 + int(simulated.group(1).replace(",", ""))  # the simulated month, labelled as such
     assert "Training the demo shop's recommendation model (once)..." in first
     versions = [p.name for p in (data_dir / "models" / "demo").iterdir() if not p.name.startswith((".", "C", "P"))]
     assert len(versions) == 1

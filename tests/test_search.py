@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from conftest import DEMO_CONFIG, record_history
+from servers import write_demo_config
 from server.cli import main
 from server.models import CatalogItem, utcnow
 from server.recommend.artifact import save_artifact
@@ -344,8 +345,7 @@ def test_import_catalog_keeps_the_index_in_step(tmp_path: Path, monkeypatch: pyt
     for name in [n for n in os.environ if n.startswith("VITRINE_")]:
         monkeypatch.delenv(name)
     data_dir = tmp_path / "state"
-    (data_dir / "shops").mkdir(parents=True)
-    shutil.copyfile(DEMO_CONFIG, data_dir / "shops" / "demo.toml")
+    write_demo_config(data_dir / "shops" / "demo.toml")
 
     def vitrine(*args: str):
         result = CliRunner().invoke(main, ["--data-dir", str(data_dir), *args])

@@ -14,6 +14,7 @@ import jinja2
 
 from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy
 from server.context import VisitorContext
+from server.measure.experiments import with_experiments
 from server.money import money
 from server.shops import ShopConfig
 from server.urls import on_site, web_url
@@ -21,6 +22,7 @@ from widgets import why as explain
 from widgets.why import Why
 
 if TYPE_CHECKING:
+    from server.measure.experiments import Assignment
     from server.slots import Choice
     from server.catalog import Catalog
     from server.navigation import Navigator
@@ -54,6 +56,16 @@ class Fragment:
     failed: bool = False  # the widget broke (a bug or a broken part): the page keeps its default
     why: "Why | None" = None  # the reasons in plain words ("Why this?"), when worked out
     content: "Choice | None" = None  # the shop's content for the slot that applied (server/slots.py)
+    # The experiment that decided what it shows, and the visitor's assignment in it.
+    assignment: "Assignment | None" = None
+
+    @property
+    def experiment(self) -> str:
+        return self.assignment.experiment.id if self.assignment is not None and self.assignment.counted else ""
+
+    @property
+    def variant(self) -> str:
+        return self.assignment.variant.id if self.assignment is not None and self.assignment.counted else ""
 
     def debug(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -70,6 +82,8 @@ class Fragment:
             info["why"] = self.why.as_dict()
         if self.content is not None:
             info["content"] = self.content.as_json()
+        if self.assignment is not None:
+            info["experiment"] = self.assignment.as_json()
         return info
 
 
@@ -87,6 +101,9 @@ class RenderContext:
     site: str = ""  # the shop's site base URL that paths are made absolute on ("": left as paths)
     default_count: int = 4  # items in a recommendation panel
     shown: set[str] = field(default_factory=set)  # items already in this page's panels
+    # The experiments this page showed the visitor, with the slot (or "popup"): their
+    # exposures, recorded once the page is rendered (ContextBuilder.record_exposures).
+    exposures: "list[tuple[Assignment, str]]" = field(default_factory=list)
 
 
 class Widget(Protocol):
@@ -238,9 +255,19 @@ def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
 
 
 def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision], shadow: bool, limit: int | None, slot: Slot | None) -> Fragment:
-    """Render the shown campaigns of a decision list (at most `limit`) with their templates."""
-    shown = [d for d in decision_list if d.show][:limit]
+    """Render the shown campaigns of a decision list (at most `limit`) with their templates,
+    after the experiments on them and the hold-out (server/measure/experiments.py)."""
+    decision_list = with_experiments(decision_list, rc.shop, rc.ctx, rc.closed)
+    shown: list[Decision] = []
     fragment = Fragment(html="", shadow=shadow, decisions=decision_list)
+    for decision in decision_list:
+        if limit is not None and len(shown) >= limit:
+            break
+        if decision.assignment is not None and (decision.show or decision.held_back):
+            rc.exposures.append((decision.assignment, slot.id if slot is not None else kind))
+            fragment.assignment = fragment.assignment or decision.assignment
+        if decision.show:
+            shown.append(decision)
     parts = []
     for decision in shown:
         campaign = decision.campaign

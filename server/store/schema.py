@@ -230,3 +230,68 @@ webhook_deliveries = sa.Table(
     sa.Index("ix_webhook_deliveries_shop", "shop", "id"),
     sa.Index("ix_webhook_deliveries_visitor", "shop", "visitor_id"),
 )
+
+# -- measurement (server/measure/, docs/measurement.md) ---------------------------------
+# What the worker's rollup job has read of the events table: every event up to this id.
+rollup_marks = sa.Table(
+    "rollup_marks",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("last_event_id", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# Counters by hour and by day, per shop and per what produced them: dimension "total" (key
+# ""), "campaign" (a campaign or a recommendations panel), "slot", "strategy", "variant"
+# ("experiment:variant"). Reports and the dashboard read these, never the events.
+rollups = sa.Table(
+    "rollups",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("period", sa.String(4), primary_key=True),  # "hour" or "day"
+    sa.Column("start", sa.DateTime, primary_key=True),  # naive UTC
+    sa.Column("dimension", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("page_views", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("impressions", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("clicks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("closes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("orders", sa.Integer, nullable=False, server_default="0"),  # total: all; others: attributed
+    sa.Column("revenue", sa.Float, nullable=False, server_default="0"),
+    sa.Column("view_orders", sa.Integer, nullable=False, server_default="0"),  # attributed by a view only
+    sa.Column("view_revenue", sa.Float, nullable=False, server_default="0"),
+    sa.Column("visitors", sa.Integer, nullable=False, server_default="0"),  # total, by day: distinct visitors
+)
+
+# Each visitor counted in an experiment (the hold-out is experiment "holdout"): their variant,
+# when first exposed, and what they bought since.
+experiment_visitors = sa.Table(
+    "experiment_visitors",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("visitor_id", sa.String(64), primary_key=True),
+    sa.Column("variant", sa.String(64), nullable=False),
+    sa.Column("exposed_at", sa.DateTime, nullable=False),
+    sa.Column("orders", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("revenue", sa.Float, nullable=False, server_default="0"),
+    sa.Index("ix_experiment_visitors_visitor", "shop", "visitor_id"),
+)
+
+# Per variant, the sums the statistics need (server/measure/stats.py), kept in step with
+# experiment_visitors: visitors, converted visitors, orders, revenue and the sum of each
+# visitor's revenue squared.
+experiment_totals = sa.Table(
+    "experiment_totals",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("variant", sa.String(64), primary_key=True),
+    sa.Column("visitors", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("conversions", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("orders", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("revenue", sa.Float, nullable=False, server_default="0"),
+    sa.Column("revenue_sq", sa.Float, nullable=False, server_default="0"),
+    sa.Column("first_exposed", sa.DateTime, nullable=True),
+    sa.Column("last_exposed", sa.DateTime, nullable=True),
+)

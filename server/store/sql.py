@@ -30,7 +30,8 @@ from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, Stor
 from server.store.group import GroupWriter
 from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
-from server.store.schema import audience_members, customers, shop_keys, webhook_deliveries, worker_leases
+from server.store.schema import audience_members, customers, experiment_visitors, shop_keys, webhook_deliveries
+from server.store.schema import worker_leases
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -404,6 +405,7 @@ class SqlStore:
             after.append(profile)
             if view.event is not None:
                 events_rows.append(_event_row(view.shop, view.visitor_id, view.event, now))
+            events_rows += [_event_row(view.shop, view.visitor_id, event, now) for event in view.events]
         with_state, without_state = [], []
         for key, profile in sorted(rows.items()):  # every row read has a view counted
             change = dict(
@@ -961,7 +963,8 @@ class SqlStore:
     # Every table with rows about one visitor, keyed by (shop, visitor_id): what an export
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
-    VISITOR_TABLES: tuple[sa.Table, ...] = (events, webhook_deliveries, audience_members, customers, visitors)
+    VISITOR_TABLES: tuple[sa.Table, ...] = (
+        events, experiment_visitors, webhook_deliveries, audience_members, customers, visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -1069,6 +1072,41 @@ class SqlStore:
             ).on_conflict_do_update(index_elements=["shop", "visitor_id"], set_={"identified_as": linked}))
             row = conn.execute(_VISITOR_BY_KEY, {"key_shop": shop, "key_visitor": visitor_id}).one()
         return _row_profile(row._mapping, self.states.read((shop, visitor_id), row.state))
+
+    # -- measurement (server/measure/, server/store/measure_sql.py) ----------------------
+    def add_measurement_events(self, shop: str, rows: Sequence[tuple[str, Event]], chunk: int = 5000) -> int:
+        """Store events as they are, with nothing derived from them (no visitor row, state,
+        trend or sales counter): simulated traffic for the dashboard and the benchmarks
+        (server/demo/simulate.py). Returns how many were new."""
+        added = 0
+        for start in range(0, len(rows), chunk):
+            now = utcnow()
+            part = [_event_row(shop, visitor_id, event, now) for visitor_id, event in rows[start : start + chunk]]
+            with self._writing() as conn:
+                added += len(conn.execute(self._event_insert(), part).all())
+        return added
+
+
+    def roll_up(self, windows: Any, now: datetime, batch: int = 2000, lag_s: float = 60.0, budget_s: float = 50.0) -> Any:
+        """Read the events stored since the last run into the rollups and the experiments'
+        totals (server/store/measure_sql.py): a RollupRun saying what was read."""
+        from server.store.measure_sql import roll_up
+
+        return roll_up(self._writing, self._insert, windows, now, batch, timedelta(seconds=lag_s), budget_s)
+
+    def rollups(self, shop: str, period: str, since: datetime, until: datetime, dimension: str | None = None) -> list[dict[str, Any]]:
+        """The shop's counters by `period` ("hour" or "day") from `since` to `until`."""
+        from server.store.measure_sql import read_rollups
+
+        with self._reading() as conn:
+            return read_rollups(conn, shop, period, since, until, dimension)
+
+    def experiment_totals(self, shop: str, experiment: str | None = None) -> list[dict[str, Any]]:
+        """Each variant's visitors, conversions, orders, revenue and revenue squared summed."""
+        from server.store.measure_sql import read_experiment_totals
+
+        with self._reading() as conn:
+            return read_experiment_totals(conn, shop, experiment)
 
     # -- audiences (server/audiences/) ---------------------------------------------------
     def audience_sizes(self, shop: str, book: Any, now: datetime, visit_timeout_s: int) -> Any:

@@ -54,7 +54,10 @@ class PageView:
     device_class: str = ""
     source: str = ""  # this page's traffic medium
     event: Event | None = None  # the page_view event, stored with it
-    counted: bool = True  # False: the visitor was seen, no page view is counted
+    # False: not a page view, only `events` to store for the visitor (their first exposure to
+    # an experiment, server/measure/experiments.py): their profile is left as it is.
+    counted: bool = True
+    events: tuple[Event, ...] = ()  # stored with it, without changing the visitor state
     gpc: bool = False  # the browser sent Global Privacy Control
     # Where this page came from, kept for the visit it starts (server/traffic.py): the page's
     # path, the referrer's host, the source's name and the UTM campaign.
@@ -70,6 +73,8 @@ def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile
     A gap longer than the visit timeout starts a new visit. The visit's source is the
     medium of its first page (with its name, campaign and referrer); internal navigation keeps
     the source the visit began with. The visit's first page is its landing page."""
+    if not view.counted and profile is not None:
+        return profile
     views = 1 if view.counted else 0
     if profile is None:
         state = EMPTY_STATE.add([view.event]) if view.event else None
@@ -184,6 +189,13 @@ class PageViewWriter:
                 entry.held -= 1
                 profile = self._queue(key, entry, stored, view)
         return profile
+
+    def add_events(self, shop: str, visitor_id: str, at: datetime, events: tuple[Event, ...]) -> None:
+        """Queue events to store for a visitor whose page view this request counted (record):
+        written with the next batch, in the order they came, after that view."""
+        view = PageView(shop, visitor_id, at, 0, counted=False, events=events)
+        with self._cond:
+            self._queue((shop, visitor_id), self._entries.get((shop, visitor_id)), None, view)
 
     def _writing(self, key: tuple[str, str]) -> bool:
         entry = self._entries.get(key)

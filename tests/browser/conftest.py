@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
-from servers import ROOT, free_port, running, server_env  # noqa: F401 - ROOT and free_port for the browser tests
+from servers import ROOT, free_port, running, server_env, with_demo_shop  # noqa: F401 - ROOT and free_port for the browser tests
 from server.identity import TokenSigner
 from server.settings import Settings
 
@@ -80,6 +80,7 @@ class VitrineServer:
 @pytest.fixture(scope="session")
 def vitrine_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VitrineServer]:
     data_dir = tmp_path_factory.mktemp("vitrine-data")
+    with_demo_shop(data_dir)  # without its hold-out and experiments (tests/servers.py)
     # The developer's own VITRINE_* settings must not change what the demo does here; the
     # demo trains its model on first start, and a short tuning budget keeps the suite quick.
     env = server_env(VITRINE_TRAIN_TIME_BUDGET_S="10")

@@ -22,8 +22,9 @@ class BannerWidget:
         found = decisions(rc.shop.campaigns, rc.ctx, "banner", placement=placement, closed=rc.closed)
         return render_campaign(rc, self.kind, found, self.shadow, limit=1, slot=slot)
 
-    def render_campaign(self, rc: RenderContext, slot: Slot, campaign_id: str) -> Fragment:
-        """One campaign the shop's slot content names (server/slots.py), if it shows to this visitor."""
+    def render_campaign(self, rc: RenderContext, slot: Slot, campaign_id: str, variant: bool = False) -> Fragment:
+        """One campaign the shop's slot content or an experiment's `variant` names (server/slots.py,
+        server/measure/experiments.py), if it shows to this visitor."""
         campaign = rc.shop.campaign(campaign_id)
-        found = [decide(campaign, rc.ctx, rc.closed)] if campaign is not None else []
+        found = [decide(campaign, rc.ctx, rc.closed, variant=variant)] if campaign is not None else []
         return render_campaign(rc, self.kind, found, self.shadow, limit=1, slot=slot)

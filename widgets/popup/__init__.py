@@ -31,4 +31,7 @@ class PopupWidget:
         campaign = rc.shop.campaign(fragment.campaigns[0])
         assert campaign is not None
         trigger = campaign.trigger.model_dump()
-        return [{"id": campaign.id, "campaign": campaign.id, "html": fragment.html, "trigger": trigger}]
+        popup = {"id": campaign.id, "campaign": campaign.id, "html": fragment.html, "trigger": trigger}
+        if fragment.experiment:
+            popup.update(experiment=fragment.experiment, variant=fragment.variant)
+        return [popup]

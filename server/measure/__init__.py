@@ -1,0 +1,1 @@
+"""Measurement: experiments, hold-out and their statistics."""
