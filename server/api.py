@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 
 from server.consent.rules import ConsentDecision, ConsentIn, from_query
 from server.context import OVERRIDES, PageContext, VisitorContext, non_personal
+from server.customers.identify import IdentifyIn, identify as identify_customer
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
 from server.client_ip import client_ip
@@ -75,6 +76,8 @@ class PageRequest(BaseModel):
     nav: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=MAX_MENU_ENTRIES)
     consent: ConsentIn | None = None  # what the visitor allowed; absent or null: unknown
     gpc: bool | None = None  # navigator.globalPrivacyControl
+    # vitrine('identify', {id, signature}) of a logged-in customer, false at log-out; absent: as before.
+    identify: IdentifyIn | Literal[False] | None = None
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -195,6 +198,9 @@ async def page(request: Request) -> Response:
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
             holdout=shop.holdout,
         )
+        identified = None
+        if body.identify is not None:
+            ctx, identified = identify_customer(svc.store, svc.shop_keys, ctx, body.identify)
         rc = _render_context(svc, ctx, shop)
         fragments, errors = {}, {}
         for slot in slots:
@@ -221,6 +227,8 @@ async def page(request: Request) -> Response:
             "consent": {"personalization": consent.personalization, "analytics": consent.analytics, "withdrawn": withdrawn},
             "holdout": ctx.holdout,
         }
+        if identified is not None:
+            payload["identify"] = identified
         if body.nav and rc.navigator:
             navigator = rc.navigator
             nav = isolated(shop.id, "menu order", lambda: navigator.order_menu(ctx, body.nav, shop.nav).as_json(), dict)

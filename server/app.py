@@ -22,6 +22,7 @@ from server import api
 from server.audiences import Audiences
 from server.catalog import Catalog
 from server.context import ContextBuilder
+from server.customers.keys import ShopKeys
 from server.errors import ApiError
 from server.geo import GeoLocator, bundled_database_path
 from server.identity import TokenSigner
@@ -57,6 +58,7 @@ class Services:
     search: SearchService
     navigator: Navigator
     audiences: Audiences
+    shop_keys: ShopKeys
 
     def shop(self, shop_id: str | None) -> ShopConfig:
         if not shop_id:
@@ -115,6 +117,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         ),
         navigator=navigator,
         audiences=Audiences(catalog, navigator, settings.visit_timeout_minutes * 60),
+        shop_keys=ShopKeys(store, settings.signing_keys()),
     )
 
 

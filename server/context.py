@@ -205,6 +205,8 @@ class VisitorContext:
             "page_views": self.profile.page_views,
             "orders": self.profile.orders,
             "is_customer": self.profile.is_customer,
+            "customer": {"id": self.profile.customer_id, "first_name": self.profile.first_name}
+            if self.profile.customer_id else None,
             "first_seen": self.profile.first_seen.isoformat(timespec="seconds"),
             "device": dict(vars(self.device)),
             "geo": geo,

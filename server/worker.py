@@ -32,7 +32,9 @@ log = logging.getLogger("vitrine.worker")
 
 LEASE = "worker"  # the one lease of a deployment's worker
 # The modules that define jobs, each with a `jobs(settings) -> list[Job]`.
-JOB_MODULES = ("server.search", "server.recommend.retrain", "server.retention", "server.measure.rollups")
+JOB_MODULES = (
+    "server.search", "server.recommend.retrain", "server.retention", "server.measure.rollups", "server.customers.webhooks",
+)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
   var api = (opt.api || me.src.replace(/\/v1\/vitrine\.js.*$/, "")).replace(/\/$/, "");
   var budget = +opt.timeout || 1500;
   var KEY = "vitrine:" + shop + ":", OFF = "vitrine-off:" + shop;
-  var queue = [], timer, pageViewId, token, started, ok, asked, P = {};
+  var queue = [], timer, pageViewId, token, started, ok, asked, who, P = {};
 
   function noop() {}
   function safe(fn) {
@@ -97,7 +97,6 @@
     function g(k) { return p[k + "_storage"] == null ? said[2][k] : p[k + "_storage"] == "granted"; }
     heard(2, { personalization: g("personalization"), analytics: g("analytics") });
   }
-  // TCF v2.2 purposes: 1, 5, 6 personalization; 1, 8 analytics.
   function tcf(t, success) {
     if (!success || !t || (t.eventStatus != "tcloaded" && t.eventStatus != "useractioncomplete")) return;
     if (t.gdprApplies === false) return heard(3);
@@ -264,7 +263,7 @@
     started = 1;
     safe(shopify)();
     var body = { shop: shop, token: token, page: pageContext(), slots: slots(), consent: consent(),
-      gpc: navigator.globalPrivacyControl === true };
+      gpc: navigator.globalPrivacyControl === true, identify: who };
     asked = JSON.stringify(body.consent);
     var nav = menu().slice(0, 60).map(function (el) { return el.getAttribute("data-category").slice(0, 128); });
     if (nav.length) body.nav = nav;
@@ -293,6 +292,7 @@
     else if (cmd == "page") page();
     else if (cmd == "flush") flush();
     else if (cmd == "consent") heard(1, a);
+    else if (cmd == "identify") who = a, started && page();
     else if (cmd == "me") return mine("GET").then(function (r) { return r.ok ? r.json() : null; });
     else if (cmd == "forget") return forget();
   }
