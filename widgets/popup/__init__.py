@@ -32,7 +32,7 @@ class PopupWidget:
             fragment = render_campaign(rc, self.kind, [decision], self.shadow, limit=1, slot=None)
             if not fragment.campaigns:
                 continue
-            campaign = decision.campaign
+            campaign = rc.shop.campaign(fragment.campaigns[0]) or decision.campaign  # the one rendered
             popups.append({
                 "id": campaign.id, "campaign": campaign.id, "html": fragment.html,
                 "trigger": campaign.trigger.model_dump(include={"on", *TRIGGER_KEYS.get(campaign.trigger.on, ())}),
