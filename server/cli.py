@@ -483,6 +483,7 @@ LEAD_COLUMNS = ("ts", "campaign", "email", "opt_in", "birthday", "interests", "v
 def leads(ctx: click.Context, shop: str, as_json: bool) -> None:
     """Print the shop's e-mail sign-ups from popups (POST /v1/leads), oldest first, as CSV."""
     import csv
+    import io
 
     _parsed_or_exit(shop, _shop_file(ctx, shop))
     services = _services(_settings(ctx))
@@ -494,9 +495,11 @@ def leads(ctx: click.Context, shop: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
-    out = csv.DictWriter(click.get_text_stream("stdout"), LEAD_COLUMNS, lineterminator="\n")
+    text = io.StringIO()
+    out = csv.DictWriter(text, LEAD_COLUMNS, lineterminator="\n")
     out.writeheader()
     out.writerows(rows)
+    click.echo(text.getvalue(), nl=False)
 
 
 @audiences.command("export")

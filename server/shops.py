@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from server.audiences import AudienceBook, AudiencesConfig, compile_audiences
 from server.campaigns import Campaign
-from server.schedules import valid_zone
 from server.consent.regions import REGIONS
 from server.consent.rules import ConsentPolicy, GpcRule, Rule
 from server.countries import to_iso
 from server.measure.experiments import Experiment, experiment_problems
+from server.schedules import valid_zone
 from server.slots import SlotRules, slot_problems
 from server.urls import RULE, is_web_url
 
