@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -15,14 +16,19 @@ from starlette.responses import HTMLResponse, Response
 
 from server.consent.rules import ConsentDecision, ConsentIn, from_query
 from server.context import OVERRIDES, PageContext, VisitorContext, non_personal
+from server.customers.identify import IdentifyIn, identify as identify_customer
 from server.errors import ApiError
 from server.events import BatchError, describe_validation_error, parse_batch, to_events
+from server.client_ip import client_ip
 from server.identity import Identity, attach_token, clear_token, identify
 from server.models import ANONYMOUS_VISITOR
 from server.measure.experiments import holdout_assignment
+from server.leads import LeadIn, LeadLimiter, interests_offered
+from server.models import ANONYMOUS_VISITOR, Event, utcnow
 from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
+from server.schedules import parse_now
 from server.shops import ShopConfig
 from server.store import VisitorForgotten
 from server.urls import site_base
@@ -70,6 +76,8 @@ class PageRequest(BaseModel):
     nav: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=MAX_MENU_ENTRIES)
     consent: ConsentIn | None = None  # what the visitor allowed; absent or null: unknown
     gpc: bool | None = None  # navigator.globalPrivacyControl
+    # vitrine('identify', {id, signature}) of a logged-in customer, false at log-out; absent: as before.
+    identify: IdentifyIn | Literal[False] | None = None
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -128,11 +136,21 @@ def _respond_with_token(request: Request, payload: dict, shop: str, identity: Id
 # memory (no thread, no file system call), so it answers at once even when the request
 # threads are all busy.
 _SCRIPT = (STATIC_DIR / "vitrine.js").read_bytes()
+# The popups' part of it, loaded by the embed script only for a page call that has popups.
+_POPUPS_SCRIPT = (STATIC_DIR / "popups.js").read_bytes()
 
 
 async def script(request: Request) -> Response:
+    return _script_response(_SCRIPT)
+
+
+async def popups_script(request: Request) -> Response:
+    return _script_response(_POPUPS_SCRIPT)
+
+
+def _script_response(body: bytes) -> Response:
     return Response(
-        _SCRIPT,
+        body,
         media_type="text/javascript; charset=utf-8",
         headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
     )
@@ -180,6 +198,9 @@ async def page(request: Request) -> Response:
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
             holdout=shop.holdout,
         )
+        identified = None
+        if body.identify is not None:
+            ctx, identified = identify_customer(svc.store, svc.shop_keys, ctx, body.identify)
         rc = _render_context(svc, ctx, shop)
         fragments, errors = {}, {}
         for slot in slots:
@@ -206,6 +227,8 @@ async def page(request: Request) -> Response:
             "consent": {"personalization": consent.personalization, "analytics": consent.analytics, "withdrawn": withdrawn},
             "holdout": ctx.holdout,
         }
+        if identified is not None:
+            payload["identify"] = identified
         if body.nav and rc.navigator:
             navigator = rc.navigator
             nav = isolated(shop.id, "menu order", lambda: navigator.order_menu(ctx, body.nav, shop.nav).as_json(), dict)
@@ -274,6 +297,55 @@ async def events(request: Request) -> Response:
     return _respond(request, answer, shop.id, identity, consent, 202)
 
 
+async def leads(request: Request) -> Response:
+    """An e-mail sign-up from a popup's form: stored (linked to the visitor only with their
+    consent, which also makes them a `prospect`), answered with the campaign's reward."""
+    svc = _services(request)
+    raw = await read_body(request, svc.settings.max_body_bytes)
+    try:
+        body = LeadIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
+    shop = svc.shop(body_shop(request, body.shop))
+    campaign = shop.campaign(body.campaign)
+    if campaign is None or campaign.signup is None or not campaign.enabled:
+        raise ApiError(404, f"shop {shop.id!r} has no sign-up campaign {body.campaign!r}")
+    if not body.opt_in:
+        raise ApiError(422, "opt_in: the box must be ticked to sign up (a lead is a sign-up to the shop's e-mails)")
+    if body.birthday and not campaign.signup.birthday:
+        raise ApiError(422, f"birthday: campaign {campaign.id!r} does not ask for one")
+    offered = interests_offered(campaign, svc.catalog.shop(shop.id))
+    unknown = [i for i in body.interests if i not in offered]
+    if unknown:
+        raise ApiError(422, f"interests: {unknown[0]!r} is not one campaign {campaign.id!r} offers")
+    identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, body.token)
+    consent = svc.contexts.consent(request, shop.consent_policy, body.consent, body.gpc)
+    linked = consent.personalization
+    limiter = getattr(request.app.state, "lead_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.lead_limiter = LeadLimiter()
+    peer = request.client.host if request.client else None
+    address = client_ip(peer, request.headers.get("x-forwarded-for"), svc.contexts.trusted)
+    if not limiter.allow(shop.id, None if identity.is_new else identity.visitor_id, address):
+        raise ApiError(429, "too many sign-ups from this visitor or address: try again in a few minutes")
+    lead = dict(campaign=campaign.id, email=body.email, opt_in=True, birthday=body.birthday,
+                interests="|".join(dict.fromkeys(body.interests)))
+
+    def store() -> None:
+        if linked:
+            sign_up = Event(event_id=f"lead:{secrets.token_urlsafe(12)}", type="sign_up", ts=utcnow(), campaign=campaign.id)
+            svc.store.record_events(shop.id, identity.visitor_id, [sign_up])
+        svc.store.add_lead(shop.id, identity.visitor_id if linked else None, lead)
+
+    try:
+        await run_in_threadpool(store)
+    except VisitorForgotten:
+        raise ApiError(403, "this visitor's data was deleted at their request; the next page call gives a new visitor id") from None
+    answer = {"signed_up": True, "linked": linked, "thanks": campaign.signup.thanks, "code": campaign.code,
+              "reveal_text": campaign.reveal_text if campaign.code else ""}
+    return _respond(request, answer, shop.id, identity, consent, 201)
+
+
 async def fragment(request: Request) -> Response:
     """`GET /v1/fragments/{kind}?shop=S`: one widget's HTML for this visitor, for QA and SSI.
 
@@ -310,6 +382,12 @@ async def fragment(request: Request) -> Response:
         item_id=params.get("item_id", ""), category=params.get("category", ""),
     )
     overrides = {k: params[k] for k in OVERRIDES if params.get(k)} if qa else {}
+    now = None
+    if qa and params.get("now"):
+        try:
+            now = parse_now(params["now"], shop.timezone)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
     slot = Slot(params.get("slot", kind)[:64], kind, {k: v for k, v in params.items() if k in SLOT_PARAMS})
     try:
         items_asked(slot, svc.settings.recommendation_count)
@@ -322,6 +400,8 @@ async def fragment(request: Request) -> Response:
             sensitive_categories=shop.sensitive_categories, audiences=svc.audiences.for_shop(shop.audience_book),
             holdout=shop.holdout,
         )
+        if now is not None:
+            ctx = dataclasses.replace(ctx, now=now)
         rc = _render_context(svc, ctx, shop, standalone=True)
         return ctx, render_slot(rc, slot)
 

@@ -23,6 +23,7 @@ from server.admin.views import AdminGate, admin_routes
 from server.audiences import Audiences
 from server.catalog import Catalog
 from server.context import ContextBuilder
+from server.customers.keys import ShopKeys
 from server.errors import ApiError
 from server.geo import GeoLocator, bundled_database_path
 from server.identity import TokenSigner
@@ -59,6 +60,7 @@ class Services:
     navigator: Navigator
     audiences: Audiences
     admin: AdminGate
+    shop_keys: ShopKeys
 
     def shop(self, shop_id: str | None) -> ShopConfig:
         if not shop_id:
@@ -118,6 +120,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         navigator=navigator,
         audiences=Audiences(catalog, navigator, settings.visit_timeout_minutes * 60),
         admin=AdminGate(settings.signing_keys(), settings.admin_session_hours),
+        shop_keys=ShopKeys(store, settings.signing_keys()),
     )
 
 
@@ -140,6 +143,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     routes = [
         Route("/", lambda request: RedirectResponse("/demo/")),
         Route("/v1/vitrine.js", api.script),
+        Route("/v1/popups.js", api.popups_script),
+        Route("/v1/leads", api.leads, methods=["POST"]),
         Route("/v1/health", api.health),
         Route("/v1/page", api.page, methods=["POST"]),
         Route("/v1/events", api.events, methods=["POST"]),

@@ -5,15 +5,19 @@ Every decision carries its reasons, so QA can see why a campaign did or did not 
 
 from __future__ import annotations
 
+import math
 import re
 import string
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from server.audiences.facts import FACTS
+from server.models import utcnow
 from server.money import money
+from server.schedules import Schedule, check_schedule, zone_named
 from server.urls import RULE, is_web_url
 
 if TYPE_CHECKING:
@@ -174,14 +178,93 @@ class Audience(BaseModel):
         return [c.upper() for c in codes]
 
 
+TriggerOn = Literal["load", "delay", "scroll", "exit", "page_views", "add_to_cart", "inactivity", "cart_page"]
+# Which trigger takes which of the other keys (every other key is refused, so a typo shows).
+TRIGGER_KEYS = {"delay": ("seconds",), "inactivity": ("seconds",), "scroll": ("percent",), "page_views": ("count",)}
+
+
 class Trigger(BaseModel):
-    """When a popup opens on the page."""
+    """When a popup opens on the page: the browser (static/popups.js) watches for it; the server
+    checks what it knows itself (the page type of `cart_page`, the visit's page views)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    on: Literal["load", "delay", "scroll", "exit"] = "load"
-    seconds: float = Field(default=0, ge=0, le=600)
-    percent: int = Field(default=50, ge=0, le=100)
+    on: TriggerOn = "load"
+    seconds: float = Field(default=0, ge=0, le=3600, description="delay: after this long; inactivity: this long without input")
+    percent: int = Field(default=50, ge=0, le=100, description="scroll: how far down the page")
+    count: int = Field(default=2, ge=1, le=1000, description="page_views: from the N-th page view of the visit on")
+
+    @model_validator(mode="after")
+    def _keys_of_its_kind(self) -> "Trigger":
+        wanted = TRIGGER_KEYS.get(self.on, ())
+        for key in sorted(self.model_fields_set - {"on"} - set(wanted)):
+            takers = [on for on, keys in TRIGGER_KEYS.items() if key in keys]
+            raise ValueError(f'{key} is for on = {" or ".join(repr(t) for t in takers)}, not on = "{self.on}"')
+        if self.on == "inactivity" and self.seconds <= 0:
+            raise ValueError('on = "inactivity" needs seconds, e.g. seconds = 30')
+        return self
+
+
+class Frequency(BaseModel):
+    """How often one visitor may see a popup (counted in the browser: docs/campaigns.md#frequency-caps)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_session: int | None = Field(default=None, ge=1, le=1000, description="at most this many times in a browser session")
+    per_day: int | None = Field(default=None, ge=1, le=1000, description="at most this many times in 24 hours")
+    total: int | None = Field(default=None, ge=1, le=1000, description="at most this many times ever")
+    days_after_close: float | None = Field(
+        default=None, ge=0, le=3650, description="shown again this many days after the visitor closed it",
+    )
+
+
+class SignupForm(BaseModel):
+    """`[campaigns.signup]`: the popup's second step is an e-mail sign-up (POST /v1/leads);
+    its `code` is revealed only in the answer to a valid sign-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    button: str = Field("Sign me up", min_length=1, max_length=100, description="the submit button")
+    opt_in: str = Field(
+        "Yes, send me offers and news by e-mail.", min_length=1, max_length=300,
+        description="the opt-in checkbox's text (it must be ticked to sign up)",
+    )
+    birthday: bool = Field(False, description="an optional birthday field (day and month, year optional)")
+    interests: bool | Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=20)] = Field(
+        False, description="optional interests to tick: a list, or true for the catalog's largest categories",
+    )
+    thanks: str = Field("Thanks for signing up!", max_length=300, description="shown after a valid sign-up")
+
+
+class Countdown(BaseModel):
+    """`[campaigns.countdown]`: a popup's offer runs out, at `ends_at` or `minutes` after the
+    visitor first saw it; the popup shows the time left, ticking, and goes at zero."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ends_at: datetime | None = Field(default=None, description="the offer's end (without an offset: in the shop's time zone)")
+    minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60, description="the offer's length from the first showing")
+    text: str = Field("Offer ends in", max_length=100, description="the words before the time left")
+
+    @model_validator(mode="after")
+    def _one_end(self) -> "Countdown":
+        if (self.ends_at is None) == (self.minutes is None):
+            raise ValueError("give the countdown either ends_at (a date-time) or minutes (after it is first shown)")
+        return self
+
+    def end(self, shop_zone: str) -> datetime | None:
+        """ends_at as naive UTC (None for a countdown in minutes)."""
+        if self.ends_at is None:
+            return None
+        moment = self.ends_at if self.ends_at.tzinfo is not None else self.ends_at.replace(tzinfo=zone_named(shop_zone))
+        return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def time_left(seconds: float) -> str:
+    """`1:05:09`, `4:59`: how the countdown writes the time left (as popups.js does)."""
+    s = max(0, math.ceil(seconds))
+    hours, minutes = divmod(s // 60, 60)
+    return f"{hours}:{minutes:02d}:{s % 60:02d}" if hours else f"{minutes}:{s % 60:02d}"
 
 
 class Campaign(BaseModel):
@@ -195,6 +278,11 @@ class Campaign(BaseModel):
     audience: Audience = Field(default_factory=Audience)
     trigger: Trigger = Field(default_factory=Trigger)
     once_closed: bool = Field(default=True, description="Never show again after the visitor closes it")
+    frequency: Frequency = Field(default_factory=Frequency)
+    signup: SignupForm | None = Field(default=None, description="popups: the second step is an e-mail sign-up")
+    schedule: Schedule = Field(default_factory=Schedule)
+    countdown: Countdown | None = Field(default=None, description="popups: a time-limited offer, with the time left")
+    show_cart: bool = Field(default=False, description="shows the items in the visitor's cart (a cart reminder)")
     title: str = ""
     body: str = ""
     cta: str = ""
@@ -208,11 +296,23 @@ class Campaign(BaseModel):
     )
 
     _needs: tuple[str, ...] = PrivateAttr(())  # personal placeholders its copy names without a fallback
+    _shop_zone: str = PrivateAttr("UTC")  # the shop's `timezone`, set when its config is loaded
 
     def model_post_init(self, context: Any) -> None:
         self._needs = needed_facts(getattr(self, name) for name in COPY_FIELDS)
 
     _valid_copy = field_validator(*COPY_FIELDS)(valid_copy)
+
+    @model_validator(mode="after")
+    def _popup_keys(self) -> "Campaign":
+        popup_only = [k for k in ("trigger", "frequency", "signup", "countdown", "show_cart") if k in self.model_fields_set]
+        if self.widget != "popup" and popup_only:
+            raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
+        if self.frequency.days_after_close is not None:
+            if "once_closed" in self.model_fields_set and self.once_closed:
+                raise ValueError("frequency.days_after_close shows it again after a close: leave out once_closed = true")
+            self.once_closed = False
+        return self
 
     @field_validator("link")
     @classmethod
@@ -273,7 +373,46 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
               f"its copy names {', '.join(missing)}, which this visitor has not (a fallback: {{name:text}})")
     if campaign.once_closed:
         check(campaign.id not in closed, "not closed by this visitor before")
+    if campaign.widget == "popup":
+        _check_trigger(campaign.trigger, ctx, check)
+        if caps_in_words(campaign.frequency):
+            # The browser counts the showings (docs/campaigns.md#frequency-caps-popups): said here, checked there.
+            check(True, f"its caps are counted in the visitor's browser: {caps_in_words(campaign.frequency)}")
+    if not campaign.schedule.empty:
+        check_schedule(campaign.schedule, ctx, campaign._shop_zone, check)
+    if campaign.countdown is not None and campaign.countdown.ends_at is not None:
+        end, now = campaign.countdown.end(campaign._shop_zone), ctx.now or utcnow()
+        check(now < end, f"its countdown ends {end:%Y-%m-%d %H:%M} UTC, it is {now:%Y-%m-%d %H:%M} UTC")
     return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)
+
+
+def caps_in_words(frequency: Frequency) -> str:
+    """`at most 1 per session, 3 in all`: a popup's caps, as the reasons say them."""
+    said = [f"{frequency.per_session} per session" if frequency.per_session else "",
+            f"{frequency.per_day} a day" if frequency.per_day else "",
+            f"{frequency.total} in all" if frequency.total else ""]
+    words = ", ".join(s for s in said if s)
+    back = f"back {frequency.days_after_close:g} days after a close" if frequency.days_after_close is not None else ""
+    return "; ".join(s for s in (f"at most {words}" if words else "", back) if s)
+
+
+def _check_trigger(trigger: Trigger, ctx: "VisitorContext", check) -> None:
+    """What of a popup's trigger the server knows: the page type, the visit's page views."""
+    if trigger.on == "cart_page":
+        check(ctx.page.type == "cart", f"page type is {ctx.page.type or 'unknown'}, its trigger wants cart")
+    elif trigger.on == "page_views":
+        views = visit_page_views(ctx)
+        check(views >= trigger.count, f"page {views} of this visit, its trigger wants page {trigger.count} on")
+
+
+def visit_page_views(ctx: "VisitorContext") -> int:
+    """Page views of the visit, this one included (1 for a visitor without consent: nothing is counted)."""
+    run = ctx.audiences.run
+    facts = run.facts if run is not None else None
+    if not ctx.consent.personalization or ctx.is_new_token:
+        return 1
+    views = facts.value("visit_page_views") if facts is not None else ctx.profile.visit_page_views
+    return max(1, int(views or 0))
 
 
 def _in_audiences(ctx: "VisitorContext", wanted: list[str]) -> tuple[bool, str]:

@@ -53,11 +53,10 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None) -> None:
 @click.option("--train/--no-train", default=True, show_default=True,
               help="Train the recommendation model before serving when the demo shop has none yet "
               "(else the background jobs train it once enough interactions are in).")
-@click.option("--simulate-month", is_flag=True,
-              help="Fill the dashboard (/admin/) with a month of simulated traffic, labelled as such, and make a "
-              "dashboard user for it (once).")
+@click.option("--simulate/--no-simulate", default=True, show_default=True,
+              help="On the first start, fill the dashboard with a simulated month of traffic (visitor ids sim-...).")
 @click.pass_context
-def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, simulate_month: bool) -> None:
+def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, simulate: bool) -> None:
     """Set up the demo shop (once) and serve it on http://HOST:PORT/demo/, with the background jobs."""
     settings = _settings(ctx, host=host, port=port)
     services = _services(settings)
@@ -65,8 +64,17 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, si
     if services.store.count_items(DEMO_SHOP) == 0:
         _import_catalog(services, DEMO_SHOP, DEMO_DIR / "data" / "catalog.csv", None)
         _import_interactions(services, DEMO_SHOP, DEMO_DIR / "data" / "interactions.csv", shift=True)
+        if simulate:
+            from server.demo.simulate import World
+
+            _simulate(services, DEMO_SHOP, World())
+        else:  # the imported history counted now, before any visitor's events wait on it
+            from server.measure.rollups import run_rollups
+
+            click.echo(f"Rollups: {run_rollups(services, lag_s=0, budget_s=600)}")
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
+    _import_demo_customers(services)
     if not services.search.in_step(DEMO_SHOP):
         count = services.search.rebuild(DEMO_SHOP)
         click.echo(f"Built the demo shop's search index ({count} items).")
@@ -77,8 +85,6 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, si
         report = train_shop(services.store, settings, DEMO_SHOP, log=click.echo)
         if report.artifact is not None:
             click.echo(f"Model {report.artifact.version} trained in {report.seconds:.0f} s.")
-    if simulate_month:
-        _simulate_month(services)
     click.echo(f"Demo shop: http://{settings.host}:{settings.port}/demo/")
     click.echo(f"Consent demo (consent = \"required\"): http://{settings.host}:{settings.port}/demo/consent")
     from server.worker import Worker
@@ -176,30 +182,14 @@ def _services(settings: Settings) -> Any:
         fail(str(exc))
 
 
-DEMO_ADMIN = "demo@vitrine.example"
+def _import_demo_customers(services: Any) -> None:
+    """The demo's customers (names and consents made up, server/demo/data/NOTICE.md), for its
+    log-in page; imported again at each start, which changes nothing once they are in."""
+    from server.imports import read_customers
 
-
-def _simulate_month(services: Any) -> None:
-    """A month of simulated visitors in the demo shop, rolled up, and a dashboard user to see them."""
-    import secrets
-
-    from server.admin.auth import hash_password
-    from server.demo.simulated import simulate_traffic
-    from server.measure.attribution import Window
-    from server.models import utcnow
-
-    if services.store.admin_user(DEMO_ADMIN) is not None:
-        click.echo(f"Simulated traffic already written (dashboard user {DEMO_ADMIN}).")
-        return
-    click.echo("Writing a month of simulated traffic for the dashboard (visitor ids sim-...)...")
-    count = simulate_traffic(services.store, DEMO_SHOP, days=30, now=utcnow())
-    # Nothing else writes yet (the server has not started): every event can be read at once.
-    run = services.store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
-    click.echo(f"Simulated {count:,} events; rolled up {run.events:,} events, {run.orders:,} orders.")
-    password = secrets.token_urlsafe(12)
-    services.store.save_admin_user(DEMO_ADMIN, hash_password(password), DEMO_SHOP, utcnow())
-    click.echo(f"Dashboard: http://{services.settings.host}:{services.settings.port}/admin/ "
-               f"(email {DEMO_ADMIN}, password {password}; shown once)")
+    new, _, _ = services.store.import_customers(DEMO_SHOP, read_customers(DEMO_DIR / "data" / "customers.csv"))
+    if new:
+        click.echo(f"Imported the demo shop's {new} customers (log in as one at /demo/account).")
 
 
 def _install_demo_shop(settings: Settings) -> None:
@@ -216,7 +206,7 @@ def _install_demo_shop(settings: Settings) -> None:
 # -- data ------------------------------------------------------------------------------
 @main.group("import")
 def import_() -> None:
-    """Import a catalog or past interactions into a shop."""
+    """Import a catalog, past interactions, customers or orders into a shop."""
 
 
 @import_.command("catalog")
@@ -240,6 +230,51 @@ def import_interactions(ctx: click.Context, file: Path, shop: str) -> None:
     services = _services(_settings(ctx))
     _require_shop(services, shop)
     _import_interactions(services, shop, file)
+
+
+@import_.command("customers")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def import_customers(ctx: click.Context, file: Path, shop: str) -> None:
+    """Import customers: CSV id[,email|email_sha256,first_name,signed_up_at,birthday,group,marketing_consent]."""
+    from server.imports import ImportFailed, read_customers
+
+    services = _services(_settings(ctx))
+    _require_shop(services, shop)
+    started = time.perf_counter()
+    try:
+        found = read_customers(file)
+    except ImportFailed as exc:
+        fail(f"{exc}\nNothing was imported.")
+    new, updated, forgotten = services.store.import_customers(shop, found)
+    click.echo(f"Imported {new} new customers into shop {shop!r} ({updated} updated) in {time.perf_counter() - started:.1f} s.")
+    if forgotten:
+        click.echo(f"Left out {forgotten} customers deleted at their request (vitrine privacy delete --customer).")
+
+
+@import_.command("orders")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def import_orders(ctx: click.Context, file: Path, shop: str) -> None:
+    """Import orders: CSV order_id,customer_id,timestamp[,value,currency,lines] (lines: ITEM:QTY|ITEM)."""
+    from server.imports import ImportFailed, read_orders
+
+    services = _services(_settings(ctx))
+    _require_shop(services, shop)
+    started = time.perf_counter()
+    try:
+        found = read_orders(file)
+    except ImportFailed as exc:
+        fail(f"{exc}\nNothing was imported.")
+    added, forgotten = services.store.import_orders(shop, found)
+    click.echo(
+        f"Imported {added} new orders into shop {shop!r} ({len(found) - added - forgotten} already there) "
+        f"in {time.perf_counter() - started:.1f} s."
+    )
+    if forgotten:
+        click.echo(f"Left out {forgotten} orders of customers deleted at their request (vitrine privacy delete --customer).")
 
 
 def _require_shop(services: Any, shop: str) -> None:
@@ -334,6 +369,18 @@ def shops_create(ctx: click.Context, shop: str, origins: tuple[str, ...], curren
         f"name = {json.dumps(shop)}\norigins = {json.dumps(list(origins))}\ncurrency = {json.dumps(currency)}\n"
     )
     click.echo(f"Created {path}")
+    services = _services(settings)
+    try:
+        click.echo(f"Secret key: {services.shop_keys.key(shop)}")
+    finally:
+        services.close()
+    click.echo(_KEY_HELP.format(shop=shop))
+
+
+_KEY_HELP = (
+    "Keep it on the shop's backend, never in a page: it signs the customer ids of vitrine('identify') "
+    "(docs/embedding.md#identify). `vitrine shops key {shop}` shows it again, `--rotate` replaces it."
+)
 
 
 def _shop_file(ctx: click.Context, shop: str) -> Path:
@@ -390,14 +437,19 @@ def shops_qa_key(ctx: click.Context, shop: str) -> None:
 
 
 # -- audiences -------------------------------------------------------------------------
-@main.command()
-@click.option("--shop", required=True, help="Shop id.")
+@main.group(invoke_without_command=True)
+@click.option("--shop", help="Shop id.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"<audience>": <visitors>, ...} (null: not sized).')
 @click.pass_context
-def audiences(ctx: click.Context, shop: str, as_json: bool) -> None:
-    """Print how many visitors each of the shop's audiences holds now, counted by the store."""
+def audiences(ctx: click.Context, shop: str | None, as_json: bool) -> None:
+    """Print how many visitors each of the shop's audiences holds now, counted by the store;
+    `export` prints the known customers in one of them."""
     from server.models import utcnow
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if not shop:
+        fail("name the shop: vitrine audiences --shop S [--json]")
     config = _parsed_or_exit(shop, _shop_file(ctx, shop))
     settings = _settings(ctx)
     services = _services(settings)
@@ -418,6 +470,102 @@ def audiences(ctx: click.Context, shop: str, as_json: bool) -> None:
         shown = "-" if size is None else f"{size:,}"
         why = f"   not sized: {sizes.not_sized[audience]}" if size is None else ""
         click.echo(f"  {audience:<{width}}  {shown:>9}{why}")
+
+
+# -- leads -----------------------------------------------------------------------------
+LEAD_COLUMNS = ("ts", "campaign", "email", "opt_in", "birthday", "interests", "visitor_id")
+
+
+@main.command()
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of CSV.")
+@click.pass_context
+def leads(ctx: click.Context, shop: str, as_json: bool) -> None:
+    """Print the shop's e-mail sign-ups from popups (POST /v1/leads), oldest first, as CSV."""
+    import csv
+    import io
+
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        rows = services.store.shop_leads(shop)
+    finally:
+        services.close()
+    rows = [{k: (row[k].isoformat(timespec="seconds") + "Z" if k == "ts" else row[k]) for k in LEAD_COLUMNS} for row in rows]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    text = io.StringIO()
+    out = csv.DictWriter(text, LEAD_COLUMNS, lineterminator="\n")
+    out.writeheader()
+    out.writerows(rows)
+    click.echo(text.getvalue(), nl=False)
+
+
+@audiences.command("export")
+@click.argument("audience")
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.pass_context
+def audiences_export(ctx: click.Context, audience: str, shop: str, fmt: str) -> None:
+    """Print the shop's known customers in AUDIENCE now (id, e-mail, reason), for an e-mail tool:
+    only those imported with marketing consent, never one whose browser sent Global Privacy Control."""
+    from server.customers.export import as_csv, as_json, audience_customers
+    from server.models import utcnow
+    from server.store.audience_sql import NotExportable
+
+    config = _parsed_or_exit(shop, _shop_file(ctx, shop))
+    book = config.audience_book
+    if audience not in book.by_id:
+        fail(f"unknown audience {audience!r}; the audiences of shop {shop!r} are {', '.join(book.ids())}")
+    settings = _settings(ctx)
+    services = _services(settings)
+    try:
+        rows = audience_customers(services.store, services.audiences, config, audience, utcnow(),
+                                  settings.visit_timeout_minutes * 60)
+    except NotExportable as exc:
+        fail(str(exc))
+    finally:
+        services.close()
+    click.echo(as_csv(rows) if fmt == "csv" else as_json(rows), nl=fmt == "json")
+    click.echo(f"{len(rows)} customer{'' if len(rows) == 1 else 's'} in {audience}.", err=True)
+
+
+@audiences.command("deliveries")
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="The newest N.")
+@click.option("--json", "as_json", is_flag=True, help="Print them as a JSON list.")
+@click.pass_context
+def audiences_deliveries(ctx: click.Context, shop: str, limit: int, as_json: bool) -> None:
+    """Print the shop's newest audience webhook deliveries and how each went."""
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        rows = services.store.deliveries(shop, limit)
+    finally:
+        services.close()
+    shown = [{
+        "id": r["id"], "created_at": _iso(r["created_at"]), "audience": r["audience"], "change": r["change"],
+        "customer_id": r["customer_id"], "url": r["url"], "status": r["status"], "attempts": r["attempts"],
+        "next_attempt_at": _iso(r["next_attempt_at"]) if r["status"] == "pending" else None,
+        "delivered_at": _iso(r["delivered_at"]), "last_error": r["last_error"],
+    } for r in rows]
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+        return
+    if not shown:
+        click.echo(f"No webhook deliveries in shop {shop!r} yet.")
+        return
+    for d in shown:
+        when = {"delivered": f"delivered {d['delivered_at']}", "pending": f"next try {d['next_attempt_at']}",
+                "failed": "failed"}.get(d["status"], d["status"])
+        error = f"  ({d['last_error']})" if d["last_error"] else ""
+        click.echo(f"{d['id']:>6}  {d['created_at']}  {d['audience']} {d['change']:<5} {d['customer_id']}  "
+                   f"{d['status']}, {d['attempts']} attempt{'' if d['attempts'] == 1 else 's'}, {when}{error}")
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat(timespec="seconds") + "Z" if moment is not None else None
 
 
 # -- measurement -----------------------------------------------------------------------
@@ -455,6 +603,39 @@ def report(ctx: click.Context, shop: str, experiment: str | None, engine: str, m
     click.echo(json.dumps(data, indent=2) if as_json else format_report(data), nl=not as_json)
     if as_json:
         click.echo()
+
+
+@main.command("simulate")
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--days", type=click.IntRange(1, 400), default=30, show_default=True, help="Days of traffic, ending now.")
+@click.option("--visitors-per-day", type=click.IntRange(1, 1_000_000), default=150, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True, help="The same seed makes the same visitors.")
+@click.pass_context
+def simulate_cmd(ctx: click.Context, shop: str, days: int, visitors_per_day: int, seed: int) -> None:
+    """Write simulated traffic (visitor ids sim-...) for the dashboard and benchmarks, then roll it up."""
+    from server.demo.simulate import World
+
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        _require_shop(services, shop)
+        _simulate(services, shop, World(visitors_per_day=visitors_per_day, days=days, seed=seed))
+    finally:
+        services.close()
+
+
+def _simulate(services: Any, shop: str, world: Any) -> None:
+    from server.demo.simulate import simulate
+    from server.measure.rollups import run_rollups
+
+    started = time.perf_counter()
+    items = services.store.list_items(shop, limit=1000)
+    done = simulate(services.store, services.shops.get(shop), items, world)
+    click.echo(f"Simulated {world.days} days of traffic for the dashboard: {done.visitors:,} visitors, {done.events:,} "
+               f"events, {done.orders:,} orders (visitor ids sim-..., labelled as simulated) in "
+               f"{time.perf_counter() - started:.1f} s.")
+    # At once, not after the rollups' usual wait: nothing else is writing now.
+    click.echo(f"Rollups: {run_rollups(services, lag_s=0, budget_s=600)}")
 
 
 # -- recommendation model --------------------------------------------------------------
@@ -625,6 +806,24 @@ def models_rollback(ctx: click.Context, shop: str) -> None:
         fail(str(exc))
     click.echo(f"Rolled back shop {shop!r} to model {version} (pinned; `vitrine models unpin` undoes it).")
 
+@shops.command("key")
+@click.argument("shop")
+@click.option("--rotate", is_flag=True, help="Make a new key: the old one stops working at once.")
+@click.pass_context
+def shops_key(ctx: click.Context, shop: str, rotate: bool) -> None:
+    """Print the shop's secret key (what its backend signs identified customers with), or rotate it."""
+    _parsed_or_exit(shop, _shop_file(ctx, shop))
+    services = _services(_settings(ctx))
+    try:
+        if rotate:
+            click.echo(services.shop_keys.rotate(shop))
+            click.echo("The old key no longer works: signatures made with it leave visitors anonymous.", err=True)
+        else:
+            click.echo(services.shop_keys.key(shop))
+            click.echo(_KEY_HELP.format(shop=shop), err=True)
+    finally:
+        services.close()
+
 
 # -- the dashboard's users -------------------------------------------------------------
 @main.group()
@@ -724,6 +923,15 @@ def _visitor_option(command: Any) -> Any:
     return click.option("--visitor", help="The visitor id (`visitor_id` of the visitor's export).")(command)
 
 
+def _for_customer(ctx: click.Context, shop: str, customer: str, work: Any) -> Any:
+    services = _services(_settings(ctx))
+    try:
+        _require_shop(services, shop)
+        return work(services.store, shop, customer)
+    finally:
+        services.close()
+
+
 def _visitor_of(visitor: str | None, customer: str | None) -> str:
     from server.models import ANONYMOUS_VISITOR
     from server.store.sql import imported_visitor_id
@@ -753,9 +961,17 @@ def _for_visitor(ctx: click.Context, shop: str, visitor: str | None, customer: s
 @_visitor_option
 @click.pass_context
 def privacy_export(ctx: click.Context, shop: str, visitor: str | None, customer: str | None) -> None:
-    """Print everything held about one visitor as JSON (the answer of GET /v1/me)."""
-    from server.privacy.data import export_visitor
+    """Print everything held about one visitor as JSON (the answer of GET /v1/me); for a
+    customer, with every browser identified as them."""
+    from server.privacy.data import export_customer, export_visitor
 
+    if customer and not visitor:
+        data = _for_customer(ctx, shop, customer, export_customer)
+        if data is None:
+            click.echo(f"Nothing is stored about customer {customer!r} in shop {shop!r}.", err=True)
+            sys.exit(1)
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
     visitor_id, data = _for_visitor(ctx, shop, visitor, customer, export_visitor)
     if data is None:
         click.echo(f"Nothing is stored about visitor {visitor_id!r} in shop {shop!r}.", err=True)
@@ -768,9 +984,19 @@ def privacy_export(ctx: click.Context, shop: str, visitor: str | None, customer:
 @_visitor_option
 @click.pass_context
 def privacy_delete(ctx: click.Context, shop: str, visitor: str | None, customer: str | None) -> None:
-    """Delete every row about one visitor, in one transaction (what DELETE /v1/me does)."""
-    from server.privacy.data import delete_visitor
+    """Delete every row about one visitor, in one transaction (what DELETE /v1/me does); for a
+    customer, with every browser identified as them."""
+    from server.privacy.data import delete_customer, delete_visitor
 
+    if customer and not visitor:
+        counts = _for_customer(ctx, shop, customer, delete_customer)
+        if not any(counts.values()):
+            click.echo(f"Nothing was stored about customer {customer!r} in shop {shop!r}: nothing deleted.")
+            return
+        click.echo(f"Deleted customer {customer!r} of shop {shop!r}:")
+        for table, count in counts.items():
+            click.echo(f"  {table}: {count} row{'' if count == 1 else 's'}")
+        return
     visitor_id, counts = _for_visitor(ctx, shop, visitor, customer, delete_visitor)
     if not any(counts.values()):
         click.echo(f"Nothing was stored about visitor {visitor_id!r} in shop {shop!r}: nothing deleted.")

@@ -9,6 +9,7 @@ shop's sensitive categories let it be used (server/consent/).
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 import threading
 import time
 from collections import OrderedDict
@@ -99,6 +100,8 @@ class VisitorContext:
     source: TrafficSource
     page: PageContext
     consent: ConsentDecision = ALLOWED
+    # QA's `now=` on a fragment URL (naive UTC): the moment schedules and audiences are read at.
+    now: datetime | None = None
     # The ids among these items whose views this page must not use (the shop's sensitive
     # categories other than the page's own); None when the shop has none.
     hidden: Callable[[Sequence[str]], set[str]] | None = field(default=None, compare=False, repr=False)
@@ -202,6 +205,8 @@ class VisitorContext:
             "page_views": self.profile.page_views,
             "orders": self.profile.orders,
             "is_customer": self.profile.is_customer,
+            "customer": {"id": self.profile.customer_id, "first_name": self.profile.first_name}
+            if self.profile.customer_id else None,
             "first_seen": self.profile.first_seen.isoformat(timespec="seconds"),
             "device": dict(vars(self.device)),
             "geo": geo,

@@ -33,7 +33,7 @@ class ShopCORSMiddleware:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        if not origin or scope["path"].endswith("/vitrine.js"):
+        if not origin or scope["path"].endswith(("/vitrine.js", "/popups.js")):
             await self.app(scope, receive, send)
             return
         shop = request_shop(scope) or ""

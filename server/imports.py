@@ -1,19 +1,20 @@
-"""Parsing and validation of catalog and interaction import files (CSV, Merchant Center feeds)."""
+"""Parsing and validation of import files: catalogs (CSV, Merchant Center feeds), interactions, customers, orders."""
 
 from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import math
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 from xml.etree import ElementTree
 from xml.parsers import expat
 
-from server.models import INTERACTION_KINDS, CatalogItem, Interaction
+from server.models import INTERACTION_KINDS, CatalogItem, Customer, Interaction, Order
 from server.urls import RULE as WEB_URL_RULE
 from server.urls import is_web_url
 
@@ -27,6 +28,12 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 _CSV_REQUIRED = ("item_id", "title")
 _GMC_REQUIRED = ("id", "title")
 _INTERACTION_REQUIRED = ("user_id", "item_id", "event", "timestamp")
+_CUSTOMER_REQUIRED = ("id",)
+_ORDER_REQUIRED = ("order_id", "customer_id", "timestamp")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MAX_ORDER_LINES = 100
 
 _AVAILABILITY = {
     "in stock": True,
@@ -520,3 +527,101 @@ def read_interactions(path: Path) -> list[Interaction]:
     if not path.is_file():
         raise ImportFailed(path, None, "no such file")
     return _read_delimited(path, ",", _INTERACTION_REQUIRED, _interaction)
+
+
+def _limited(row: dict[str, str], column: str, limit: int) -> str:
+    value = row.get(column, "")
+    if len(value) > limit:
+        raise _RowError(f"{column} too long: {len(value)} characters (at most {limit})")
+    return value
+
+
+def _customer(row: dict[str, str]) -> Customer:
+    customer_id = _limited(row, "id", 128)
+    if not customer_id:
+        raise _RowError("empty id")
+    email = _limited(row, "email", 320).lower()
+    if email and not _EMAIL.match(email):
+        raise _RowError(f"bad email {_quoted(email)} (expected name@example.com)")
+    digest = row.get("email_sha256", "").lower()
+    if digest and not _SHA256.match(digest):
+        raise _RowError(f"bad email_sha256 {_quoted(digest)} (expected 64 hex digits: the SHA-256 of the lower-case e-mail)")
+    if email:
+        own = hashlib.sha256(email.encode()).hexdigest()
+        if digest and digest != own:
+            raise _RowError("email_sha256 is not the SHA-256 of email (leave one of them empty)")
+        digest = own
+    signed_up = row.get("signed_up_at", "")
+    birthday = row.get("birthday", "")
+    if birthday:
+        try:
+            if not _DATE.match(birthday):
+                raise ValueError
+            born = date.fromisoformat(birthday)
+        except ValueError:
+            raise _RowError(f"bad birthday {_quoted(birthday)} (expected a date like 1990-04-23)") from None
+    consent = row.get("marketing_consent", "").lower()
+    if consent and consent not in _BOOLEANS:
+        raise _RowError(f"bad marketing_consent {_quoted(consent)} (expected true/false, yes/no or 1/0)")
+    return Customer(
+        customer_id=customer_id, email=email, email_sha256=digest, first_name=_limited(row, "first_name", 128),
+        signed_up_at=_parse_timestamp(signed_up).replace(tzinfo=None) if signed_up else None,
+        birthday=born if birthday else None, group=_limited(row, "group", 64),
+        marketing_consent=_BOOLEANS.get(consent, False),
+    )
+
+
+def read_customers(path: Path) -> list[Customer]:
+    """Reads and validates a whole customers CSV; raises ImportFailed listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFailed(path, None, "no such file")
+    return _read_delimited(path, ",", _CUSTOMER_REQUIRED, _customer, key_column="id")
+
+
+def _order_lines(text: str) -> tuple[tuple[str, float], ...]:
+    """"71053:2|22632" -> (("71053", 2.0), ("22632", 1.0))."""
+    lines = []
+    for part in (p.strip() for p in text.split("|")):
+        if not part:
+            continue
+        item, _, quantity = part.rpartition(":") if ":" in part else (part, "", "1")
+        item = item.strip()
+        try:
+            count = float(quantity)
+        except ValueError:
+            count = math.nan
+        if not item or not (0 < count <= 1_000_000):
+            raise _RowError(f"bad line {_quoted(part)} in lines (expected ITEM_ID or ITEM_ID:QUANTITY, "
+                            "lines separated by |, quantities above 0)")
+        lines.append((item[:128], count))
+    if len(lines) > MAX_ORDER_LINES:
+        raise _RowError(f"{len(lines)} lines (at most {MAX_ORDER_LINES} per order)")
+    return tuple(lines)
+
+
+def _order(row: dict[str, str]) -> Order:
+    value = _parse_number(row.get("value", ""), "value")
+    if value is not None and value < 0:
+        raise _RowError(f"bad value {_quoted(row['value'])}: must not be negative")
+    currency = row.get("currency", "").upper()
+    if currency and not re.fullmatch(r"[A-Z]{3}", currency):
+        raise _RowError(f"bad currency {_quoted(currency)} (expected a three-letter code like GBP)")
+    order_id = _limited(row, "order_id", 128)
+    customer_id = _limited(row, "customer_id", 128)
+    if not order_id:
+        raise _RowError("empty order_id")
+    if not customer_id:
+        raise _RowError("empty customer_id")
+    return Order(
+        order_id=order_id, customer_id=customer_id, timestamp=_parse_timestamp(row.get("timestamp", "")),
+        value=value, currency=currency, lines=_order_lines(row.get("lines", "")),
+    )
+
+
+def read_orders(path: Path) -> list[Order]:
+    """Reads and validates a whole orders CSV; raises ImportFailed listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFailed(path, None, "no such file")
+    return _read_delimited(path, ",", _ORDER_REQUIRED, _order, key_column="order_id")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -51,6 +51,32 @@ class Interaction:
 
 
 @dataclass(frozen=True)
+class Customer:
+    """One of the shop's customers as imported (`vitrine import customers`)."""
+
+    customer_id: str
+    email: str = ""  # lower-case; "" when only its hash was imported
+    email_sha256: str = ""  # hex SHA-256 of the lower-case e-mail
+    first_name: str = ""
+    signed_up_at: datetime | None = None  # naive UTC
+    birthday: date | None = None
+    group: str = ""
+    marketing_consent: bool = False  # may be sent marketing (exports and webhooks need it)
+
+
+@dataclass(frozen=True)
+class Order:
+    """One of the shop's orders as imported (`vitrine import orders`)."""
+
+    order_id: str
+    customer_id: str
+    timestamp: datetime  # timezone-aware, UTC
+    value: float | None = None
+    currency: str = ""
+    lines: tuple[tuple[str, float], ...] = ()  # (item id, quantity)
+
+
+@dataclass(frozen=True)
 class Event:
     """One thing a visitor did, as stored (GA4 ecommerce names where one exists)."""
 
@@ -94,6 +120,12 @@ class VisitorProfile:
     utm_campaign: str = ""
     gpc: bool = False  # Global Privacy Control on the latest page view: never exported to a third party
     state: "VisitorState | None" = None  # recent events and closed campaigns (None: nothing yet)
+    # The shop's customer this browser identified as (server/customers/): their id ("": anonymous),
+    # first name and sign-up, read with the row; `orders`, `revenue` and `last_order_at` are
+    # then the customer's imported ones where those are more.
+    customer_id: str = ""
+    first_name: str = ""
+    customer_signed_up_at: datetime | None = None
 
     @property
     def is_customer(self) -> bool:

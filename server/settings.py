@@ -197,6 +197,10 @@ class Settings:
         "visitors past `visitor_retention_days`.",
         minimum=1,
     )
+    audience_webhook_interval_s: int = _setting(
+        60, "Seconds between two runs by `vitrine worker` of the audience webhooks: who joined and who "
+        "left each webhook's audience, and the deliveries due (new ones and retries).", minimum=1,
+    )
     rollup_interval_s: int = _setting(
         300,
         "Seconds between two runs by `vitrine worker` of the rollups: the events counted by hour and day, "

@@ -26,6 +26,7 @@ from server.consent.regions import REGIONS
 from server.consent.rules import ConsentPolicy, GpcRule, Rule
 from server.countries import to_iso
 from server.measure.experiments import Experiment, experiment_problems
+from server.schedules import valid_zone
 from server.slots import SlotRules, slot_problems
 from server.urls import RULE, is_web_url
 
@@ -84,6 +85,16 @@ class AttributionConfig(BaseModel):
     click_days: int = Field(7, ge=0, le=90, description="A click credits the orders of this many days after it")
 
 
+class PopupsConfig(BaseModel):
+    """`[popups]`: the caps over all of a shop's popups (each campaign has its own too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_session: int = Field(
+        3, ge=1, le=100, description="At most this many popups open in one browser session (and never more than one per page view).",
+    )
+
+
 class ShopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,6 +107,9 @@ class ShopConfig(BaseModel):
         "(a shop whose pages Vitrine serves, the demo's); empty: paths stay paths.",
     )
     currency: str = "USD"
+    timezone: str = Field(
+        "UTC", description="The shop's IANA time zone: campaign schedules read in it where the visitor's is unknown.",
+    )
     campaigns: list[Campaign] = Field(default_factory=list)
     slots: list[SlotRules] = Field(default_factory=list, description="What each audience sees in a slot (server/slots.py)")
     experiments: list[Experiment] = Field(default_factory=list, description="A/B/n tests on slots and campaigns "
@@ -105,6 +119,7 @@ class ShopConfig(BaseModel):
                            "personalization anywhere, to measure its uplift against")
     nav: NavConfig = Field(default_factory=NavConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
+    popups: PopupsConfig = Field(default_factory=PopupsConfig)
     audiences: AudiencesConfig = Field(default_factory=AudiencesConfig)
     # Consent (docs/privacy.md). consent_regions comes first: consent's check reads it.
     consent_regions: list[str] = Field(
@@ -134,6 +149,15 @@ class ShopConfig(BaseModel):
         if url and url != "self" and not (url.lower().startswith(("http://", "https://")) and is_web_url(url)):
             raise ValueError(f'{url!r} is not the base URL of a site: write "https://www.myshop.example", or "self"')
         return url.rstrip("/") if url != "self" else url
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        return valid_zone(name)
+
+    def model_post_init(self, context: Any) -> None:
+        for campaign in self.campaigns:
+            campaign._shop_zone = self.timezone
 
     @field_validator("consent_regions")
     @classmethod

@@ -32,8 +32,10 @@ log = logging.getLogger("vitrine.worker")
 
 LEASE = "worker"  # the one lease of a deployment's worker
 # The modules that define jobs, each with a `jobs(settings) -> list[Job]`.
-JOB_MODULES = ("server.search", "server.recommend.retrain", "server.retention", "server.measure.rollups",
-               "server.audiences.snapshots")
+JOB_MODULES = (
+    "server.search", "server.recommend.retrain", "server.retention", "server.measure.rollups", "server.customers.webhooks",
+    "server.audiences.snapshots",
+)
 
 
 @dataclass(frozen=True)

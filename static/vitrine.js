@@ -7,7 +7,7 @@
   var api = (opt.api || me.src.replace(/\/v1\/vitrine\.js.*$/, "")).replace(/\/$/, "");
   var budget = +opt.timeout || 1500;
   var KEY = "vitrine:" + shop + ":", OFF = "vitrine-off:" + shop;
-  var queue = [], timer, pageViewId, token, popupOpen, started, ok, asked, shut = {};
+  var queue = [], timer, pageViewId, token, started, ok, asked, who, P = {};
 
   function noop() {}
   function safe(fn) {
@@ -30,6 +30,7 @@
     ev.ts = Date.now();
     if (pageViewId) ev.page_view_id = pageViewId;
     queue.push(ev);
+    if (P.on) P.on(type);
     clearTimeout(timer);
     timer = setTimeout(flush, queue.length >= 20 ? 0 : 800);
   }
@@ -96,7 +97,6 @@
     function g(k) { return p[k + "_storage"] == null ? said[2][k] : p[k + "_storage"] == "granted"; }
     heard(2, { personalization: g("personalization"), analytics: g("analytics") });
   }
-  // TCF v2.2 purposes: 1, 5, 6 personalization; 1, 8 analytics.
   function tcf(t, success) {
     if (!success || !t || (t.eventStatus != "tcloaded" && t.eventStatus != "useractioncomplete")) return;
     if (t.gdprApplies === false) return heard(3);
@@ -129,30 +129,35 @@
     var l = el.closest("[data-vitrine-list]");
     return l && { item_list_id: l.getAttribute("data-vitrine-list"), item_list_name: l.getAttribute("data-vitrine-strategy") };
   }
-  function wire(root, slot, onClose) {
+  // Seen: half in view for 1 s (a popup: at once).
+  function seen(el, slot, fn) {
+    if (slot == "popup" || !w.IntersectionObserver) return fn();
+    var t, o = new IntersectionObserver(function (es) {
+      clearTimeout(t);
+      if (es.pop().intersectionRatio >= .5) t = setTimeout(function () { o.disconnect(); fn(); }, 1e3);
+    }, { threshold: .5 });
+    o.observe(el);
+  }
+  function wire(root, slot, onClose, f) {
+    function tr(type, ev) { ev.experiment = f.experiment; ev.variant = f.variant; track(type, ev); }
     root.querySelectorAll("[data-vitrine-campaign]").forEach(function (c) {
-      track("view_promotion", { promotion_id: campaignOf(c), creative_slot: slot });
+      seen(c, slot, function () { tr("view_promotion", { promotion_id: campaignOf(c), creative_slot: slot }); });
     });
     root.querySelectorAll("[data-vitrine-list]").forEach(function (l) {
       var ev = listOf(l);
       ev.items = [].map.call(l.querySelectorAll("[data-item-id]"), function (i) { return { item_id: i.getAttribute("data-item-id") }; });
-      if (ev.items.length) track("view_item_list", ev);
+      if (ev.items.length) seen(l, slot, function () { tr("view_item_list", ev); });
     });
     root.addEventListener("click", safe(function (e) {
       var t = e.target, hit;
-      if ((hit = t.closest("[data-vitrine-reveal]"))) {
-        root.querySelectorAll("[data-vitrine-step]").forEach(function (s) { s.hidden = s.getAttribute("data-vitrine-step") != "2"; });
-        var next = root.querySelector('[data-vitrine-step="2"] button, [data-vitrine-step="2"] a');
-        if (next) next.focus();
-        track("select_promotion", { promotion_id: campaignOf(hit), creative_slot: slot });
-      } else if ((hit = t.closest("[data-vitrine-close]"))) {
+      if ((hit = t.closest("[data-vitrine-close]"))) {
         if (onClose) onClose();
       } else if ((hit = t.closest("a[href], [data-item-id]"))) {
         var item = t.closest("[data-item-id]"), list = listOf(hit);
         var ev = list || { promotion_id: campaignOf(hit) || slot, creative_slot: slot };
         if (item) ev.item_id = item.getAttribute("data-item-id");
-        if (!list) track("select_promotion", ev);
-        else if (item) track("select_item", ev);
+        if (!list) tr("select_promotion", ev);
+        else if (item) tr("select_item", ev);
         flush();
       }
     }));
@@ -162,44 +167,17 @@
     if (frag.shadow && el.attachShadow) root = el.shadowRoot || el.attachShadow({ mode: "open" });
     root.innerHTML = frag.html;
     el.setAttribute("data-vitrine-filled", "");
-    wire(root, el.getAttribute("data-vitrine-slot"));
+    wire(root, el.getAttribute("data-vitrine-slot"), 0, frag);
   }
-  function arm(p) {
-    if (get("closed:" + p.campaign) || shut[p.campaign]) return;
-    var t = p.trigger || {}, done;
-    function show() { if (!done) { done = 1; openPopup(p); } }
-    if (t.on == "delay") setTimeout(safe(show), (t.seconds || 0) * 1000);
-    else if (t.on == "scroll") {
-      w.addEventListener("scroll", safe(function () {
-        var h = d.documentElement.scrollHeight - w.innerHeight;
-        if (h <= 0 || w.scrollY * 100 >= t.percent * h) show();
-      }), { passive: true });
-    } else if (t.on == "exit") {
-      d.addEventListener("mouseout", safe(function (e) { if (!e.relatedTarget && e.clientY <= 0) show(); }));
-    } else show();
-  }
-  function openPopup(p) {
-    if (popupOpen) return;
-    var host = d.createElement("div");
-    host.setAttribute("data-vitrine-popup", p.campaign);
-    var root = host.attachShadow({ mode: "open" });
-    root.innerHTML = p.html;
-    var dialog = root.querySelector("dialog");
-    if (!dialog || !dialog.showModal) return;
-    var before = d.activeElement;
-    d.body.appendChild(host);
-    popupOpen = 1;
-    dialog.addEventListener("close", safe(function () {
-      popupOpen = 0;
-      shut[p.campaign] = 1;
-      set("closed:" + p.campaign, "1");
-      track("close_promotion", { promotion_id: p.campaign, creative_slot: "popup" });
-      flush();
-      host.remove();
-      if (before && before.focus) before.focus();
-    }));
-    wire(root, "popup", function () { dialog.close(); });
-    dialog.showModal();
+  // Popups live in popups.js, loaded only for a page call that has some; P is all it sees.
+  function popups(list) {
+    P.list = list;
+    if (P.show) return P.show(list);
+    if (P.asked || !list.length) return;
+    var s = d.createElement("script");
+    s.src = api + "/v1/popups.js";
+    s.async = P.asked = 1;
+    d.head.appendChild(s);
   }
 
   // -- reserved heights
@@ -274,7 +252,7 @@
       var f = frags[el.getAttribute("data-vitrine-slot")];
       if (f) fill(el, f);
     }));
-    (ls("getItem", OFF) ? [] : res.popups || []).forEach(safe(arm));
+    popups(ls("getItem", OFF) ? [] : res.popups || []);
   }
   function page() {
     if (!shop || !w.fetch) return;
@@ -285,7 +263,7 @@
     started = 1;
     safe(shopify)();
     var body = { shop: shop, token: token, page: pageContext(), slots: slots(), consent: consent(),
-      gpc: navigator.globalPrivacyControl === true };
+      gpc: navigator.globalPrivacyControl === true, identify: who };
     asked = JSON.stringify(body.consent);
     var nav = menu().slice(0, 60).map(function (el) { return el.getAttribute("data-category").slice(0, 128); });
     if (nav.length) body.nav = nav;
@@ -314,11 +292,17 @@
     else if (cmd == "page") page();
     else if (cmd == "flush") flush();
     else if (cmd == "consent") heard(1, a);
+    else if (cmd == "identify") who = a, started && page();
     else if (cmd == "me") return mine("GET").then(function (r) { return r.ok ? r.json() : null; });
     else if (cmd == "forget") return forget();
   }
   var api_ = w.vitrine = safe(vitrine);
   api_.loaded = 1;
+  api_.P = P;
+  P.safe = safe; P.track = track; P.flush = flush; P.get = get; P.set = set; P.wire = wire;
+  P.ok = function () { return ok || {}; };
+  P.url = url; P.consent = consent; P.shop = shop;
+  P.token = function () { return token; };
   safe(reserve)();
   safe(function () {
     watchDataLayer();

@@ -77,13 +77,14 @@ class Running:
 @contextmanager
 def running(
     command: str, data_dir: Path, env: dict[str, str], log_path: Path, start_timeout_s: float = 60,
+    args: tuple[str, ...] = (),
 ) -> Iterator[Running]:
     """`vitrine --data-dir DIR COMMAND --port PORT` until the block ends (then stopped, or
     killed if it does not stop); the test fails with the server's output if it never answers."""
     port = free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "--data-dir", str(data_dir), command, "--port", str(port)],
+            [sys.executable, "-m", "server.cli", "--data-dir", str(data_dir), command, "--port", str(port), *args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"

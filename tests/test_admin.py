@@ -370,11 +370,12 @@ def test_bad_sign_in_requests_get_a_4xx(client, ann) -> None:
 
 
 def test_simulated_traffic_is_labelled_as_such(client, services, ann) -> None:
-    from server.demo.simulated import simulate_traffic
+    from server.demo.simulate import World, simulate
 
     assert sign_in(client).status_code == 303
     assert "Simulated traffic" not in client.get("/admin/demo/").text
-    simulate_traffic(services.store, "demo", days=3, now=utcnow(), visitors_per_day=5)
+    simulate(services.store, services.shops.get("demo"), services.store.all_items("demo"),
+             World(days=3, visitors_per_day=5))
     services.store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
     data = client.get("/admin/demo/overview.json?days=7").json()
     assert data["simulated_page_views"] == data["totals"]["page_views"] > 0

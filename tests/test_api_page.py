@@ -74,8 +74,10 @@ def test_us_visitor_gets_the_international_banner_naming_the_country(client) -> 
 def test_new_visitor_gets_the_welcome_popup_with_its_trigger(client) -> None:
     data = post_page(client).json()
     assert data["visitor"] == {"kind": "new", "visits": 1, "new_visit": True}
-    [popup] = data["popups"]
+    # The welcome first; exit intent next, in case the welcome is capped in the browser.
+    popup, exit_intent = data["popups"]
     assert popup["id"] == popup["campaign"] == "welcome"
+    assert exit_intent["campaign"] == "before-you-go" and exit_intent["trigger"] == {"on": "exit"}
     assert popup["trigger"]["on"] == "delay" and popup["trigger"]["seconds"] == 1
     assert "WELCOME10" in popup["html"] and "<dialog" in popup["html"]
 
@@ -90,7 +92,7 @@ def test_no_welcome_popup_after_the_visitor_closed_it(client, services) -> None:
     again = post_page(client, page_body(token=token)).json()
     assert visitor_of(services, again["token"]) == visitor_of(services, token)
     assert again["visitor"]["kind"] == "new"  # still qualifies, but closed it
-    assert again["popups"] == []
+    assert [p["campaign"] for p in again["popups"]] == ["before-you-go"]  # the welcome no more
     assert again["fragments"]["top"]["campaigns"] == ["uk-delivery"]  # other campaigns unaffected
 
 

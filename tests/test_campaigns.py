@@ -132,8 +132,8 @@ def test_placement_filter() -> None:
 def test_demo_config_targets_as_documented() -> None:
     demo = parse_shop_config("demo", DEMO_CONFIG)
     shown = lambda ctx, widget, placement=None: [d.campaign.id for d in decisions(demo.campaigns, ctx, widget, placement) if d.show]  # noqa: E731
-    assert shown(visitor("new"), "popup") == ["welcome"]
-    assert shown(visitor("returning"), "popup") == []
+    assert shown(visitor("new"), "popup") == ["welcome", "before-you-go"]
+    assert shown(visitor("returning"), "popup") == []  # the sign-up waits for their second page
     assert shown(visitor(country="GB"), "banner", "top") == ["uk-delivery"]
     assert shown(visitor(country="DE"), "banner", "top") == ["international-delivery"]
     assert shown(visitor("returning"), "banner", "home-hero") == ["returning-christmas"]
@@ -148,6 +148,7 @@ def write(path: Path, text: str) -> Path:
 
 
 BANNER = '[[campaigns]]\nid = "{id}"\nwidget = "banner"\n'
+POPUP = '[[campaigns]]\nid = "p"\nwidget = "popup"\n[campaigns.trigger]\n'
 
 
 @pytest.mark.parametrize(
@@ -162,6 +163,15 @@ BANNER = '[[campaigns]]\nid = "{id}"\nwidget = "banner"\n'
         ('[[campaigns]]\nid = "a"\nwidget = "carousel"\n', 3, 'campaigns[0] (id "a").widget', ("popup", "banner")),
         (BANNER.format(id="has space"), 2, 'campaigns[0] (id "has space").id', ("pattern",)),
         ('[[campaigns]]\nid = "p"\nwidget = "popup"\n[campaigns.trigger]\non = "delay"\nseconds = -1\n', 6, 'campaigns[0] (id "p").trigger.seconds', ("greater than",)),
+        (POPUP + 'on = "exit"\npercent = 30\n', 4, 'campaigns[0] (id "p").trigger', ("percent is for on = 'scroll'", 'not on = "exit"')),
+        (POPUP + 'on = "inactivity"\n', 4, 'campaigns[0] (id "p").trigger', ("needs seconds",)),
+        (POPUP + 'on = "hover"\n', 5, 'campaigns[0] (id "p").trigger.on', ("page_views", "add_to_cart", "inactivity", "cart_page")),
+        (POPUP + 'on = "page_views"\ncount = 0\n', 6, 'campaigns[0] (id "p").trigger.count', ("greater than or equal to 1",)),
+        (POPUP.replace("trigger", "frequency") + 'per_day = 0\n', 5, 'campaigns[0] (id "p").frequency.per_day', ("greater than or equal to 1",)),
+        (POPUP.replace("trigger", "frequency") + 'weekly = 1\n', 5, 'campaigns[0] (id "p").frequency.weekly', ("Extra inputs",)),
+        (POPUP.replace("[campaigns.trigger]", "once_closed = true\n[campaigns.frequency]") + 'days_after_close = 3\n', 1,
+         'campaigns[0] (id "p")', ("days_after_close", "once_closed")),
+        (BANNER.format(id="b") + '[campaigns.trigger]\non = "exit"\n', 1, 'campaigns[0] (id "b")', ("trigger is for popups",)),
         (BANNER.format(id="dup") + BANNER.format(id="ok") + BANNER.format(id="dup"), 8, 'campaigns[2] (id "dup").id', ("unique", "line 2")),
         ('name = "x"\n[nav]\nurl = "javascript:void(0)"\n', 3, "nav.url", ("not a web link",)),
     ],
@@ -262,3 +272,11 @@ def test_campaign_copy_shows_text_that_is_not_valid_copy_as_written(text: str) -
     c = Campaign.model_construct(**{**campaign().model_dump(), **dict.fromkeys(("title", "body", "code"), text)})
     copy = campaign_copy(c, visitor())
     assert copy["title"] == copy["body"] == copy["code"] == text
+
+
+def test_a_popups_caps_are_named_in_its_reasons() -> None:
+    capped = campaign(widget="popup", frequency={"per_session": 1, "total": 3, "days_after_close": 7})
+    decision = decide(capped, visitor())
+    assert decision.show
+    assert decision.reasons[-1] == "ok: its caps are counted in the visitor's browser: at most 1 per session, 3 in all; back 7 days after a close"
+    assert capped.once_closed is False  # days_after_close decides when it comes back

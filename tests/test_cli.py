@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -128,7 +129,7 @@ def test_shops_check_says_ok_with_the_number_of_campaigns(data_dir: Path) -> Non
     with_demo_shop(data_dir)
     result = vitrine(data_dir, "shops", "check", "demo")
     assert result.exit_code == 0, result.output
-    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 10 campaigns\n"
+    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 15 campaigns\n"
 
 
 def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Path) -> None:
@@ -444,7 +445,9 @@ def test_demo_imports_once_then_reuses_the_data(tmp_path: Path) -> None:
     finally:
         store.close()
     assert items == 3168
-    assert events == 29177
+    simulated = re.search(r"Simulated 30 days of traffic for the dashboard: 4,500 visitors, ([\d,]+) events", first)
+    assert simulated, first
+    assert events == 29177 + int(simulated.group(1).replace(",", ""))  # the simulated month, labelled as such
     assert "Training the demo shop's recommendation model (once)..." in first
     versions = [p.name for p in (data_dir / "models" / "demo").iterdir() if not p.name.startswith((".", "C", "P"))]
     assert len(versions) == 1

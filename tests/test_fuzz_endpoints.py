@@ -323,6 +323,13 @@ events_body = now_and_then_broken(st.fixed_dictionaries(
     {"shop": shop_field, "events": many(event, 100)}, optional={"token": body_token},
 ))
 
+lead_body = now_and_then_broken(st.fixed_dictionaries(
+    {"shop": shop_field, "campaign": mostly(st.just("newsletter"), text_up_to(64, min_size=1)),
+     "email": mostly(st.sampled_from(("ann@example.com", "a@b.co")), text_up_to(300)), "opt_in": st.booleans()},
+    optional={"token": body_token, "birthday": mostly(st.sampled_from(("1990-04-01", "02-29")), text_up_to(12)),
+              "interests": many(text_up_to(130), 25)},
+))
+
 RAW_BODIES = (
     b"", b"null", b"[]", b"{}", b'"demo"', b"1e999", b"NaN", b'\xef\xbb\xbf{"shop": "demo"}', b'{"shop": "demo"',
     b'{"shop": "demo", "shop": "nope"}', b'{"shop": "d\xe9mo"}', b'{"shop": "\\ud800"}', b"[" * 60000, b"[" * 70000,
@@ -459,6 +466,20 @@ def test_events_never_fail_on_raw_bytes(client, body, params, given_headers, cty
     send(client, "POST", "/v1/events", params, sent_headers, body)
 
 
+@fuzz(200)
+@given(body=lead_body, params=query, given_headers=headers, json_type=json_content_type)
+def test_leads_never_fail_on_generated_json(client, body, params, given_headers, json_type) -> None:
+    sent_headers, body = resolve(client, {**given_headers, **json_type}, body)
+    send(client, "POST", "/v1/leads", params, sent_headers, json_text_of(body).encode())
+
+
+@fuzz(60)
+@given(body=raw_bodies(lead_body), params=query, given_headers=headers, ctype=content_type)
+def test_leads_never_fail_on_raw_bytes(client, body, params, given_headers, ctype) -> None:
+    sent_headers, _ = resolve(client, {**given_headers, "content-type": ctype})
+    send(client, "POST", "/v1/leads", params, sent_headers, body)
+
+
 # -- fragments -----------------------------------------------------------------------
 @fuzz(500)
 @given(kind=mostly(st.sampled_from(KINDS), url_text, times=5), params=query, tail=raw_query_tail, given_headers=headers)
@@ -474,7 +495,7 @@ def test_fragments_never_fail(client, kind, params, tail, given_headers) -> None
 
 # -- CORS preflight, the script, health, unknown endpoints ---------------------------
 v1_path = st.one_of(
-    st.sampled_from(("/v1/page", "/v1/events", "/v1/health", "/v1/vitrine.js", "/v1/me")),
+    st.sampled_from(("/v1/page", "/v1/events", "/v1/leads", "/v1/health", "/v1/vitrine.js", "/v1/popups.js", "/v1/me")),
     st.sampled_from(KINDS).map(lambda kind: f"/v1/fragments/{kind}"),
     # Not "." or "..": a client resolves those dot segments away (RFC 3986), so the request
     # would go to another path than the one the test names.
@@ -495,7 +516,7 @@ def test_cors_preflight_never_fails(client, path, params, given_headers, origin,
     if "%00" in path.lower():  # a NUL anywhere is a 400 (docs/security.md)
         assert response.status_code == 400
         return
-    if params == [("shop", "demo")] and not path.endswith("/vitrine.js"):
+    if params == [("shop", "demo")] and not path.endswith((".js")):
         if origin in OWN_ORIGINS:
             assert response.status_code == 204
         if origin == FOREIGN_ORIGIN:
@@ -514,7 +535,7 @@ def test_script_health_and_unknown_endpoints_never_fail(client, path, params, gi
     if any("\x00" in name + value for name, value in params):  # so is a NUL anywhere (docs/security.md)
         assert response.status_code == 400
         return
-    if path == "/v1/vitrine.js":
+    if path in ("/v1/vitrine.js", "/v1/popups.js"):
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/javascript")
     if path == "/v1/health" and "origin" not in given_headers:
         assert response.json()["status"] == "ok"

@@ -201,3 +201,28 @@ def test_visitors_with_known_rates_through_the_api_give_a_report_that_covers_the
     unknown = CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), "report", "--shop", "demo", "--experiment", "nope"],
                                  env={"VITRINE_SECRET_KEYS": "test-key-1"})
     assert unknown.exit_code != 0 and "has no experiment 'nope'" in unknown.output
+
+
+def test_simulated_traffic_goes_through_the_real_split_and_is_labelled(settings, services) -> None:
+    from server.demo.simulate import World, simulate
+    from server.measure.report import build_report
+
+    path = settings.resolved_shops_dir / "demo.toml"
+    path.write_text("holdout = 0.1\n" + path.read_text() + EXPERIMENT)
+    shop = services.shops.get("demo")
+    world = World(days=3, visitors_per_day=60, buy_rate=0.2)
+    done = simulate(services.store, shop, services.store.list_items("demo"), world)
+    assert done.visitors == 180 and done.orders > 0
+    services.store.roll_up(_windows, utcnow(), lag_s=0)
+    since = utcnow() - timedelta(days=5)
+    days = [r for r in services.store.rollups("demo", "day", since, utcnow() + timedelta(days=1), dimension="total")]
+    real = sum(r["page_views"] for r in days if r["key"] == "")
+    assert real == sum(r["page_views"] for r in days if r["key"] == "simulated") > 180  # all of it simulated
+    report = build_report(services.store, shop)
+    (hero,) = report["experiments"]
+    counted = sum(v["visitors"] for v in hero["variants"])
+    assert counted + report["holdout"]["visitors"] == 180
+    assert 0 < report["holdout"]["visitors"] < 60
+    assert sum(v["conversions"] for v in hero["variants"]) + report["holdout"]["conversions"] <= done.orders
+    # The same seed makes the same visitors: a second run adds nothing.
+    assert simulate(services.store, shop, services.store.list_items("demo"), world).events == 0

@@ -126,7 +126,8 @@ def test_events_received_are_counted_by_type_since_a_time(store: Store) -> None:
 # -- the jobs ---------------------------------------------------------------------------
 def test_each_domain_registers_its_jobs() -> None:
     jobs = {job.name: job.interval_s for job in all_jobs(Settings())}
-    assert jobs == {"popular-searches": 60, "retrain": 600, "purge": 3600, "rollups": 300, "audience-sizes": 3600}
+    assert jobs == {"popular-searches": 60, "retrain": 600, "purge": 3600, "rollups": 300, "audience-webhooks": 60,
+                    "audience-sizes": 3600}
 
 
 def test_the_purge_never_touches_what_the_model_learns_from() -> None:

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
-from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy
+from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy, time_left
 from server.context import VisitorContext
 from server.measure.experiments import with_experiments
+from server.leads import interests_offered
+from server.models import utcnow
 from server.money import money
 from server.shops import ShopConfig
 from server.urls import on_site, web_url
@@ -104,6 +106,10 @@ class RenderContext:
     # The experiments this page showed the visitor, with the slot (or "popup"): their
     # exposures, recorded once the page is rendered (ContextBuilder.record_exposures).
     exposures: "list[tuple[Assignment, str]]" = field(default_factory=list)
+
+    def shop_catalog(self):
+        """This shop's catalog in memory (None without one)."""
+        return self.catalog.shop(self.shop.id) if self.catalog is not None else None
 
 
 class Widget(Protocol):
@@ -254,6 +260,43 @@ def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
     return {f: fill_copy(getattr(campaign, f), values) for f in COPY_FIELDS}
 
 
+def countdown_context(campaign: Campaign, ctx: VisitorContext) -> dict[str, Any] | None:
+    """What a template shows of a campaign's countdown: its end (ISO 8601 UTC, or none for one
+    counted from the first showing), its length in minutes, the time left now and the words."""
+    countdown = campaign.countdown
+    if countdown is None:
+        return None
+    end = countdown.end(campaign._shop_zone)
+    now = ctx.now or utcnow()
+    left = (end - now).total_seconds() if end is not None else (countdown.minutes or 0) * 60
+    return {"ends_at": end.isoformat(timespec="seconds") + "Z" if end else "", "minutes": countdown.minutes or "",
+            "left": time_left(left), "text": countdown.text}
+
+
+CART_SHOWN = 4  # cart lines a cart reminder shows; it says how many more there are
+
+
+def cart_context(rc: RenderContext) -> dict[str, Any] | None:
+    """The visitor's cart as a reminder shows it: the newest lines first, each with the
+    catalog's title, link, image and price; none without consent or without a cart."""
+    ctx = rc.ctx
+    state = ctx.profile.state
+    catalog = rc.shop_catalog()
+    if ctx.is_new_token or state is None or not state.cart or not ctx.consent.personalization or catalog is None:
+        return None
+    lines = []
+    for item_id, quantity, price, _ in sorted(state.cart, key=lambda line: -line[3]):
+        item = catalog.by_id.get(item_id)
+        if item is None:
+            continue
+        lines.append({"item_id": item_id, "title": item.title, "url": on_site(item.url, rc.site),
+                      "image_url": on_site(item.image_url or "", rc.site), "quantity": quantity,
+                      "price": item.price if price is None else price, "currency": item.currency or rc.shop.currency})
+    if not lines:
+        return None
+    return {"lines": lines[:CART_SHOWN], "more": len(lines) - min(len(lines), CART_SHOWN), "count": len(lines)}
+
+
 def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision], shadow: bool, limit: int | None, slot: Slot | None) -> Fragment:
     """Render the shown campaigns of a decision list (at most `limit`) with their templates,
     after the experiments on them and the hold-out (server/measure/experiments.py)."""
@@ -276,9 +319,16 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         fragment.why = fragment.why or why
         copy = campaign_copy(campaign, rc.ctx)
         copy["link"] = on_site(copy["link"], rc.site)
+        signup = None
+        if campaign.signup is not None:
+            # The reward of a sign-up is in the answer to a valid one (POST /v1/leads), never here.
+            copy["code"] = copy["reveal_text"] = ""
+            campaign = campaign.model_copy(update={"code": "", "reveal_text": ""})
+            signup = {**campaign.signup.model_dump(), "interests": interests_offered(campaign, rc.shop_catalog())}
         html, used = rc.templates.render(
             names, site=rc.site, campaign=campaign, copy=copy, visitor=rc.ctx.as_dict(campaign.geo_detail),
-            shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why),
+            shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why), signup=signup,
+            countdown=countdown_context(campaign, rc.ctx), cart=cart_context(rc) if campaign.show_cart else None,
         )
         parts.append(html)
         fragment.templates, fragment.template = names, used

@@ -15,7 +15,7 @@ MAX_DAYS = 731
 COUNTERS = ("visitors", "page_views", "impressions", "clicks", "orders", "revenue", "view_orders", "view_revenue")
 # The rollups' row of each order credited to anything, counted once (server/store/measure_sql.py).
 CREDITED_BY = "credited"
-SIMULATED = "simulated"  # page views the demo made up (server/demo/simulated.py)
+SIMULATED = "simulated"  # the totals' key of simulated traffic (server/demo/simulate.py)
 DIMENSIONS = {"campaign": "Campaigns", "slot": "Slots and panels", "strategy": "Strategies", "variant": "Experiment variants"}
 
 
@@ -80,7 +80,9 @@ def overview(store: "Store", shop: str, span: DateRange) -> dict[str, Any]:
     zero where nothing was counted), with the orders and revenue credited to what it showed."""
     rows = (store.rollups(shop, "day", span.since, span.until, "total")
             + store.rollups(shop, "day", span.since, span.until, CREDITED_BY))
-    simulated = sum(r["page_views"] for r in store.rollups(shop, "day", span.since, span.until, SIMULATED))
+    # The shop's totals are key ""; key "simulated" counts the simulated part of them again.
+    simulated = sum(r["page_views"] for r in rows if r["dimension"] == "total" and r["key"] == SIMULATED)
+    rows = [r for r in rows if r["key"] == ""]
     by_day: dict[date, dict[str, float]] = {span.first + timedelta(days=n): dict.fromkeys(COUNTERS, 0)
                                             for n in range(span.days)}
     for row in rows:

@@ -39,7 +39,7 @@ class AudienceSource:
         catalog = self.catalog.shop(ctx.shop) if self.catalog is not None else None
         navigator = self.navigator
         affinity = (lambda: navigator.affinity(ctx)) if navigator is not None else None
-        facts = VisitorFacts(ctx, catalog, affinity, utcnow(), self.visit_timeout_s)
+        facts = VisitorFacts(ctx, catalog, affinity, ctx.now or utcnow(), self.visit_timeout_s)
         return self.book.evaluate(facts, forced)
 
 

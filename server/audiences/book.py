@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from server.audiences.facts import FACTS, VisitorFacts
-from server.audiences.rules import AllOf, AnyOf, FactTest, InAudience, Not, Rule
+from server.audiences.rules import AllOf, AnyOf, FactTest, InAudience, Not, Rule, walk
 
 FORCED = "QA override (audience=)"
 
@@ -138,6 +138,15 @@ class AudienceBook:
     def ids(self) -> tuple[str, ...]:
         return self.listed
 
+    def not_sized(self) -> dict[str, str]:
+        """The audiences no stored row can tell (sizes, exports, webhooks), each with why."""
+        found: dict[str, str] = {}
+        for audience in self.ordered:
+            why = why_not_sized(audience.rule, found)
+            if why:
+                found[audience.id] = why
+        return found
+
     def evaluate(self, facts: VisitorFacts, forced: Iterable[str] = ()) -> Membership:
         run = Run(facts, frozenset(forced), self)
         for audience in self.ordered:
@@ -255,3 +264,15 @@ def _hours_ago(hours: int | None) -> str:
 
 def _days(days: int | None) -> str:
     return "when unknown" if days is None else ("today" if days == 0 else f"{days} days ago")
+
+
+def why_not_sized(rule: Rule, not_sized: dict[str, str]) -> str:
+    """Why no stored row can tell whether a visitor is in the audience ("" when one can)."""
+    for part in walk(rule):
+        if isinstance(part, FactTest) and part.fact.not_sized:
+            return f"it reads {part.fact.name}, {part.fact.not_sized}"
+        if isinstance(part, InAudience):
+            for name in part.ids:
+                if name in not_sized:
+                    return f"it names audience {name}, which is not sized ({not_sized[name]})"
+    return ""

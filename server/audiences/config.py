@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.audiences.book import Audience, AudienceBook, LoyalTierRule, lifecycle
 from server.audiences.rules import CATEGORY_FACTS, FactTest, InAudience, Loc, Problems, parse_rule, walk
@@ -35,6 +37,25 @@ class LoyalTier(BaseModel):
 DEFAULT_TIERS = [LoyalTier(tier="bronze", orders=3), LoyalTier(tier="silver", orders=6), LoyalTier(tier="gold", orders=10)]
 
 
+class AudienceWebhook(BaseModel):
+    """`[[audiences.webhooks]]`: where the joins and leaves of an audience's known customers
+    are POSTed, signed with `secret` (server/customers/webhooks.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audience: str = Field(description="The audience whose joins and leaves are sent.")
+    url: str = Field(max_length=2048, description="An http(s) URL that receives them (POST, JSON).")
+    secret: str = Field(min_length=16, max_length=256, description="Signs each delivery: HMAC-SHA256 in a header.")
+
+    @field_validator("url")
+    @classmethod
+    def _web_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a webhook url is an http:// or https:// URL, not {url!r}")
+        return url
+
+
 class AudiencesConfig(BaseModel):
     """`[audiences]`: thresholds of the built-in audiences, and the shop's own."""
 
@@ -51,6 +72,9 @@ class AudiencesConfig(BaseModel):
     )
     custom: list[dict[str, Any]] = Field(
         default_factory=list, description="The shop's own audiences: id, description, and the rule.",
+    )
+    webhooks: list[AudienceWebhook] = Field(
+        default_factory=list, description="Webhooks that get the joins and leaves of an audience's known customers.",
     )
 
     @model_validator(mode="after")
@@ -98,7 +122,20 @@ def compile_audiences(
     _check_references(custom, known, locs, problems)
     _check_sensitive(custom, sensitive_categories, locs, problems)
     ordered = builtin + _in_dependency_order(custom)
-    return AudienceBook(ordered, [a.id for a in builtin] + [a.id for a in custom]), problems
+    book = AudienceBook(ordered, [a.id for a in builtin] + [a.id for a in custom])
+    _check_webhooks(config.webhooks, book, where, problems)
+    return book, problems
+
+
+def _check_webhooks(webhooks: list[AudienceWebhook], book: AudienceBook, where: Loc, problems: Problems) -> None:
+    """A webhook's audience exists and can be told from stored rows (as an export)."""
+    not_sized = book.not_sized() if webhooks else {}
+    for n, hook in enumerate(webhooks):
+        loc = where + ("webhooks", n, "audience")
+        if hook.audience not in book.by_id:
+            problems.add(loc, f"unknown audience {hook.audience!r}; the audiences are {', '.join(book.ids())}")
+        elif hook.audience in not_sized:
+            problems.add(loc, f"audience {hook.audience!r} cannot have a webhook: {not_sized[hook.audience]}")
 
 
 def _references(audience: Audience) -> list[InAudience]:

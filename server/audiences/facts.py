@@ -91,6 +91,8 @@ _FACTS = [
          lambda v: "signed up" if v else "never signed up or logged in"),
     Fact("hours_since_sign_up", NUMBER, "whole hours since the first sign-up or login (none: never)",
          _ago("signed up", "hours", "never signed up or logged in"), unit="hours"),
+    Fact("first_name", CHOICE, "the identified customer's first name, as imported (\"\": anonymous, or none imported)",
+         _is("first name", "unknown"), not_sized="the identified customer's, read with the visitor; not counted"),
     Fact("cart_value", NUMBER, "what the cart holds: quantity times price (the price sent with the cart add, "
          "else the catalog's)", lambda v: f"cart value {v:.2f}"),
     Fact("cart_count", NUMBER, "items in the cart (their quantities added up)",
@@ -199,12 +201,18 @@ class VisitorFacts:
         return ctx.profile.state
 
     def _signed_up(self) -> bool:
+        # A browser identified as one of the shop's customers has logged in.
         state = self._state()
-        return state is not None and state.signed_up is not None
+        return bool(self.ctx.profile.customer_id) or (state is not None and state.signed_up is not None)
 
     def _hours_since_sign_up(self) -> int | None:
         state = self._state()
-        return _whole(self.now, state.signed_up_at, 3600) if state is not None else None
+        times = [t for t in (state.signed_up_at if state is not None else None, self.ctx.profile.customer_signed_up_at)
+                 if t is not None]
+        return _whole(self.now, min(times), 3600) if times else None
+
+    def _first_name(self) -> str:
+        return self.ctx.profile.first_name if self.ctx.consent.personalization else ""
 
     def _cart(self) -> tuple:
         state = self._state()

@@ -45,6 +45,7 @@ def demo_routes() -> list[BaseRoute]:
         Route("/search", search),
         Route("/privacy", privacy),
         Route("/consent", consent),
+        Route("/account", account),
         Route("/img/{item_id}.svg", image),
         Mount("/static", StaticFiles(directory=str(DEMO_DIR / "static")), name="demo-static"),
     ]
@@ -120,6 +121,43 @@ async def consent(request: Request) -> Response:
     """The required-consent flow: a page of the demo-consent shop with the shop's own consent
     banner, whose "Accept" and "Only necessary" call vitrine('consent', ...)."""
     return _render(request, "consent.html", shop=CONSENT_SHOP, page_type="home")
+
+
+# The demo's customers (data/customers.csv) a visitor may log in as, with what each shows.
+DEMO_CUSTOMERS = [
+    ("17850", "Ada", "15 orders, the last one more than ten months ago: a loyal customer who lapsed"),
+    ("14911", "Grace", "well over a hundred orders, the last one yesterday: a gold-tier customer"),
+    ("12713", "Alan", "one order, yesterday: a first-time customer"),
+]
+LOGIN_COOKIE = "demo_customer"
+
+
+async def account(request: Request) -> Response:
+    """The shop's log-in, as the demo plays it: "log in as" one of the demo's customers. As a
+    shop's backend does, it signs the customer's id with the shop's secret key and the page
+    tells Vitrine with vitrine('identify', ...); logging out says vitrine('identify', false)."""
+    ids = {c[0] for c in DEMO_CUSTOMERS}
+    chosen = request.query_params.get("as", "")
+    current = request.cookies.get(LOGIN_COOKIE, "")
+    identify: dict | bool | None = None
+    if chosen in ids:
+        current = chosen
+    elif request.query_params.get("logout"):
+        current, identify = "", False
+    current = current if current in ids else ""
+    if current:
+        from server.customers.keys import sign
+
+        keys = request.app.state.services.shop_keys
+        key = await run_in_threadpool(keys.key, SHOP)
+        identify = {"id": current, "signature": sign(key, current)}
+    response = _render(request, "account.html", page_type="other", customers=DEMO_CUSTOMERS, current=current,
+                       identify=identify)
+    if current:
+        response.set_cookie(LOGIN_COOKIE, current, path="/demo", httponly=True, samesite="lax")
+    else:
+        response.delete_cookie(LOGIN_COOKIE, path="/demo")
+    return response
 
 
 PALETTE = ["#b4233c", "#1f3a5f", "#1e6b45", "#8a5a00", "#5b3f8c", "#0f6e7a", "#9c3d6b", "#4d5b23", "#7a3b1d"]

@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from server.worker import Job
 
 
-def run_rollups(services: Any) -> str:
+def run_rollups(services: Any, lag_s: float | None = None, budget_s: float = 50.0) -> str:
     """Read every event stored since the last run (idempotent: what was read is marked in the
-    same transaction as what was counted)."""
+    same transaction as what was counted). `lag_s`: instead of the setting (0 when nothing
+    else writes, right after a simulation)."""
     timeout = timedelta(minutes=services.settings.visit_timeout_minutes)
     cache: dict[str, Window] = {}
 
@@ -29,7 +30,8 @@ def run_rollups(services: Any) -> str:
             cache[shop] = Window(click=timedelta(days=days), visit_timeout=timeout)
         return cache[shop]
 
-    run = services.store.roll_up(windows, utcnow(), lag_s=services.settings.rollup_lag_s)
+    lag = services.settings.rollup_lag_s if lag_s is None else lag_s
+    run = services.store.roll_up(windows, utcnow(), lag_s=lag, budget_s=budget_s)
     behind = "" if run.caught_up else "; more to read next run"
     return (f"{run.events} events read in {run.batches} batches ({len(run.shops)} shops): {run.orders} orders, "
             f"{run.credited} credits, {run.exposures} visitors newly in experiments{behind}")

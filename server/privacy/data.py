@@ -40,6 +40,34 @@ def export_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, Any] |
     return export
 
 
+def export_customer(store: Store, shop: str, customer_id: str) -> dict[str, Any] | None:
+    """Everything held about one of the shop's customers: their imported details and orders
+    (the visitor `u:<id>`, as export_visitor shows a visitor) and, under `devices`, the export
+    of each browser identified as them; None when nothing is."""
+    from server.store.sql import imported_visitor_id
+
+    export = export_visitor(store, shop, imported_visitor_id(customer_id))
+    devices = [d for d in (export_visitor(store, shop, v) for v in store.identified_visitors(shop, customer_id)) if d]
+    if export is None and not devices:
+        return None
+    if export is None:
+        export = {"shop": shop, "visitor_id": imported_visitor_id(customer_id), "exported_at": _json(utcnow()),
+                  "profile": None, "state": None}
+    export["customer_id"] = customer_id
+    export["devices"] = devices
+    return export
+
+
+def delete_customer(store: Store, shop: str, customer_id: str) -> dict[str, int]:
+    """Delete one of the shop's customers, every browser identified as them, and every row
+    about all of them, in one transaction; rows deleted by table. They stay forgotten: their
+    ids are kept hashed (forgotten_visitors), and an import does not bring them back."""
+    from server.store.sql import imported_visitor_id
+
+    ids = [imported_visitor_id(customer_id), *store.identified_visitors(shop, customer_id)]
+    return _retrying(lambda: store.delete_visitors(shop, ids))
+
+
 def delete_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, int]:
     """Delete every row about this visitor, in one transaction; rows deleted by table."""
     return _retrying(lambda: store.delete_visitors(shop, [visitor_id]))

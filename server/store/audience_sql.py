@@ -51,11 +51,7 @@ def count_audiences(
 ) -> AudienceSizes:
     started = time.perf_counter()
     compiler = _Compiler(dialect, shop, now, visit_timeout_s)
-    not_sized: dict[str, str] = {}
-    for audience in book.ordered:
-        why = _why_not_sized(audience.rule, not_sized)
-        if why:
-            not_sized[audience.id] = why
+    not_sized = book.not_sized()
     sized = [a for a in book.ordered if a.id not in not_sized]
     history = compiler.read_history([a.rule for a in sized])
     conditions: dict[str, Any] = {}
@@ -75,18 +71,6 @@ def count_audiences(
     sizes = {a: (int(row[labels[a]] or 0) if a in labels else None) for a in book.ids()}
     return AudienceSizes(sizes, {a: not_sized[a] for a in book.ids() if a in not_sized}, int(row["total"] or 0),
                          time.perf_counter() - started)
-
-
-def _why_not_sized(rule: Rule, not_sized: dict[str, str]) -> str:
-    """Why no stored row can tell whether a visitor is in the audience ("" when one can)."""
-    for part in walk(rule):
-        if isinstance(part, FactTest) and part.fact.not_sized:
-            return f"it reads {part.fact.name}, {part.fact.not_sized}"
-        if isinstance(part, InAudience):
-            for name in part.ids:
-                if name in not_sized:
-                    return f"it names audience {name}, which is not sized ({not_sized[name]})"
-    return ""
 
 
 class _Compiler:
@@ -305,3 +289,49 @@ def _in_category(column: Any, category: str) -> Any:
     """The category or one of its subcategories ("Health > Diet" is in "Health")."""
     lower, wanted = sa.func.lower(column), category.lower()
     return sa.or_(lower == wanted, lower.startswith(wanted + " > ", autoescape=True))
+
+
+class NotExportable(ValueError):
+    """An audience no stored row can tell (it reads a fact known only during a request)."""
+
+
+def audience_customers(
+    conn: Connection, dialect: str, shop: str, book: AudienceBook, audience_id: str, now: datetime,
+    visit_timeout_s: int,
+) -> list[Any]:
+    """The rows of the shop's known customers in the audience now, in one statement: each
+    customer's own row (their imported orders, visitor id `u:<id>`) and each browser identified
+    as them is tested on its own, and a customer is in when one of them is. Only customers
+    imported with marketing consent, none of whose browsers sent Global Privacy Control on
+    its latest page view. Each row: the visitor's columns (state as text), the customer's id,
+    e-mail and e-mail hash; ordered by customer, their own row first."""
+    from server.store.schema import customers as k
+
+    not_sized = book.not_sized()
+    if audience_id in not_sized:
+        raise NotExportable(f"audience {audience_id!r} cannot be exported: {not_sized[audience_id]}")
+    needed, todo = set(), [audience_id]
+    while todo:  # the audience and those it names, which its condition is made of
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += [n for part in walk(book.by_id[name].rule) if isinstance(part, InAudience) for n in part.ids]
+    compiler = _Compiler(dialect, shop, now, visit_timeout_s)
+    ordered = [a for a in book.ordered if a.id in needed]
+    history = compiler.read_history([a.rule for a in ordered])
+    conditions: dict[str, Any] = {}
+    for audience in ordered:
+        conditions[audience.id] = compiler.condition(audience.rule, conditions)
+    own = sa.func.coalesce(v.c.identified_as, v.c.visitor_id)
+    browser = v.alias("gpc_v")
+    gpc = sa.select(1).where(browser.c.shop == shop, browser.c.identified_as == k.c.visitor_id, browser.c.gpc).exists()
+    if dialect == "postgresql":
+        conn.execute(sa.text("SET LOCAL jit = off"))  # as count_audiences
+    query = (
+        sa.select(*(c for c in v.c if c.name != "state"), sa.cast(v.c.state, sa.Text).label("state"),
+                  k.c.customer_id, k.c.email, k.c.email_sha256)
+        .select_from((history if history is not None else v).join(k, (k.c.shop == v.c.shop) & (k.c.visitor_id == own)))
+        .where(v.c.shop == shop, k.c.marketing_consent.is_(True), ~gpc, conditions[audience_id])
+        .order_by(k.c.customer_id, v.c.identified_as.is_not(None), v.c.visitor_id)
+    )
+    return list(conn.execute(query))

@@ -29,8 +29,7 @@ from server.models import Event
 from server.store.schema import events, experiment_totals, experiment_visitors, rollup_marks, rollups
 
 MARK = "events"
-PERIODS = (("hour", lambda t: t.replace(minute=0, second=0, microsecond=0)),
-           ("day", lambda t: t.replace(hour=0, minute=0, second=0, microsecond=0)))
+SIMULATED, SIMULATED_PREFIX = "simulated", "sim-"  # the key of simulated traffic's totals; its visitors' ids
 CREDITED = "credited"  # the dimension of each order credited to anything, once
 COUNTERS = ("page_views", "impressions", "clicks", "closes", "orders", "revenue", "view_orders", "view_revenue")
 
@@ -45,11 +44,13 @@ class RollupRun:
     caught_up: bool = True
     seconds: float = 0.0
     shops: set[str] = field(default_factory=set)
+    days: set[tuple[str, datetime]] = field(default_factory=set)  # (shop, day) with page views read
 
 
 def roll_up(
     begin: Callable[[], Any], insert: Callable[[sa.Table], Any], windows: Callable[[str], Window],
-    now: datetime, batch: int = 5000, lag: timedelta = timedelta(seconds=60), budget_s: float = 50.0,
+    now: datetime, batch: int = 1000, lag: timedelta = timedelta(seconds=60), budget_s: float = 50.0,
+    pause_s: float = 0.02,
 ) -> RollupRun:
     """Read what is new in the events into the rollups, a batch per transaction, until
     caught up or `budget_s` is spent. `begin()` opens a write transaction, `insert(table)`
@@ -67,6 +68,11 @@ def roll_up(
         if time.monotonic() - started > budget_s:
             run.caught_up = False
             break
+        time.sleep(pause_s)  # the request path's writers take their turn (SQLite has one writer)
+    if run.days:  # each day's distinct visitors, counted anew once per run
+        with begin() as conn:
+            for shop, day in sorted(run.days):
+                _count_visitors(conn, insert, shop, day)
     run.seconds = time.monotonic() - started
     return run
 
@@ -86,55 +92,66 @@ def _one_batch(conn: Connection, insert, windows, until: datetime, batch: int, r
     days: set[tuple[str, datetime]] = set()
     purchases: dict[tuple[str, str], list[Event]] = defaultdict(list)
     exposures: list[tuple[str, str, Event]] = []
+    starts: dict[tuple, tuple[datetime, datetime]] = {}
 
-    def add(shop: str, at: datetime, dimension: str, key: str, **values: float) -> None:
-        for period, start in PERIODS:
-            row = counts[(shop, period, start(at), dimension, key)]
-            for name, value in values.items():
-                row[name] += value
+    def add(shop: str, at: datetime, dimension: str, key: str, name: str, value: float = 1) -> None:
+        hour = (at.year, at.month, at.day, at.hour)
+        if hour not in starts:
+            starts[hour] = (datetime(*hour), datetime(*hour[:3]))
+        h, d = starts[hour]
+        counts[(shop, "hour", h, dimension, key)][name] += value
+        counts[(shop, "day", d, dimension, key)][name] += value
 
     for row in rows:
-        event = _event(row)
-        shop = row.shop
+        shop, kind, at = row.shop, row.type, row.ts
         run.shops.add(shop)
-        if event.type == "page_view":
-            add(shop, event.ts, "total", "", page_views=1)
-            days.add((shop, PERIODS[1][1](event.ts)))
-        elif event.type in TOUCHES or event.type == "close_promotion":
-            name = "impressions" if event.type in VIEWS else "clicks" if event.type in CLICKS else "closes"
-            add(shop, event.ts, "total", "", **{name: 1})
-            for dimension, key in keys_of(event):
-                add(shop, event.ts, dimension, key, **{name: 1})
-        elif event.type == "purchase":
-            add(shop, event.ts, "total", "", orders=1, revenue=event.value or 0.0)
-            purchases[(shop, row.visitor_id)].append(event)
-        elif event.type == EXPOSURE:
-            exposures.append((shop, row.visitor_id, event))
+        # Simulated traffic (server/demo/simulate.py) is counted apart as well, for the
+        # dashboard to say how much of what it shows is simulated.
+        totals = ("", SIMULATED) if row.visitor_id.startswith(SIMULATED_PREFIX) else ("",)
+        if kind == "page_view":
+            for key in totals:
+                add(shop, at, "total", key, "page_views")
+            days.add((shop, datetime(at.year, at.month, at.day)))
+        elif kind in TOUCHES or kind == "close_promotion":
+            name = "impressions" if kind in VIEWS else "clicks" if kind in CLICKS else "closes"
+            for key in totals:
+                add(shop, at, "total", key, name)
+            for dimension, key in keys_of(_event(row)):
+                add(shop, at, dimension, key, name)
+        elif kind == "purchase":
+            for key in totals:
+                add(shop, at, "total", key, "orders")
+                add(shop, at, "total", key, "revenue", row.value or 0.0)
+            purchases[(shop, row.visitor_id)].append(_event(row))
+        elif kind == EXPOSURE:
+            exposures.append((shop, row.visitor_id, _event(row)))
     run.exposures += _expose(conn, insert, exposures)
+    histories = _histories(conn, purchases, windows)
     for (shop, visitor_id), bought in purchases.items():
         window = windows(shop)
-        history = _touches(conn, shop, visitor_id, min(p.ts for p in bought) - max(window.click, window.visit_timeout),
-                           max(p.ts for p in bought))
         for purchase in bought:
             run.orders += 1
             value = purchase.value or 0.0
-            given = credits(purchase, history, window)
+            given = credits(purchase, histories.get((shop, visitor_id), ()), window)
             for credit in given:
                 run.credited += 1
                 if credit.by == "click":
-                    add(shop, purchase.ts, credit.dimension, credit.key, orders=1, revenue=value)
+                    add(shop, purchase.ts, credit.dimension, credit.key, "orders")
+                    add(shop, purchase.ts, credit.dimension, credit.key, "revenue", value)
                 else:
-                    add(shop, purchase.ts, credit.dimension, credit.key, view_orders=1, view_revenue=value)
+                    add(shop, purchase.ts, credit.dimension, credit.key, "view_orders")
+                    add(shop, purchase.ts, credit.dimension, credit.key, "view_revenue", value)
             # The order once, however many things led to it (by a click if one did): the
             # shop's credited orders and revenue, which the per-key rows sum to more than.
             if any(c.by == "click" for c in given):
-                add(shop, purchase.ts, CREDITED, "", orders=1, revenue=value)
+                add(shop, purchase.ts, CREDITED, "", "orders")
+                add(shop, purchase.ts, CREDITED, "", "revenue", value)
             elif given:
-                add(shop, purchase.ts, CREDITED, "", view_orders=1, view_revenue=value)
-            _credit_experiments(conn, shop, visitor_id, purchase)
+                add(shop, purchase.ts, CREDITED, "", "view_orders")
+                add(shop, purchase.ts, CREDITED, "", "view_revenue", value)
+    _credit_experiments(conn, purchases)
     _write_counts(conn, insert, counts)
-    for shop, day in days:
-        _count_visitors(conn, insert, shop, day)
+    run.days |= days
     last = rows[-1].id
     stmt = insert(rollup_marks).values(name=MARK, last_event_id=last, updated_at=until)
     conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"last_event_id": last, "updated_at": until}))
@@ -147,58 +164,108 @@ def _event(row: Any) -> Event:
                  currency=row.currency, order_id=row.order_id, campaign=row.campaign, props=row.props)
 
 
-def _touches(conn: Connection, shop: str, visitor_id: str, since: datetime, until: datetime) -> list[Event]:
-    """The visitor's events from `since` to `until` (all types: the visit is worked out from them)."""
-    query = (sa.select(events).where(events.c.shop == shop, events.c.visitor_id == visitor_id,
-                                     events.c.ts >= since, events.c.ts <= until).order_by(events.c.ts))
-    return [_event(row) for row in conn.execute(query)]
+def _histories(conn: Connection, purchases: dict[tuple[str, str], list[Event]], windows) -> dict[tuple[str, str], list[Event]]:
+    """The buyers' events from as far back as their purchases' windows reach (all types: the
+    visit is worked out from them), one query per shop and hundred buyers."""
+    found: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    by_shop: dict[str, list[str]] = defaultdict(list)
+    for shop, visitor_id in purchases:
+        by_shop[shop].append(visitor_id)
+    for shop, buyers in by_shop.items():
+        window = windows(shop)
+        reach = max(window.click, window.visit_timeout)
+        for start in range(0, len(buyers), 100):
+            part = buyers[start : start + 100]
+            bought = [p for v in part for p in purchases[(shop, v)]]
+            since, until = min(p.ts for p in bought) - reach, max(p.ts for p in bought)
+            query = sa.select(events).where(events.c.shop == shop, events.c.visitor_id.in_(part),
+                                            events.c.ts >= since, events.c.ts <= until)
+            for row in conn.execute(query):
+                found[(shop, row.visitor_id)].append(_event(row))
+    return found
 
 
 def _expose(conn: Connection, insert, exposures: list[tuple[str, str, Event]]) -> int:
-    """Count each visitor's first exposure to an experiment, once."""
-    added = 0
+    """Count each visitor's first exposure to an experiment, once: one insert for the batch,
+    and each variant's totals added to once with what it took."""
+    rows: dict[tuple[str, str, str], dict] = {}
     for shop, visitor_id, event in exposures:
         props = event.props or {}
         experiment, variant = str(props.get("experiment", ""))[:64], str(props.get("variant", ""))[:64]
-        if not experiment or not variant:
-            continue
-        inserted = conn.execute(insert(experiment_visitors).values(
-            shop=shop, experiment=experiment, visitor_id=visitor_id, variant=variant, exposed_at=event.ts,
-        ).on_conflict_do_nothing()).rowcount
-        if not inserted:
-            continue
-        added += 1
-        stmt = insert(experiment_totals).values(shop=shop, experiment=experiment, variant=variant, visitors=1,
-                                                first_exposed=event.ts, last_exposed=event.ts)
-        t = experiment_totals.c
+        if experiment and variant and (shop, experiment, visitor_id) not in rows:
+            rows[(shop, experiment, visitor_id)] = dict(shop=shop, experiment=experiment, visitor_id=visitor_id,
+                                                        variant=variant, exposed_at=event.ts)
+    if not rows:
+        return 0
+    ev = experiment_visitors.c
+    stmt = insert(experiment_visitors).on_conflict_do_nothing().returning(ev.shop, ev.experiment, ev.variant, ev.exposed_at)
+    added: dict[tuple[str, str, str], list[datetime]] = defaultdict(list)
+    for row in conn.execute(stmt, list(rows.values())):
+        added[(row.shop, row.experiment, row.variant)].append(row.exposed_at)
+    t = experiment_totals.c
+    for (shop, experiment, variant), times in sorted(added.items()):
+        first, last = min(times), max(times)
+        stmt = insert(experiment_totals).values(shop=shop, experiment=experiment, variant=variant, visitors=len(times),
+                                                first_exposed=first, last_exposed=last)
         conn.execute(stmt.on_conflict_do_update(
             index_elements=["shop", "experiment", "variant"],
-            set_={"visitors": t.visitors + 1,
-                  "first_exposed": sa.case((t.first_exposed > event.ts, event.ts), else_=t.first_exposed),
-                  "last_exposed": sa.case((t.last_exposed < event.ts, event.ts), else_=t.last_exposed)},
+            set_={"visitors": t.visitors + len(times),
+                  "first_exposed": sa.case((t.first_exposed > first, first), else_=t.first_exposed),
+                  "last_exposed": sa.case((t.last_exposed < last, last), else_=t.last_exposed)},
         ))
-    return added
+    return sum(len(t) for t in added.values())
 
 
-def _credit_experiments(conn: Connection, shop: str, visitor_id: str, purchase: Event) -> None:
-    """The purchase counts for every experiment the visitor was exposed to before it."""
+def _credit_experiments(conn: Connection, purchases: dict[tuple[str, str], list[Event]]) -> None:
+    """Each purchase counts for every experiment its buyer was exposed to before it: the
+    buyers' rows read at once, each changed row written once, each variant's totals once."""
+    if not purchases:
+        return
     ev = experiment_visitors.c
-    value = purchase.value or 0.0
-    rows = conn.execute(sa.select(ev.experiment, ev.variant, ev.orders, ev.revenue).where(
-        ev.shop == shop, ev.visitor_id == visitor_id, ev.exposed_at <= purchase.ts)).all()
-    for row in rows:
-        conn.execute(sa.update(experiment_visitors).where(
-            ev.shop == shop, ev.experiment == row.experiment, ev.visitor_id == visitor_id,
-        ).values(orders=ev.orders + 1, revenue=ev.revenue + value))
-        t = experiment_totals.c
+    mine: dict[tuple[str, str, str], dict] = {}
+    of_visitor: dict[tuple[str, str], list[tuple[str, dict]]] = defaultdict(list)
+    by_shop: dict[str, list[str]] = defaultdict(list)
+    for shop, visitor_id in purchases:
+        by_shop[shop].append(visitor_id)
+    for shop, buyers in by_shop.items():
+        for start in range(0, len(buyers), 500):
+            query = sa.select(experiment_visitors).where(ev.shop == shop, ev.visitor_id.in_(buyers[start : start + 500]))
+            for row in conn.execute(query):
+                mine[(shop, row.experiment, row.visitor_id)] = found = dict(row._mapping)
+                of_visitor[(shop, row.visitor_id)].append((row.experiment, found))
+    deltas: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(
+        ("conversions", "orders", "revenue", "revenue_sq"), 0))
+    changed = set()
+    for (shop, visitor_id), bought in purchases.items():
+        for purchase in sorted(bought, key=lambda p: p.ts):
+            for experiment, row in of_visitor.get((shop, visitor_id), ()):
+                if row["exposed_at"] > purchase.ts:
+                    continue
+                value = purchase.value or 0.0
+                delta = deltas[(shop, experiment, row["variant"])]
+                delta["conversions"] += 1 if row["orders"] == 0 else 0
+                delta["orders"] += 1
+                delta["revenue"] += value
+                # Each visitor's revenue squared, summed: theirs goes from r to r + value.
+                delta["revenue_sq"] += (row["revenue"] + value) ** 2 - row["revenue"] ** 2
+                row["orders"] += 1
+                row["revenue"] += value
+                changed.add((shop, experiment, visitor_id))
+    if changed:
+        conn.execute(
+            sa.update(experiment_visitors).where(
+                ev.shop == sa.bindparam("k_shop"), ev.experiment == sa.bindparam("k_experiment"),
+                ev.visitor_id == sa.bindparam("k_visitor"),
+            ).values(orders=sa.bindparam("n_orders"), revenue=sa.bindparam("n_revenue")),
+            [dict(k_shop=k[0], k_experiment=k[1], k_visitor=k[2], n_orders=mine[k]["orders"], n_revenue=mine[k]["revenue"])
+             for k in sorted(changed)],
+        )
+    t = experiment_totals.c
+    for (shop, experiment, variant), d in sorted(deltas.items()):
         conn.execute(sa.update(experiment_totals).where(
-            t.shop == shop, t.experiment == row.experiment, t.variant == row.variant,
-        ).values(
-            conversions=t.conversions + (1 if row.orders == 0 else 0), orders=t.orders + 1,
-            revenue=t.revenue + value,
-            # Each visitor's revenue squared, summed: theirs goes from r to r + value.
-            revenue_sq=t.revenue_sq + ((row.revenue + value) ** 2 - row.revenue ** 2),
-        ))
+            t.shop == shop, t.experiment == experiment, t.variant == variant,
+        ).values(conversions=t.conversions + d["conversions"], orders=t.orders + d["orders"],
+                 revenue=t.revenue + d["revenue"], revenue_sq=t.revenue_sq + d["revenue_sq"]))
 
 
 def _write_counts(conn: Connection, insert, counts: dict[tuple, dict[str, float]]) -> None:
@@ -243,15 +310,6 @@ def sum_rollups(conn: Connection, shop: str, period: str, since: datetime, until
              .where(r.shop == shop, r.period == period, r.start >= since, r.start < until, r.dimension.in_(dimensions))
              .group_by(r.dimension, r.key).order_by(r.dimension, r.key))
     return [dict(row._mapping) for row in conn.execute(query)]
-
-
-def mark_simulated(conn: Connection, insert: Any, shop: str, page_views: dict[datetime, int]) -> None:
-    """Count page views under the dimension "simulated" (server/demo/simulated.py), by day."""
-    r = rollups.c
-    for day, count in page_views.items():
-        stmt = insert(rollups).values(shop=shop, period="day", start=day, dimension="simulated", key="", page_views=count)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["shop", "period", "start", "dimension", "key"],
-                                                set_={"page_views": r.page_views + count}))
 
 
 def read_experiment_totals(conn: Connection, shop: str, experiment: str | None = None) -> list[dict[str, Any]]:

@@ -66,6 +66,11 @@ visitors = sa.Table(
     # The visitor state (server/visitors/state.py): recent events and closed campaigns, kept
     # in step with the events table so that a request reads this row and not the events.
     sa.Column("state", sa.JSON, nullable=True),
+    # The shop's customer this browser identified as (vitrine('identify'), server/customers/),
+    # by the customer's imported visitor id ("u:<customer id>", whose row holds their imported
+    # orders): those and their details count for this visitor too. NULL: anonymous.
+    sa.Column("identified_as", sa.String(64), nullable=True),
+    sa.Index("ix_visitors_identified_as", "shop", "identified_as"),
 )
 
 events = sa.Table(
@@ -158,6 +163,91 @@ forgotten_visitors = sa.Table(
     sa.Column("shop", sa.String(64), primary_key=True),
     sa.Column("visitor_hash", sa.String(64), primary_key=True),
     sa.Column("forgotten_at", sa.DateTime, nullable=False),
+)
+
+leads = sa.Table(
+    "leads",
+    metadata,
+    # E-mail sign-ups from a popup (POST /v1/leads, server/leads.py). `visitor_id` is the
+    # visitor who signed up when they consented to personalization, else NULL: the lead is
+    # kept unlinked, and nothing ties it to what the visitor does on the site.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shop", sa.String(64), nullable=False),
+    sa.Column("visitor_id", sa.String(64), nullable=True),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("opt_in", sa.Boolean, nullable=False),
+    sa.Column("birthday", sa.String(10), nullable=True),  # YYYY-MM-DD or --MM-DD (no year)
+    sa.Column("interests", sa.Text, nullable=False, server_default=""),  # "|"-separated categories
+    sa.Column("ts", sa.DateTime, nullable=False),
+    sa.Index("ix_leads_shop_visitor", "shop", "visitor_id"),
+    sa.Index("ix_leads_shop_ts", "shop", "ts"),
+)
+
+shop_keys = sa.Table(
+    "shop_keys",
+    metadata,
+    # The version of each shop's secret key (server/customers/keys.py): the key itself is
+    # derived from the server's secret and never stored; rotating it is a version bump.
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rotated_at", sa.DateTime, nullable=True),
+)
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    # An imported customer's own details (`vitrine import customers`), beside their visitor
+    # row under the imported id (visitor_id "u:<customer id>", which holds their orders).
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("visitor_id", sa.String(64), primary_key=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False, server_default=""),
+    sa.Column("email_sha256", sa.String(64), nullable=False, server_default=""),
+    sa.Column("first_name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("signed_up_at", sa.DateTime, nullable=True),
+    sa.Column("birthday", sa.Date, nullable=True),
+    sa.Column("customer_group", sa.String(64), nullable=False, server_default=""),
+    sa.Column("marketing_consent", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("imported_at", sa.DateTime, nullable=False),
+)
+
+audience_members = sa.Table(
+    "audience_members",
+    metadata,
+    # The known customers each audience webhook last sent as members (server/customers/webhooks.py):
+    # the worker compares the audience now with these to find who joined and who left. `hook`
+    # names the webhook (a hash of its audience and URL).
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("hook", sa.String(32), primary_key=True),
+    sa.Column("visitor_id", sa.String(64), primary_key=True),  # the customer's: "u:<customer id>"
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("joined_at", sa.DateTime, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    # One join or leave of a customer for one webhook: its JSON, and how sending it went
+    # (pending, delivered, failed after the last retry).
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("shop", sa.String(64), nullable=False),
+    sa.Column("hook", sa.String(32), nullable=False),
+    sa.Column("audience", sa.String(64), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("visitor_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("change", sa.String(8), nullable=False),  # join, leave
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("delivered_at", sa.DateTime, nullable=True),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_shop", "shop", "id"),
+    sa.Index("ix_webhook_deliveries_visitor", "shop", "visitor_id"),
 )
 
 # -- measurement (server/measure/, docs/measurement.md) ---------------------------------

@@ -21,15 +21,17 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from server.models import (
-    ANONYMOUS_VISITOR, CatalogItem, Event, Interacted, Interaction, VisitorProfile, to_naive_utc, utcnow,
+    ANONYMOUS_VISITOR, CatalogItem, Customer, Event, Interacted, Interaction, Order, VisitorProfile, to_naive_utc,
+    utcnow,
 )
 from server import trending
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError, VisitorForgotten
 from server.store.group import GroupWriter
-from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, shop_versions, visitors
+from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, leads, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
-from server.store.schema import experiment_visitors, worker_leases
+from server.store.schema import audience_members, customers, experiment_visitors, shop_keys, webhook_deliveries
+from server.store.schema import worker_leases
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -792,7 +794,10 @@ class SqlStore:
                     events.c.visitor_id,
                     sa.func.min(events.c.ts),
                     sa.func.max(events.c.ts),
-                    sa.func.count(sa.distinct(sa.case((purchase, events.c.ts)))),
+                    # An order is one purchase event (imported orders) or the lines sharing a time
+                    # (interactions, a line per item).
+                    sa.func.count(sa.distinct(sa.case((purchase, sa.func.coalesce(
+                        events.c.order_id, sa.cast(events.c.ts, sa.String)))))),
                     sa.func.coalesce(sa.func.sum(sa.case((purchase, events.c.value), else_=0.0)), 0.0),
                     sa.func.max(sa.case((purchase, events.c.ts))),
                 )
@@ -802,11 +807,90 @@ class SqlStore:
             for vid, first, last, orders, revenue, last_order in conn.execute(query).all():
                 values = dict(
                     first_seen=first, last_seen=last, visits=max(orders, 1), page_views=0,
-                    orders=orders, revenue=float(revenue), last_order_at=last_order, country=users[vid],
+                    orders=orders, revenue=float(revenue), last_order_at=last_order,
                 )
+                if users[vid]:  # an orders import names no country: the one known stays
+                    values["country"] = users[vid]
                 stmt = self._insert(visitors).values(shop=shop, visitor_id=vid, **values)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["shop", "visitor_id"], set_=values))
         rebuild_visitor_states(conn, shop, ids)
+        self._customer_sign_ups(conn, shop, ids)
+
+    def _customer_sign_ups(self, conn: Connection, shop: str, visitor_ids: Sequence[str]) -> None:
+        """An imported customer's sign-up (customers.signed_up_at) on their visitor row (their
+        events, all imported, have none): what audience sizes count as `signed_up`."""
+        signed_up = (sa.select(customers.c.signed_up_at)
+                     .where(customers.c.shop == visitors.c.shop, customers.c.visitor_id == visitors.c.visitor_id)
+                     .scalar_subquery())
+        for start in range(0, len(visitor_ids), 500):
+            chunk = list(visitor_ids[start : start + 500])
+            conn.execute(sa.update(visitors).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
+                         .values(signed_up_at=sa.func.coalesce(signed_up, visitors.c.signed_up_at)))
+
+    def import_customers(self, shop: str, found: Sequence[Customer]) -> tuple[int, int, int]:
+        """Add or replace imported customers' details, all or nothing; (new, updated, forgotten).
+        Each gets a visitor row under their imported id (imported_visitor_id), which their orders
+        count on. A customer deleted at their request (forgotten_visitors) is left out."""
+        now = utcnow()
+        rows = [dict(
+            shop=shop, visitor_id=imported_visitor_id(c.customer_id), customer_id=c.customer_id, email=c.email.lower(),
+            email_sha256=c.email_sha256 or (hashlib.sha256(c.email.lower().encode()).hexdigest() if c.email else ""),
+            first_name=c.first_name, signed_up_at=c.signed_up_at, birthday=c.birthday,
+            customer_group=c.group, marketing_consent=c.marketing_consent, imported_at=now,
+        ) for c in found]
+        with self._writing() as conn:
+            gone = self._forgotten(conn, shop, [r["visitor_id"] for r in rows])
+            rows = [r for r in rows if r["visitor_id"] not in gone]
+            ids = [r["visitor_id"] for r in rows]
+            known = set()
+            for start in range(0, len(ids), 500):
+                known |= set(conn.execute(sa.select(customers.c.visitor_id).where(
+                    customers.c.shop == shop, customers.c.visitor_id.in_(ids[start : start + 500]))).scalars())
+            if rows:
+                insert = self._insert(customers)
+                upsert = insert.on_conflict_do_update(
+                    index_elements=["shop", "visitor_id"],
+                    set_={name: insert.excluded[name] for name in rows[0] if name not in ("shop", "visitor_id")})
+                for start in range(0, len(rows), 1000):
+                    conn.execute(upsert, rows[start : start + 1000])
+                conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
+                    dict(shop=shop, visitor_id=r["visitor_id"], first_seen=r["signed_up_at"] or now,
+                         last_seen=r["signed_up_at"] or now, visits=1, page_views=0)
+                    for r in rows
+                ])
+            self._customer_sign_ups(conn, shop, ids)
+        return len(rows) - len(known), len(known), len(gone)
+
+    def import_orders(self, shop: str, found: Sequence[Order]) -> tuple[int, int]:
+        """Add imported orders as purchases of their customers (imported_visitor_id), all or
+        nothing; (new, of customers deleted at their request, left out). An order id already
+        stored (this file imported before, or the same order under another customer) is not
+        counted again."""
+        now = utcnow()
+        rows, users = [], {}
+        for order in found:
+            vid = imported_visitor_id(order.customer_id)
+            lines = [{"item_id": item, "quantity": quantity} for item, quantity in order.lines]
+            event = Event(
+                event_id="ord:" + hashlib.sha256(order.order_id.encode()).hexdigest()[:48], type="purchase",
+                ts=to_naive_utc(order.timestamp), item_id=order.lines[0][0] if len(order.lines) == 1 else None,
+                value=order.value, currency=order.currency or None, order_id=order.order_id,
+                props={"source": "import", "customer_id": order.customer_id, **({"items": lines} if lines else {})},
+            )
+            rows.append(_event_row(shop, vid, event, now))
+            users.setdefault(vid, "")
+        stored = 0
+        with self._writing() as conn:
+            gone = self._forgotten(conn, shop, list(users))
+            kept = [r for r in rows if r["visitor_id"] not in gone]
+            users = {v: c for v, c in users.items() if v not in gone}
+            insert = self._event_insert()
+            for start in range(0, len(kept), 1000):
+                stored += len(conn.execute(insert, kept[start : start + 1000]).all())
+            self._rebuild_imported_visitors(conn, shop, users)
+            if stored:
+                self._rebuild_aggregates(conn, shop)
+        return stored, len(rows) - len(kept)
 
     def all_items(self, shop: str) -> list[CatalogItem]:
         query = sa.select(items).where(items.c.shop == shop).order_by(items.c.item_id)
@@ -879,7 +963,8 @@ class SqlStore:
     # Every table with rows about one visitor, keyed by (shop, visitor_id): what an export
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
-    VISITOR_TABLES: tuple[sa.Table, ...] = (events, visitors, experiment_visitors)
+    VISITOR_TABLES: tuple[sa.Table, ...] = (
+        events, leads, experiment_visitors, webhook_deliveries, audience_members, customers, visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -928,6 +1013,23 @@ class SqlStore:
                 ])
         return counts
 
+    # -- leads (server/leads.py) ---------------------------------------------------------
+    def add_lead(self, shop: str, visitor_id: str | None, lead: dict[str, Any]) -> None:
+        """Store one sign-up (`visitor_id` None: unlinked). A visitor deleted at their request
+        cannot sign up under their old token: VisitorForgotten."""
+        with self._writing() as conn:
+            if visitor_id is not None and self._forgotten(conn, shop, [visitor_id]):
+                raise VisitorForgotten(shop, visitor_id)
+            conn.execute(sa.insert(leads).values(shop=shop, visitor_id=visitor_id, ts=utcnow(), **lead))
+
+    def shop_leads(self, shop: str, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The shop's leads, oldest first (what `vitrine leads` prints)."""
+        query = sa.select(leads).where(leads.c.shop == shop).order_by(leads.c.ts, leads.c.id)
+        if since is not None:
+            query = query.where(leads.c.ts >= since)
+        with self._reading() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
     def _forgotten(self, conn: Connection, shop: str, visitor_ids: Sequence[str]) -> set[str]:
         """Which of these visitors were deleted at their request (forgotten_visitors)."""
         hashes = {forgotten_hash(v): v for v in visitor_ids}
@@ -949,8 +1051,60 @@ class SqlStore:
         with self._writing() as conn:
             return conn.execute(sa.delete(forgotten_visitors).where(forgotten_visitors.c.forgotten_at < before)).rowcount or 0
 
+    # -- known customers (server/customers/) ---------------------------------------------
+    def shop_key_version(self, shop: str) -> int:
+        """The version of the shop's secret key (0 before its first rotation)."""
+        with self._reading() as conn:
+            version = conn.execute(sa.select(shop_keys.c.version).where(shop_keys.c.shop == shop)).scalar()
+        return version or 0
+
+    def rotate_shop_key(self, shop: str) -> int:
+        """Bump the version of the shop's secret key; the new version."""
+        now = utcnow()
+        with self._writing() as conn:
+            conn.execute(self._insert(shop_keys).values(shop=shop, version=1, rotated_at=now).on_conflict_do_update(
+                index_elements=["shop"], set_={"version": shop_keys.c.version + 1, "rotated_at": now}))
+            return conn.execute(sa.select(shop_keys.c.version).where(shop_keys.c.shop == shop)).scalar_one()
+
+    def identified_visitors(self, shop: str, customer_id: str) -> list[str]:
+        """The web visitors (browsers) identified as this customer."""
+        query = sa.select(visitors.c.visitor_id).where(
+            visitors.c.shop == shop, visitors.c.identified_as == imported_visitor_id(customer_id)).order_by(visitors.c.visitor_id)
+        with self._reading() as conn:
+            return list(conn.execute(query).scalars())
+
+    def identify_visitor(self, shop: str, visitor_id: str, customer_id: str | None, now: datetime) -> VisitorProfile:
+        """Link the visitor to the shop's customer `customer_id` (None: unlink them), making
+        their row if it is not written yet; the visitor after it, with the customer's orders
+        and details. Raises VisitorForgotten for a visitor deleted at their request."""
+        linked = imported_visitor_id(customer_id) if customer_id is not None else None
+        with self._writing() as conn:
+            if self._forgotten(conn, shop, [visitor_id]):
+                raise VisitorForgotten(shop, visitor_id)
+            # A row made here counts as one visit without a page view: the page view being
+            # written (server/visitors/page_views.py) is counted on it.
+            conn.execute(self._insert(visitors).values(
+                shop=shop, visitor_id=visitor_id, first_seen=now, last_seen=now, visits=1, page_views=0,
+                identified_as=linked,
+            ).on_conflict_do_update(index_elements=["shop", "visitor_id"], set_={"identified_as": linked}))
+            row = conn.execute(_VISITOR_BY_KEY, {"key_shop": shop, "key_visitor": visitor_id}).one()
+        return _row_profile(row._mapping, self.states.read((shop, visitor_id), row.state))
+
     # -- measurement (server/measure/, server/store/measure_sql.py) ----------------------
-    def roll_up(self, windows: Any, now: datetime, batch: int = 2000, lag_s: float = 60.0, budget_s: float = 50.0) -> Any:
+    def add_measurement_events(self, shop: str, rows: Sequence[tuple[str, Event]], chunk: int = 5000) -> int:
+        """Store events as they are, with nothing derived from them (no visitor row, state,
+        trend or sales counter): simulated traffic for the dashboard and the benchmarks
+        (server/demo/simulate.py). Returns how many were new."""
+        added = 0
+        for start in range(0, len(rows), chunk):
+            now = utcnow()
+            part = [_event_row(shop, visitor_id, event, now) for visitor_id, event in rows[start : start + chunk]]
+            with self._writing() as conn:
+                added += len(conn.execute(self._event_insert(), part).all())
+        return added
+
+
+    def roll_up(self, windows: Any, now: datetime, batch: int = 1000, lag_s: float = 60.0, budget_s: float = 50.0) -> Any:
         """Read the events stored since the last run into the rollups and the experiments'
         totals (server/store/measure_sql.py): a RollupRun saying what was read."""
         from server.store.measure_sql import roll_up
@@ -971,13 +1125,6 @@ class SqlStore:
 
         with self._reading() as conn:
             return sum_rollups(conn, shop, period, since, until, list(dimensions))
-
-    def mark_simulated(self, shop: str, page_views: dict[datetime, int]) -> None:
-        """Note in the rollups how many page views of each day were simulated (the demo's)."""
-        from server.store.measure_sql import mark_simulated
-
-        with self._writing() as conn:
-            mark_simulated(conn, self._insert, shop, page_views)
 
     def experiment_totals(self, shop: str, experiment: str | None = None) -> list[dict[str, Any]]:
         """Each variant's visitors, conversions, orders, revenue and revenue squared summed."""
@@ -1042,6 +1189,81 @@ class SqlStore:
 
         with self._reading() as conn:
             return count_audiences(conn, self.dialect, shop, book, now, visit_timeout_s)
+
+    def audience_customers(self, shop: str, book: Any, audience: str, now: datetime, visit_timeout_s: int) -> list[
+            tuple[str, str, str, VisitorProfile]]:
+        """The shop's known customers in the audience now, as (customer id, e-mail, e-mail
+        SHA-256, the visitor that holds it: their own row or a browser identified as them), one
+        per customer, in one statement (server/store/audience_sql.py). Raises NotExportable
+        for an audience no stored row can tell."""
+        from server.store.audience_sql import audience_customers
+
+        found: dict[str, tuple[str, str, str, VisitorProfile]] = {}
+        with self._reading() as conn:
+            for row in audience_customers(conn, self.dialect, shop, book, audience, now, visit_timeout_s):
+                if row.customer_id not in found:
+                    state = VisitorState.from_text(row.state)
+                    found[row.customer_id] = (row.customer_id, row.email, row.email_sha256, _row_profile(row._mapping, state))
+            # Deleted at their request and imported again since: still forgotten.
+            gone = self._forgotten(conn, shop, [imported_visitor_id(c) for c in found])
+        return [f for c, f in found.items() if imported_visitor_id(c) not in gone]
+
+    # -- audience webhooks (server/customers/webhooks.py) ---------------------------------
+    def hook_members(self, shop: str, hook: str) -> dict[str, str]:
+        """The customers a webhook last sent as members: {visitor id: customer id}."""
+        query = sa.select(audience_members.c.visitor_id, audience_members.c.customer_id).where(
+            audience_members.c.shop == shop, audience_members.c.hook == hook)
+        with self._reading() as conn:
+            return dict(conn.execute(query).all())
+
+    def record_hook_changes(
+        self, shop: str, hook: str, joined: dict[str, str], left: Sequence[str], deliveries: Sequence[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """A webhook's new members and leavers, with their deliveries to send, in one transaction."""
+        with self._writing() as conn:
+            if left:
+                for start in range(0, len(left), 500):
+                    conn.execute(sa.delete(audience_members).where(
+                        audience_members.c.shop == shop, audience_members.c.hook == hook,
+                        audience_members.c.visitor_id.in_(list(left[start : start + 500]))))
+            if joined:
+                conn.execute(self._insert(audience_members).on_conflict_do_nothing(), [
+                    dict(shop=shop, hook=hook, visitor_id=v, customer_id=c, joined_at=now) for v, c in joined.items()])
+            if deliveries:
+                conn.execute(sa.insert(webhook_deliveries), [
+                    dict(shop=shop, hook=hook, status="pending", attempts=0, next_attempt_at=now, last_error="",
+                         created_at=now, **d) for d in deliveries])
+
+    def due_deliveries(self, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
+        """Pending deliveries, oldest first: the due ones and, for keeping each webhook's order,
+        the ones waiting behind them."""
+        query = (sa.select(webhook_deliveries).where(webhook_deliveries.c.status == "pending")
+                 .order_by(webhook_deliveries.c.id).limit(limit))
+        with self._reading() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def delivery_tried(
+        self, delivery_id: int, status: str, attempts: int, next_attempt_at: datetime | None, error: str,
+        delivered_at: datetime | None,
+    ) -> None:
+        with self._writing() as conn:
+            conn.execute(sa.update(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id).values(
+                status=status, attempts=attempts, next_attempt_at=next_attempt_at, last_error=error[:500],
+                delivered_at=delivered_at))
+
+    def deliveries(self, shop: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The shop's newest webhook deliveries, newest first."""
+        query = (sa.select(webhook_deliveries).where(webhook_deliveries.c.shop == shop)
+                 .order_by(webhook_deliveries.c.id.desc()).limit(limit))
+        with self._reading() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def purge_deliveries(self, before: datetime) -> int:
+        """Forget deliveries done (delivered or failed) before `before`."""
+        with self._writing() as conn:
+            return conn.execute(sa.delete(webhook_deliveries).where(
+                webhook_deliveries.c.status != "pending", webhook_deliveries.c.created_at < before)).rowcount or 0
 
     def inactive_visitors(self, shop: str, before: datetime, limit: int) -> list[str]:
         """Up to `limit` of the shop's web visitors last seen before `before`. Imported
@@ -1158,9 +1380,21 @@ def _by_key(statement: Any) -> Any:
 _STATE_CAST = sa.cast(visitors.c.state, sa.Text)
 _STATE_TEXT = _STATE_CAST.label("state")
 _NOT_STATE = [c for c in visitors.c if c.name != "state"]
+# The row of the customer a visitor identified as (visitors.identified_as), with their details.
+_CUSTOMER_ROW = visitors.alias("customer_row")
+_CUSTOMER_COLUMNS = (
+    _CUSTOMER_ROW.c.orders.label("customer_orders"), _CUSTOMER_ROW.c.revenue.label("customer_revenue"),
+    _CUSTOMER_ROW.c.last_order_at.label("customer_last_order_at"),
+    _CUSTOMER_ROW.c.signed_up_at.label("customer_signed_up_at"),
+    customers.c.customer_id.label("customer_id"), customers.c.first_name.label("customer_first_name"),
+)
+_WITH_CUSTOMER = visitors.outerjoin(
+    _CUSTOMER_ROW, (_CUSTOMER_ROW.c.shop == visitors.c.shop) & (_CUSTOMER_ROW.c.visitor_id == visitors.c.identified_as),
+).outerjoin(customers, (customers.c.shop == visitors.c.shop) & (customers.c.visitor_id == visitors.c.identified_as))
 # A visitor's row, the one read of a page call: built once, so that each call neither makes
-# the statement nor works out its cache key again.
-_VISITOR_BY_KEY = _by_key(sa.select(*_NOT_STATE, _STATE_TEXT))
+# the statement nor works out its cache key again. An identified visitor's customer comes
+# with it (primary-key joins, nothing for an anonymous visitor's NULL).
+_VISITOR_BY_KEY = _by_key(sa.select(*_NOT_STATE, _STATE_TEXT, *_CUSTOMER_COLUMNS).select_from(_WITH_CUSTOMER))
 
 
 def _state_values(state: VisitorState) -> dict[str, Any]:
@@ -1190,7 +1424,7 @@ def _visit_values(profile: VisitorProfile) -> dict[str, Any]:
 
 def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
     """The visitor of a row; its state as given (read through StateCache), else from the row's parsed JSON."""
-    return VisitorProfile(
+    values = dict(
         visitor_id=row["visitor_id"], first_seen=row["first_seen"], last_seen=row["last_seen"],
         visits=row["visits"], page_views=row["page_views"], orders=row.get("orders", 0),
         revenue=row.get("revenue", 0.0), last_order_at=row.get("last_order_at"),
@@ -1202,6 +1436,27 @@ def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
         referrer_domain=row.get("referrer_domain") or "", source_name=row.get("source_name") or "",
         utm_campaign=row.get("utm_campaign") or "",
     )
+    return VisitorProfile(**{**values, **_customer_values(row)})
+
+
+def _customer_values(row: Any) -> dict[str, Any]:
+    """An identified visitor's customer, from the joined columns (_VISITOR_BY_KEY): the
+    customer's imported orders where they are more than this browser's own."""
+    linked = row.get("identified_as")
+    if not linked:
+        return {}
+    values: dict[str, Any] = {
+        "customer_id": row.get("customer_id") or linked.removeprefix("u:"),
+        "first_name": row.get("customer_first_name") or "",
+        "customer_signed_up_at": row.get("customer_signed_up_at"),
+    }
+    orders = row.get("customer_orders")
+    if orders is not None and orders > (row.get("orders") or 0):
+        values.update(orders=orders, revenue=float(row.get("customer_revenue") or 0.0))
+    last = row.get("customer_last_order_at")
+    if last is not None and (row.get("last_order_at") is None or last > row["last_order_at"]):
+        values["last_order_at"] = last
+    return values
 
 
 def rebuild_visitor_states(

@@ -32,6 +32,8 @@ def kind_of_work(scope: Scope) -> str | None:
         return "render" if method == "POST" else None
     if path == "/v1/events":
         return "events" if method == "POST" else None
+    if path == "/v1/leads":  # a sign-up writes the store on a request thread
+        return "render" if method == "POST" else None
     if path == "/v1/me":  # a visitor's export or erasure reads or writes the store on a request thread
         return "render" if method in ("GET", "HEAD", "DELETE") else None
     return "render" if path.startswith("/v1/fragments/") and method in ("GET", "HEAD") else None

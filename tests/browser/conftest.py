@@ -84,7 +84,8 @@ def vitrine_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vitrine
     # The developer's own VITRINE_* settings must not change what the demo does here; the
     # demo trains its model on first start, and a short tuning budget keeps the suite quick.
     env = server_env(VITRINE_TRAIN_TIME_BUDGET_S="10")
-    with running("demo", data_dir, env, data_dir / "server.log", SERVER_START_TIMEOUT_S) as serving:
+    # No simulated month: these tests look at what real visitors' pages do.
+    with running("demo", data_dir, env, data_dir / "server.log", SERVER_START_TIMEOUT_S, args=("--no-simulate",)) as serving:
         yield VitrineServer(url=serving.url, data_dir=data_dir, process=serving.process)
 
 
@@ -113,7 +114,7 @@ def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
     contexts: list[BrowserContext] = []
 
     def make(**options: Any) -> BrowserContext:
-        context = browser.new_context(viewport={"width": 1200, "height": 800}, **options)
+        context = browser.new_context(**{"viewport": {"width": 1200, "height": 800}, **options})
         context.set_default_timeout(8000)
         contexts.append(context)
         return context

@@ -12,9 +12,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from server.admin.auth import hash_password
-from server.demo.simulated import simulate_traffic
+from server.demo.simulate import World, simulate
+from server.shops import parse_shop_config
 from server.measure.attribution import Window
-from server.models import utcnow
+from server.models import CatalogItem, utcnow
 from server.store import open_store
 
 from .conftest import running, server_env, with_demo_shop
@@ -41,7 +42,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = open_store(f"sqlite:///{data_dir / 'vitrine.db'}")
     try:
         store.migrate()
-        simulate_traffic(store, "demo", days=30, now=utcnow(), visitors_per_day=25)
+        items = [CatalogItem(f"i{n}", f"Item {n}", category="Gifts", price=2.5 + n, currency="GBP") for n in range(20)]
+        store.upsert_items("demo", items)
+        simulate(store, parse_shop_config("demo", config), items, World(days=30, visitors_per_day=25))
         store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
         store.save_admin_user(EMAIL, hash_password(PASSWORD), "demo", utcnow())
     finally:

@@ -1,15 +1,15 @@
 """The dashboard's users: their password hashes and the shops each may see; each audience's
 size once a day (docs/dashboard.md).
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0015
+Revises: 0014
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
