@@ -226,3 +226,17 @@ def test_simulated_traffic_goes_through_the_real_split_and_is_labelled(settings,
     assert sum(v["conversions"] for v in hero["variants"]) + report["holdout"]["conversions"] <= done.orders
     # The same seed makes the same visitors: a second run adds nothing.
     assert simulate(services.store, shop, services.store.list_items("demo"), world).events == 0
+
+
+def test_a_purchase_stored_before_its_buyers_exposure_still_counts(services) -> None:
+    """An exposure is written behind the page call: an order sent at once can be stored first."""
+    store = services.store
+    at = utcnow() - timedelta(hours=1)
+    store.record_events("demo", "dora", [Event("pu-d1", "purchase", at + timedelta(seconds=5), value=12.0, order_id="D1")])
+    assert store.roll_up(_windows, utcnow(), lag_s=0).orders == 1  # read before the exposure is stored
+    store.record_events("demo", "dora", [Event("x-dora", EXPOSURE, at, props={"experiment": "hero", "variant": "b"})])
+    store.roll_up(_windows, utcnow(), lag_s=0)
+    (b,) = store.experiment_totals("demo", "hero")
+    assert (b["visitors"], b["conversions"], b["orders"], b["revenue"], b["revenue_sq"]) == (1, 1, 1, 12.0, 144.0)
+    store.roll_up(_windows, utcnow(), lag_s=0)  # and only once
+    assert store.experiment_totals("demo", "hero")[0]["orders"] == 1

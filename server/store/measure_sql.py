@@ -125,7 +125,7 @@ def _one_batch(conn: Connection, insert, windows, until: datetime, batch: int, r
             purchases[(shop, row.visitor_id)].append(_event(row))
         elif kind == EXPOSURE:
             exposures.append((shop, row.visitor_id, _event(row)))
-    run.exposures += _expose(conn, insert, exposures)
+    run.exposures += _expose(conn, insert, exposures, mark)
     histories = _histories(conn, purchases, windows)
     for (shop, visitor_id), bought in purchases.items():
         window = windows(shop)
@@ -185,9 +185,11 @@ def _histories(conn: Connection, purchases: dict[tuple[str, str], list[Event]], 
     return found
 
 
-def _expose(conn: Connection, insert, exposures: list[tuple[str, str, Event]]) -> int:
+def _expose(conn: Connection, insert, exposures: list[tuple[str, str, Event]], mark: int) -> int:
     """Count each visitor's first exposure to an experiment, once: one insert for the batch,
-    and each variant's totals added to once with what it took."""
+    and each variant's totals added to once with what it took. A purchase of theirs after
+    the exposure that an earlier batch read (an exposure is written behind the page call,
+    so a purchase right after it can be stored first) is credited to it now."""
     rows: dict[tuple[str, str, str], dict] = {}
     for shop, visitor_id, event in exposures:
         props = event.props or {}
@@ -198,10 +200,16 @@ def _expose(conn: Connection, insert, exposures: list[tuple[str, str, Event]]) -
     if not rows:
         return 0
     ev = experiment_visitors.c
-    stmt = insert(experiment_visitors).on_conflict_do_nothing().returning(ev.shop, ev.experiment, ev.variant, ev.exposed_at)
+    stmt = insert(experiment_visitors).on_conflict_do_nothing().returning(
+        ev.shop, ev.experiment, ev.visitor_id, ev.variant, ev.exposed_at)
     added: dict[tuple[str, str, str], list[datetime]] = defaultdict(list)
+    new: dict[tuple[str, str], datetime] = {}
+    fresh: set[tuple[str, str, str]] = set()
     for row in conn.execute(stmt, list(rows.values())):
         added[(row.shop, row.experiment, row.variant)].append(row.exposed_at)
+        fresh.add((row.shop, row.experiment, row.visitor_id))
+        key = (row.shop, row.visitor_id)
+        new[key] = min(new.get(key, row.exposed_at), row.exposed_at)
     t = experiment_totals.c
     for (shop, experiment, variant), times in sorted(added.items()):
         first, last = min(times), max(times)
@@ -213,12 +221,28 @@ def _expose(conn: Connection, insert, exposures: list[tuple[str, str, Event]]) -
                   "first_exposed": sa.case((t.first_exposed > first, first), else_=t.first_exposed),
                   "last_exposed": sa.case((t.last_exposed < last, last), else_=t.last_exposed)},
         ))
+    earlier: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    e = events.c
+    by_shop: dict[str, list[str]] = defaultdict(list)
+    for shop, visitor_id in new:
+        by_shop[shop].append(visitor_id)
+    for shop, exposed in by_shop.items():
+        for start in range(0, len(exposed), 500):
+            query = sa.select(events).where(e.shop == shop, e.visitor_id.in_(exposed[start : start + 500]),
+                                            e.type == "purchase", e.id <= mark)
+            for row in conn.execute(query):
+                if row.ts >= new[(shop, row.visitor_id)]:
+                    earlier[(shop, row.visitor_id)].append(_event(row))
+    if any(earlier.values()):
+        _credit_experiments(conn, {k: v for k, v in earlier.items() if v}, only=fresh)
     return sum(len(t) for t in added.values())
 
 
-def _credit_experiments(conn: Connection, purchases: dict[tuple[str, str], list[Event]]) -> None:
-    """Each purchase counts for every experiment its buyer was exposed to before it: the
-    buyers' rows read at once, each changed row written once, each variant's totals once."""
+def _credit_experiments(conn: Connection, purchases: dict[tuple[str, str], list[Event]],
+                        only: set[tuple[str, str, str]] | None = None) -> None:
+    """Each purchase counts for every experiment its buyer was exposed to before it (of
+    `only`, when given: (shop, experiment, visitor)): the buyers' rows read at once, each
+    changed row written once, each variant's totals once."""
     if not purchases:
         return
     ev = experiment_visitors.c
@@ -231,6 +255,8 @@ def _credit_experiments(conn: Connection, purchases: dict[tuple[str, str], list[
         for start in range(0, len(buyers), 500):
             query = sa.select(experiment_visitors).where(ev.shop == shop, ev.visitor_id.in_(buyers[start : start + 500]))
             for row in conn.execute(query):
+                if only is not None and (shop, row.experiment, row.visitor_id) not in only:
+                    continue
                 mine[(shop, row.experiment, row.visitor_id)] = found = dict(row._mapping)
                 of_visitor[(shop, row.visitor_id)].append((row.experiment, found))
     deltas: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(

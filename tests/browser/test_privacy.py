@@ -39,6 +39,8 @@ def test_download_my_data_then_forget_me_leaves_nothing_on_the_server_or_in_the_
     problems = watch(page)
     page.goto(f"{vitrine_server.url}/demo/product/{item_id}")
     close_welcome_popup(page)  # which sends the events queued so far
+    page.locator('[data-vitrine-slot="product-similar"]').scroll_into_view_if_needed()
+    page.wait_for_timeout(1300)  # a panel's impression: half of it in view for a second
     visitor = vitrine_server.visitor_id(page)
     assert vitrine_server.wait_for_events(visitor, "close_promotion")
     impressions = len(vitrine_server.events(visitor, "view_promotion"))

@@ -80,6 +80,10 @@ def test_product_page_panels_and_a_click_on_an_item(vitrine_server, new_context,
     assert (strategy, recent) == ("recently_viewed", [first])
 
     visitor = vitrine_server.visitor_id(page)
+    # A panel's impression counts once half of it was in view for a second: look at each.
+    for slot in ("product-recent", "product-together", "product-similar"):
+        page.locator(f'[data-vitrine-slot="{slot}"]').scroll_into_view_if_needed()
+        page.wait_for_timeout(1300)
     target = similar[0]
     page.locator(f'[data-vitrine-slot="product-similar"] li[data-item-id="{target}"] a').click()
     expect(page).to_have_url(f"{vitrine_server.url}/demo/product/{target}")
