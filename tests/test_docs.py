@@ -61,3 +61,38 @@ def test_every_audience_fact_and_built_in_audience_is_documented():
     assert [i for i in re.findall(r"^\| `([a-z_<>]+)` \|", builtin, re.M) if i != "loyal_<tier>"] == list(BUILTIN_IDS)
     demo = (ROOT / "server" / "demo" / "demo.toml").read_text()
     assert all(name in demo for name in FACTS), "the demo config's comment names every fact"
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it: lowercased, punctuation but - and _ dropped,
+    spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    seen: dict[str, int] = {}
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    for heading in re.findall(r"^#{1,6}\s+(.*)$", text, flags=re.M):
+        slug = _slug(heading)
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+def test_every_link_between_docs_points_at_a_file_and_a_heading_that_exist():
+    assert _slug("`POST /v1/page?shop=S`") == "post-v1pageshops"
+    broken = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            if not dest.exists():
+                broken.append(f"{doc.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{doc.name}: {target} (no such heading)")
+    assert broken == []
