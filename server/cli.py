@@ -587,8 +587,7 @@ def report(ctx: click.Context, shop: str, experiment: str | None, engine: str, m
     from server.measure.rollups import run_rollups
 
     config = _parsed_or_exit(shop, _shop_file(ctx, shop))
-    if experiment is not None and experiment != "holdout" and config.campaign_experiment(experiment) is None \
-            and not any(e.id == experiment for e in config.experiments):
+    if experiment not in (None, "holdout") and not any(e.id == experiment for e in config.experiments):
         known = ", ".join([e.id for e in config.experiments] + ["holdout"])
         fail(f"shop {shop!r} has no experiment {experiment!r} in its config (it has: {known})")
     services = _services(_settings(ctx))

@@ -47,6 +47,12 @@ def demo_config_for_tests() -> str:
     return text.split("\n[[experiments]]", 1)[0] + "\n"
 
 
+def demo_experiments() -> str:
+    """The demo config's own experiments (what demo_config_for_tests leaves out): the A/B
+    test on its hero, for the tests that want it back."""
+    return "\n[[experiments]]" + DEMO_CONFIG.read_text(encoding="utf-8").split("\n[[experiments]]", 1)[1]
+
+
 def write_demo_config(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(demo_config_for_tests(), encoding="utf-8")

@@ -13,6 +13,8 @@ from server.identity import new_visitor_id
 from server.measure.experiments import EXPOSURE, Experiment, in_holdout, place
 from server.shops import ShopConfigError, parse_shop_config
 
+from servers import demo_experiments
+
 from conftest import DEMO_CONFIG, UK_IP, qa_headers, stored
 
 # GrowthBook's own hash (the `growthbook` Python SDK 4.0.0, growthbook.core.gbhash(seed,
@@ -22,16 +24,7 @@ GROWTHBOOK_HASH_V2 = [
     ("hero", "2f9c1a7b-visitor", 0.2306), ("holdout:demo", "abc123", 0.6952), ("hero", "xNq3_tokenlike-ID", 0.2894),
 ]
 
-EXPERIMENT = """
-[[experiments]]
-id = "hero"
-slot = "home-hero"
-[[experiments.variants]]
-id = "control"
-[[experiments.variants]]
-id = "new-this-week"
-campaign = "hero-new-this-week"
-"""
+EXPERIMENT = demo_experiments()  # the demo's A/B test on its hero
 HERO = [{"id": "home-hero", "widget": "banner", "attrs": {}}]
 RECS = [{"id": "home-recs", "widget": "recommendations", "attrs": {"strategy": "top_picks"}}]
 

@@ -17,6 +17,8 @@ from server.measure.experiments import EXPOSURE
 from server.models import Event, utcnow
 from server.store import open_store
 
+from servers import demo_experiments
+
 from conftest import UK_IP, stored
 
 T0 = datetime(2026, 11, 2, 12, 0, 0)
@@ -136,16 +138,7 @@ def test_two_rollups_at_once_on_postgresql_count_once(postgres_url) -> None:
 
 
 # -- end to end ----------------------------------------------------------------------------
-EXPERIMENT = """
-[[experiments]]
-id = "hero"
-slot = "home-hero"
-[[experiments.variants]]
-id = "control"
-[[experiments.variants]]
-id = "new-this-week"
-campaign = "hero-new-this-week"
-"""
+EXPERIMENT = demo_experiments()  # the demo's A/B test on its hero
 TRUE_RATES = {"control": 0.10, "new-this-week": 0.25}
 
 

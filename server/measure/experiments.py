@@ -205,12 +205,14 @@ def with_experiments(found: "list[Decision]", shop: "ShopConfig", ctx: "VisitorC
     sees their variant's campaign instead, or none (`default = true`)."""
     from server.campaigns import Decision
 
+    if not ctx.holdout and not shop.experiments:
+        return found
     out = []
     for d in found:
         if ctx.holdout:
             out.append(Decision(d.campaign, False, [*d.reasons, "no: in the shop's hold-out: no campaign"]))
             continue
-        experiment = shop.campaign_experiment(d.campaign.id) if shop.experiments else None
+        experiment = shop.campaign_experiment(d.campaign.id)
         if experiment is None or not d.show:
             out.append(d)
             continue
@@ -256,10 +258,10 @@ def experiment_problems(shop: "ShopConfig") -> list[tuple[tuple, str]]:
             found.append(((("experiments", n, "slot" if exp.slot else "campaign")),
                           f"{target} is already in experiment {seen[target]!r}: one experiment per slot or campaign"))
         seen[target] = exp.id
-        if exp.campaign:
-            campaign = shop.campaign(exp.campaign)
-            if campaign is None:
-                found.append((("experiments", n, "campaign"), f"no campaign {exp.campaign!r} in this config"))
+        target_campaign = shop.campaign(exp.campaign) if exp.campaign else None
+        if exp.campaign and target_campaign is None:
+            found.append((("experiments", n, "campaign"), f"no campaign {exp.campaign!r} in this config"))
+        wanted = target_campaign.widget if target_campaign is not None else "banner"
         for m, variant in enumerate(exp.variants):
             loc = ("experiments", n, "variants", m)
             if exp.campaign:
@@ -271,7 +273,6 @@ def experiment_problems(shop: "ShopConfig") -> list[tuple[tuple, str]]:
                     found.append(((*loc, "campaign"), "the first variant is the control: the campaign itself"))
             if variant.campaign:
                 other = shop.campaign(variant.campaign)
-                wanted = shop.campaign(exp.campaign).widget if exp.campaign and shop.campaign(exp.campaign) else "banner"
                 if other is None:
                     found.append(((*loc, "campaign"), f"no campaign {variant.campaign!r} in this config"))
                 elif other.widget != wanted:

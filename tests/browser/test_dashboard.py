@@ -18,19 +18,12 @@ from server.measure.attribution import Window
 from server.models import CatalogItem, utcnow
 from server.store import open_store
 
+from servers import demo_experiments
+
 from .conftest import running, server_env, with_demo_shop
 
 EMAIL, PASSWORD = "ann@shop.example", "correct horse battery"
-EXPERIMENT = """
-[[experiments]]
-id = "hero"
-slot = "home-hero"
-[[experiments.variants]]
-id = "control"
-[[experiments.variants]]
-id = "new-this-week"
-campaign = "hero-new-this-week"
-"""
+EXPERIMENT = demo_experiments()  # the demo's A/B test on its hero
 PHONE = {"width": 390, "height": 844}
 
 
