@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -231,6 +232,29 @@ def test_delete_leaves_the_visitor_in_no_column_of_any_table_and_keeps_the_other
     with engine.connect() as conn:  # aggregates hold no one's id, and stay as they were
         assert conn.execute(sa.text("SELECT purchases FROM item_sales WHERE item_id = '22632'")).scalar() == sales_before
         assert conn.execute(sa.text("SELECT count(*) FROM item_trends")).scalar() == trends_before
+
+
+def test_no_column_of_any_table_and_no_log_line_holds_the_visitors_address(client, services, caplog) -> None:
+    """The address a visitor comes from decides their country and region and is then
+    forgotten: after page calls, events, a search and a fragment from it, no column of any
+    table holds it, nor its first three parts, and no log line does, at any level."""
+    caplog.set_level(logging.DEBUG)
+    token = visit(client)
+    visit(client, token)
+    act(client, token, "addr")
+    response = client.post("/v1/events?shop=demo", headers={"X-Forwarded-For": UK_IP, "X-Visitor-Token": token},
+                           json={"shop": "demo", "events": [{"event_id": "addr-view-01", "type": "view_item", "item_id": "22632"}]})
+    assert response.status_code == 202, response.text
+    for path in ("/v1/fragments/search?shop=demo&q=lantern", "/v1/fragments/banner?shop=demo&placement=top"):
+        assert client.get(path, headers={"X-Forwarded-For": UK_IP, "X-Visitor-Token": token}).status_code == 200
+    client.cookies.clear()
+    assert services.contexts.page_views.flush()
+    engine = services.store.engine
+    assert {"visitors", "events"} <= {table for table, _ in places_naming(engine, visitor_of(services, token))}
+    network = UK_IP.rsplit(".", 1)[0] + "."
+    assert places_naming(engine, UK_IP) == [] and places_naming(engine, network) == []
+    assert caplog.records, "the requests were logged"
+    assert network not in caplog.text
 
 
 def test_delete_right_after_page_calls_leaves_nothing_once_their_views_would_be_written(client, services) -> None:
