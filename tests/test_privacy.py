@@ -251,8 +251,8 @@ def test_no_column_of_any_table_and_no_log_line_holds_the_visitors_address(clien
     assert services.contexts.page_views.flush()
     engine = services.store.engine
     assert {"visitors", "events"} <= {table for table, _ in places_naming(engine, visitor_of(services, token))}
-    network = UK_IP.rsplit(".", 1)[0] + "."
-    assert places_naming(engine, UK_IP) == [] and places_naming(engine, network) == []
+    network = UK_IP.rsplit(".", 1)[0] + "."  # a part of the whole address too
+    assert places_naming(engine, network) == []
     assert caplog.records, "the requests were logged"
     assert network not in caplog.text
 
