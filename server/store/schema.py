@@ -71,6 +71,29 @@ visitors = sa.Table(
     # orders): those and their details count for this visitor too. NULL: anonymous.
     sa.Column("identified_as", sa.String(64), nullable=True),
     sa.Index("ix_visitors_identified_as", "shop", "identified_as"),
+    # The visitor's latest explicit consent answer as the page sent it (server/consent/):
+    # "p" personalization, "a" analytics, each followed by 1 (yes), 0 (no) or - (unknown),
+    # and "g" when Global Privacy Control was on; NULL: never answered. A change of it
+    # adds a row to consent_history.
+    sa.Column("consent", sa.String(16), nullable=True),
+)
+
+consent_history = sa.Table(
+    "consent_history",
+    metadata,
+    # Each change of a profiled visitor's consent answer (a page call that carried one):
+    # when, from where (the shop's own call, Consent Mode, TCF, Shopify, an opt-out link),
+    # and the answer. An answer that withdraws consent deletes the visitor, this history
+    # with them; an answer without consent to personalization is never stored.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shop", sa.String(64), nullable=False),
+    sa.Column("visitor_id", sa.String(64), nullable=False),
+    sa.Column("ts", sa.DateTime, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("personalization", sa.Boolean, nullable=True),
+    sa.Column("analytics", sa.Boolean, nullable=True),
+    sa.Column("gpc", sa.Boolean, nullable=False),
+    sa.Index("ix_consent_history_shop_visitor", "shop", "visitor_id"),
 )
 
 events = sa.Table(
