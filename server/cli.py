@@ -1,5 +1,5 @@
-"""The `vitrine` command: demo, serve, worker, import, shops, audiences, train, evaluate, models, privacy, get,
-migrate, settings."""
+"""The `vitrine` command: demo, serve, worker, import, shops, audiences, coupons, train, evaluate, models, privacy,
+get, migrate, settings."""
 
 from __future__ import annotations
 
@@ -1066,5 +1066,11 @@ def show_settings(ctx: click.Context) -> None:
         click.echo(f"    {f.metadata['help']}")
 
 
+from server.promotions.cli import coupons  # noqa: E402 - its commands use the helpers above
+
+main.add_command(coupons)
+
+
 if __name__ == "__main__":
     main()
+
