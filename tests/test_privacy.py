@@ -393,7 +393,7 @@ def test_a_deletion_waits_for_the_visitors_writer_and_takes_what_it_wrote(servic
     finally:
         other_process.close()
     assert done == [{"events": 2, "leads": 0, "experiment_visitors": 0, "webhook_deliveries": 0, "audience_members": 0,
-                     "customers": 0, "visitors": 1}]
+                     "customers": 0, "coupon_issues": 0, "coupon_redemptions": 0, "visitors": 1}]
     assert places_naming(writer.engine, vid) == []
 
 

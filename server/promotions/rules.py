@@ -36,6 +36,9 @@ class PoolRules:
     reveal: Literal["shop", "campaign"] = "shop"
 
     def __post_init__(self) -> None:
+        for name in ("value", "min_order"):  # stored as floats: 20 and 20.0 are one rule
+            if isinstance(getattr(self, name), int):
+                object.__setattr__(self, name, float(getattr(self, name)))
         problems = []
         if self.kind not in KINDS:
             problems.append(f"kind must be percent or amount, not {self.kind!r}")
