@@ -379,7 +379,8 @@ def shops_create(ctx: click.Context, shop: str, origins: tuple[str, ...], curren
 
 _KEY_HELP = (
     "Keep it on the shop's backend, never in a page: it signs the customer ids of vitrine('identify') "
-    "(docs/embedding.md#identify). `vitrine shops key {shop}` shows it again, `--rotate` replaces it."
+    "(docs/embedding.md#identify) and authenticates the backend's calls to the server-to-server API "
+    "(docs/promotions.md). `vitrine shops key {shop}` shows it again, `--rotate` replaces it."
 )
 
 

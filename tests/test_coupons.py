@@ -567,3 +567,50 @@ def test_cli_import_reads_a_csv_and_names_the_lines_of_broken_rows(settings, ser
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+# -- generated bodies ----------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st  # noqa: E402
+
+_any = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
+                 st.text(max_size=140), st.lists(st.integers(), max_size=3))
+_line = st.fixed_dictionaries({}, optional={"item_id": _any, "price": _any, "quantity": _any, "category": _any})
+_body = st.one_of(_any, st.fixed_dictionaries({}, optional={
+    "code": st.one_of(st.text(max_size=90), _any), "order_id": st.one_of(st.text(min_size=1, max_size=140), _any),
+    "order_value": st.one_of(st.floats(), _any), "currency": st.one_of(st.sampled_from(["EUR", "gbp", "EURO"]), _any),
+    "customer_id": _any, "shop": st.one_of(st.just("demo"), _any), "items": st.one_of(st.lists(_line, max_size=3), _any),
+}))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_stores(settings, request):
+    import dataclasses
+
+    if request.param == "sqlite":
+        return settings
+    return dataclasses.replace(settings, database_url=request.getfixturevalue("postgres_url"))
+
+
+def test_generated_bodies_never_get_a_5xx(both_stores) -> None:
+    from starlette.testclient import TestClient
+
+    from server.app import build_services, create_app
+
+    services = build_services(both_stores)
+    try:
+        [code] = pool_of(services.store, PoolRules(uses_per_code=1_000_000, categories=("Gifts",)))
+        client = TestClient(create_app(both_stores, services), raise_server_exceptions=True)
+        key = key_of(services)
+
+        @hypothesis_settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(body=_body, real_code=st.booleans())
+        def check(body, real_code: bool) -> None:
+            if real_code and isinstance(body, dict):
+                body = {**body, "code": code}
+            response = post(client, json.dumps(body, allow_nan=True), key)
+            assert response.status_code < 500, response.text
+            assert response.status_code == 200 or response.json()["error"]
+
+        check()
+    finally:
+        services.close()
