@@ -5,6 +5,7 @@ refusal of browsers, the CLI, CSV imports, and the visitor's coupons in their da
 from __future__ import annotations
 
 import json
+import re
 import multiprocessing
 import os
 import threading
@@ -614,3 +615,26 @@ def test_generated_bodies_never_get_a_5xx(both_stores) -> None:
         check()
     finally:
         services.close()
+
+
+# -- the dashboard -------------------------------------------------------------------
+def test_the_dashboard_shows_each_pool(client, settings, services) -> None:
+    from test_admin import add_user, sign_in
+
+    store = services.store
+    pool_of(store, PoolRules(reveal="campaign", min_order=10), count=4, pool="welcome")
+    held = [issue_code(store, SHOP, "welcome", f"v-{n}") for n in range(2)]
+    assert attempt(store, held[0], order_id="a", value=30)["ok"]
+    assert reason(attempt(store, held[1], order_id="b", value=5)) == "order_below_minimum"
+    assert add_user(settings).exit_code == 0
+    assert client.get("/admin/demo/coupons.json").status_code == 401
+    assert sign_in(client).status_code == 303
+    [pool] = client.get("/admin/demo/coupons.json").json()["pools"]
+    assert (pool["pool"], pool["issued"], pool["redeemed"], pool["redemption_rate"], pool["revenue"]) == (
+        "welcome", 2, 1, 0.5, 30.0)
+    page = client.get("/admin/demo/coupons")
+    assert page.status_code == 200
+    row = re.search(r'<th scope="row">welcome</th>(.*?)</tr>', page.text).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells == ["4", "2", "1", "50.0%", "30.00", "3.00", "order_below_minimum: 1"]
+    assert 'href="/admin/demo/coupons" aria-current="page"' in page.text
