@@ -9,6 +9,7 @@ refused before it reaches them (server/cors.py, SERVER_TO_SERVER).
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -22,10 +23,13 @@ from server.promotions.redeem import RedeemIn, redeem
 from server.web.front import body_shop, request_shop
 from server.web.responses import JSONResponse
 
+if TYPE_CHECKING:
+    from server.customers.keys import ShopKeys
+
 MAX_BODY_BYTES = 64 * 1024
 
 
-def check_key(request: Request, keys, shop: str) -> None:
+def check_key(request: Request, keys: "ShopKeys", shop: str) -> None:
     """401 unless the request carries the shop's secret key as a bearer token (any of the
     server's secret keys derives it, as for `identify`: a rotation of those keeps checkouts
     working)."""
