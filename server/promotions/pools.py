@@ -143,8 +143,8 @@ def issue_code(store: "Store", shop: str, pool: str, visitor_id: str, audiences:
     """The code of the pool this visitor is shown: the same one on every call for them, never
     one another visitor holds (atomic under concurrency: a unique index on the code, and
     issuing takes a code nobody holds with a conditional update). None when the pool does not
-    exist, has no code left, or has an audience (given as the visitor's `audiences`) the
-    visitor is not in.
+    exist or has no code left, and for a visitor who holds none and is not in the pool's
+    audience (given as the visitor's `audiences`); one who holds a code keeps it.
 
     The caller stores this only for a visitor whose consent allows a profile: the issue is a
     row about them (exported with their data, deleted with it). The shared id of visitors
@@ -154,6 +154,5 @@ def issue_code(store: "Store", shop: str, pool: str, visitor_id: str, audiences:
     rules = pool_rules(store, shop, pool)
     if rules is None:
         return None
-    if rules.audience and rules.audience not in set(audiences or ()):
-        return None
-    return store.issue_coupon(shop, pool, visitor_id, now or utcnow())
+    in_audience = not rules.audience or rules.audience in set(audiences or ())
+    return store.issue_coupon(shop, pool, visitor_id, now or utcnow(), new=in_audience)

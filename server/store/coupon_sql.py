@@ -60,15 +60,16 @@ def codes_taken(conn: Connection, shop: str, codes: Sequence[str]) -> dict[str, 
     return found
 
 
-def issue(conn: Connection, insert: Any, shop: str, pool: str, visitor_id: str, now: datetime) -> str | None:
+def issue(conn: Connection, insert: Any, shop: str, pool: str, visitor_id: str, now: datetime,
+          new: bool = True) -> str | None:
     """The display form of the code the visitor holds in the pool, issuing them one never
-    issued when they hold none; None when every code of the pool is issued. Raises IssueRaced
-    when another transaction issued them one meanwhile."""
+    issued when they hold none (and `new`); None when every code of the pool is issued.
+    Raises IssueRaced when another transaction issued them one meanwhile."""
     held = conn.execute(sa.select(_codes.display).join(coupon_issues, sa.and_(
         _issues.shop == _codes.shop, _issues.code == _codes.code)).where(
         _issues.shop == shop, _issues.pool == pool, _issues.visitor_id == visitor_id)).first()
-    if held is not None:
-        return held[0]
+    if held is not None or not new:
+        return held[0] if held is not None else None
     # SKIP LOCKED: concurrent issues on PostgreSQL each take another code instead of queueing
     # for the same one (SQLite's writers take turns anyway).
     free = conn.execute(sa.select(_codes.code, _codes.display).where(

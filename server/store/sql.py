@@ -1198,9 +1198,9 @@ class SqlStore:
         with self._reading() as conn:
             return codes_taken(conn, shop, codes)
 
-    def issue_coupon(self, shop: str, pool: str, visitor_id: str, now: datetime) -> str | None:
-        """The code of the pool this visitor holds, issuing one when they hold none (None: no
-        code left). VisitorForgotten for a visitor deleted at their request."""
+    def issue_coupon(self, shop: str, pool: str, visitor_id: str, now: datetime, new: bool = True) -> str | None:
+        """The code of the pool this visitor holds, issuing one when they hold none and `new`
+        (None: none held, or no code left). VisitorForgotten for a visitor deleted at their request."""
         from server.store.coupon_sql import IssueRaced, issue
 
         for attempt in range(3):
@@ -1208,7 +1208,7 @@ class SqlStore:
                 with self._writing() as conn:
                     if self._forgotten(conn, shop, [visitor_id]):
                         raise VisitorForgotten(shop, visitor_id)
-                    return issue(conn, self._insert, shop, pool, visitor_id, now)
+                    return issue(conn, self._insert, shop, pool, visitor_id, now, new)
             except IssueRaced:
                 if attempt == 2:
                     raise StoreConflict("the visitor was issued a code by another request meanwhile") from None
