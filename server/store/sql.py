@@ -25,13 +25,14 @@ from server.models import (
     utcnow,
 )
 from server import trending
+from server.consent.rules import parse_answer_key
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError, VisitorForgotten
 from server.store.group import GroupWriter
 from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, leads, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
 from server.store.schema import audience_members, customers, experiment_visitors, shop_keys, webhook_deliveries
-from server.store.schema import worker_leases
+from server.store.schema import consent_history, worker_leases
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -398,10 +399,13 @@ class SqlStore:
                     profile = _row_profile(row._mapping, self.states.read((shop, row.visitor_id), row.state))
                     rows[(shop, row.visitor_id)] = None if profile.visits == 0 else profile
         after: list[VisitorProfile] = []
-        events_rows = []
+        events_rows, answers = [], []
         for view in views:
             key = (view.shop, view.visitor_id)
-            profile = rows[key] = count_view(rows[key], view)
+            before = rows[key]
+            profile = rows[key] = count_view(before, view)
+            if view.consent is not None and (before is None or before.consent != view.consent):
+                answers.append(_consent_row(view))
             after.append(profile)
             if view.event is not None:
                 events_rows.append(_event_row(view.shop, view.visitor_id, view.event, now))
@@ -412,7 +416,7 @@ class SqlStore:
                 key_shop=key[0], key_visitor=key[1], new_first_seen=profile.first_seen,
                 new_last_seen=profile.last_seen, new_visits=profile.visits, new_page_views=profile.page_views,
                 new_country=profile.country, new_device_class=profile.device_class, new_source=profile.source,
-                new_gpc=profile.gpc, **_visit_values(profile),
+                new_gpc=profile.gpc, new_consent=profile.consent, **_visit_values(profile),
             )
             if key in stated:
                 state = profile.state or EMPTY_STATE
@@ -427,6 +431,8 @@ class SqlStore:
             conn.execute(_VIEW_UPDATE, without_state)
         if events_rows:
             conn.execute(self._insert(events).on_conflict_do_nothing(), events_rows)
+        if answers:
+            conn.execute(sa.insert(consent_history), answers)
         return after
 
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
@@ -964,7 +970,7 @@ class SqlStore:
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
     VISITOR_TABLES: tuple[sa.Table, ...] = (
-        events, leads, experiment_visitors, webhook_deliveries, audience_members, customers, visitors)
+        events, leads, experiment_visitors, webhook_deliveries, audience_members, customers, consent_history, visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -1407,7 +1413,7 @@ _VIEW_UPDATE = _by_key(sa.update(visitors)).values(
     first_seen=sa.bindparam("new_first_seen"), last_seen=sa.bindparam("new_last_seen"),
     visits=sa.bindparam("new_visits"), page_views=sa.bindparam("new_page_views"),
     country=sa.bindparam("new_country"), device_class=sa.bindparam("new_device_class"),
-    source=sa.bindparam("new_source"), gpc=sa.bindparam("new_gpc"),
+    source=sa.bindparam("new_source"), gpc=sa.bindparam("new_gpc"), consent=sa.bindparam("new_consent"),
     **{name: sa.bindparam(f"new_{name}") for name in ("visit_page_views", "previous_seen", "landing_page",
                                                      "referrer_domain", "source_name", "utm_campaign")},
 )
@@ -1422,6 +1428,15 @@ def _visit_values(profile: VisitorProfile) -> dict[str, Any]:
     )
 
 
+def _consent_row(view: PageView) -> dict[str, Any]:
+    """The consent_history row of a page view whose answer changed the visitor's."""
+    answer = parse_answer_key(view.consent) or {}
+    return dict(
+        shop=view.shop, visitor_id=view.visitor_id, ts=view.at, source=view.consent_source[:64],
+        personalization=answer.get("personalization"), analytics=answer.get("analytics"), gpc=view.gpc,
+    )
+
+
 def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
     """The visitor of a row; its state as given (read through StateCache), else from the row's parsed JSON."""
     values = dict(
@@ -1431,7 +1446,7 @@ def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
         country=row.get("country", ""), device_class=row.get("device_class", ""),
         source=row.get("source", ""), new_visit=False,
         state=state if state is not None else VisitorState.from_json(row.get("state")),
-        gpc=bool(row.get("gpc", False)), visit_page_views=row.get("visit_page_views") or 0,
+        gpc=bool(row.get("gpc", False)), consent=row.get("consent"), visit_page_views=row.get("visit_page_views") or 0,
         previous_seen=row.get("previous_seen"), landing_page=row.get("landing_page") or "",
         referrer_domain=row.get("referrer_domain") or "", source_name=row.get("source_name") or "",
         utm_campaign=row.get("utm_campaign") or "",
