@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from server.client_ip import client_ip, is_trusted_peer, parse_networks
 from server.consent.rules import (
-    ALLOWED, NO_SOURCE, ConsentDecision, ConsentIn, ConsentPolicy, answer_key, decide, gpc_signal,
+    ALLOWED, ConsentDecision, ConsentIn, ConsentPolicy, answer_key, answer_source, decide, gpc_signal,
 )
 from server.device import Device, parse_device
 from server.geo import Geo, GeoLocator
@@ -296,7 +296,7 @@ class ContextBuilder:
                 return self.page_views.record(PageView(
                     shop, visitor_id, now, self.visit_timeout_s,
                     country=geo.country, device_class=device.device_class, source=source.medium, event=view,
-                    gpc=consent.gpc, consent=answer_key(consent), consent_source=consent.given.source or NO_SOURCE,
+                    gpc=consent.gpc, consent=answer_key(consent), consent_source=answer_source(consent),
                     path=_path_of(page.url), referrer_domain=referrer_host(page.referrer),
                     source_name=source.source, campaign=source.campaign,
                 ), known=known)

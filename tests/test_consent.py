@@ -223,6 +223,9 @@ def test_an_answer_on_a_shop_that_needs_none_is_kept_too_and_a_page_call_may_nam
     assert history(services) == []
     page(client, consent=YES, token=token)
     assert history(services) == [("page", True, True, False)]
+    other = page(client, **{"Sec-GPC": "1"}).json()["token"]  # the signal alone, no answer
+    page(client, token=other, **{"Sec-GPC": "1"})
+    assert history(services)[1:] == [("gpc", None, None, True)]
 
 
 @pytest.mark.parametrize("source", ["banner", "tcf,", "TCF", "tcf;shop", "x" * 65])

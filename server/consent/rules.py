@@ -106,6 +106,16 @@ def answer_key(decision: ConsentDecision) -> str | None:
     return f"p{mark[given.personalization]}a{mark[given.analytics]}" + ("g" if decision.gpc else "")
 
 
+def answer_source(decision: ConsentDecision) -> str:
+    """Where the answer came from, for the consent history: the sources the page named;
+    `gpc` for the Global Privacy Control signal alone; NO_SOURCE for an answer whose call
+    named none."""
+    given = decision.given
+    if given.source:
+        return given.source
+    return "gpc" if given.personalization is None and given.analytics is None and decision.gpc else NO_SOURCE
+
+
 def parse_answer_key(key: str | None) -> dict[str, Any] | None:
     """answer_key's text as the export shows it."""
     if not key or len(key) < 4:
