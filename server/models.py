@@ -127,6 +127,7 @@ class VisitorProfile:
     customer_id: str = ""
     first_name: str = ""
     customer_signed_up_at: datetime | None = None
+    birthday: str = ""  # the identified customer's, as imported: "YYYY-MM-DD" ("": none)
 
     @property
     def is_customer(self) -> bool:

@@ -1393,6 +1393,7 @@ _CUSTOMER_COLUMNS = (
     _CUSTOMER_ROW.c.last_order_at.label("customer_last_order_at"),
     _CUSTOMER_ROW.c.signed_up_at.label("customer_signed_up_at"),
     customers.c.customer_id.label("customer_id"), customers.c.first_name.label("customer_first_name"),
+    customers.c.birthday.label("customer_birthday"),
 )
 _WITH_CUSTOMER = visitors.outerjoin(
     _CUSTOMER_ROW, (_CUSTOMER_ROW.c.shop == visitors.c.shop) & (_CUSTOMER_ROW.c.visitor_id == visitors.c.identified_as),
@@ -1464,6 +1465,7 @@ def _customer_values(row: Any) -> dict[str, Any]:
         "customer_id": row.get("customer_id") or linked.removeprefix("u:"),
         "first_name": row.get("customer_first_name") or "",
         "customer_signed_up_at": row.get("customer_signed_up_at"),
+        "birthday": row["customer_birthday"].isoformat() if row.get("customer_birthday") else "",
     }
     orders = row.get("customer_orders")
     if orders is not None and orders > (row.get("orders") or 0):
