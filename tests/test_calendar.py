@@ -42,6 +42,8 @@ def test_the_demo_st_patricks_day_as_the_issue_previews_it(client) -> None:
     assert campaigns_of(banner(client, "home-hero", country="IE", now="2027-03-15T10:00:00"))[0] == "st-patricks"
     assert campaigns_of(banner(client, "top", country="IE", now="2027-03-15T10:00:00")) != ["national-holiday"]
     assert "st-patricks" not in campaigns_of(banner(client, "home-hero", country="IE", now="2027-03-18T10:00:00"))
+    # On other days the top banner is the delivery one, naming the previewed country as a visitor's would.
+    assert "We deliver to Ireland" in banner(client, "top", country="IE", now="2027-03-18T10:00:00").text
     # Not Irish, no St Patrick's offer; a French visitor's national day is theirs alone.
     assert "st-patricks" not in campaigns_of(banner(client, "home-hero", country="GB", now="2027-03-17T10:00:00"))
     assert campaigns_of(banner(client, "top", country="GB", now="2027-03-17T10:00:00")) == ["uk-delivery"]
