@@ -333,7 +333,9 @@ async def leads(request: Request) -> Response:
 
     def store() -> None:
         if linked:
-            sign_up = Event(event_id=f"lead:{secrets.token_urlsafe(12)}", type="sign_up", ts=utcnow(), campaign=campaign.id)
+            # The birthday goes with it into the visitor state: birthday campaigns read it there.
+            sign_up = Event(event_id=f"lead:{secrets.token_urlsafe(12)}", type="sign_up", ts=utcnow(), campaign=campaign.id,
+                            props={"birthday": body.birthday} if body.birthday else None)
             svc.store.record_events(shop.id, identity.visitor_id, [sign_up])
         svc.store.add_lead(shop.id, identity.visitor_id if linked else None, lead)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from server.audiences.facts import FACTS
 from server.models import utcnow
 from server.money import money
+from server.occasions import Calendar, check_calendar
 from server.schedules import Schedule, check_schedule, zone_named
 from server.urls import RULE, is_web_url
 
@@ -34,7 +35,9 @@ Medium = Literal["direct", "organic", "paid", "social", "email", "referral", "in
 # (PERSONAL_PLACEHOLDERS) a visitor may not have: `{first_name:there}` gives the text after
 # the colon instead; written without one, the campaign shows only to visitors who have it.
 COPY_FIELDS = ("title", "body", "cta", "link", "code", "reveal_text")
-COPY_PLACEHOLDERS = ("country", "country_name", "region", "visits", "favourite_category", "cart_value", "first_name")
+COPY_PLACEHOLDERS = (
+    "country", "country_name", "region", "visits", "favourite_category", "cart_value", "first_name", "occasion",
+)
 PERSONAL_PLACEHOLDERS = ("favourite_category", "cart_value", "first_name")
 _ALLOWED = ", ".join(f"{{{name}}}" for name in COPY_PLACEHOLDERS[:-1]) + f" or {{{COPY_PLACEHOLDERS[-1]}}}"
 
@@ -112,6 +115,7 @@ def copy_values(ctx: "VisitorContext") -> dict[str, str]:
             "country": ctx.geo.country or "", "country_name": ctx.geo.country_name or "your country",
             "region": ctx.geo.region or "", "visits": str(ctx.profile.visits),
             "favourite_category": "", "cart_value": "", "first_name": "",
+            "occasion": "",  # a calendar campaign's own (widgets/base.py campaign_copy)
         }
         run = ctx.audiences.run
         facts = run.facts if run is not None else None
@@ -281,6 +285,7 @@ class Campaign(BaseModel):
     frequency: Frequency = Field(default_factory=Frequency)
     signup: SignupForm | None = Field(default=None, description="popups: the second step is an e-mail sign-up")
     schedule: Schedule = Field(default_factory=Schedule)
+    calendar: Calendar | None = Field(default=None, description="runs on a holiday, birthday or anniversary of the visitor's")
     countdown: Countdown | None = Field(default=None, description="popups: a time-limited offer, with the time left")
     show_cart: bool = Field(default=False, description="shows the items in the visitor's cart (a cart reminder)")
     title: str = ""
@@ -308,6 +313,8 @@ class Campaign(BaseModel):
         popup_only = [k for k in ("trigger", "frequency", "signup", "countdown", "show_cart") if k in self.model_fields_set]
         if self.widget != "popup" and popup_only:
             raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
+        if self.calendar is not None:
+            self.calendar.check_names(self.audience.country)
         if self.frequency.days_after_close is not None:
             if "once_closed" in self.model_fields_set and self.once_closed:
                 raise ValueError("frequency.days_after_close shows it again after a close: leave out once_closed = true")
@@ -380,6 +387,8 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
             check(True, f"its caps are counted in the visitor's browser: {caps_in_words(campaign.frequency)}")
     if not campaign.schedule.empty:
         check_schedule(campaign.schedule, ctx, campaign._shop_zone, check)
+    if campaign.calendar is not None:
+        check_calendar(campaign.calendar, ctx, campaign._shop_zone, check)
     if campaign.countdown is not None and campaign.countdown.ends_at is not None:
         end, now = campaign.countdown.end(campaign._shop_zone), ctx.now or utcnow()
         check(now < end, f"its countdown ends {end:%Y-%m-%d %H:%M} UTC, it is {now:%Y-%m-%d %H:%M} UTC")

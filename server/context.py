@@ -20,7 +20,10 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 
 from server.client_ip import client_ip, is_trusted_peer, parse_networks
-from server.consent.rules import ALLOWED, ConsentDecision, ConsentIn, ConsentPolicy, decide, gpc_signal
+from server.consent.rules import (
+    ALLOWED, ConsentDecision, ConsentIn, ConsentPolicy, answer_key, answer_source, decide, gpc_signal,
+)
+from server.countries import display_name
 from server.device import Device, parse_device
 from server.geo import Geo, GeoLocator
 from server.identity import Identity, new_visitor_id
@@ -294,7 +297,8 @@ class ContextBuilder:
                 return self.page_views.record(PageView(
                     shop, visitor_id, now, self.visit_timeout_s,
                     country=geo.country, device_class=device.device_class, source=source.medium, event=view,
-                    gpc=consent.gpc, path=_path_of(page.url), referrer_domain=referrer_host(page.referrer),
+                    gpc=consent.gpc, consent=answer_key(consent), consent_source=answer_source(consent),
+                    path=_path_of(page.url), referrer_domain=referrer_host(page.referrer),
                     source_name=source.source, campaign=source.campaign,
                 ), known=known)
 
@@ -387,7 +391,8 @@ def apply_overrides(ctx: VisitorContext, overrides: Mapping[str, str]) -> Visito
         changes["profile"] = profile
     if overrides.get("country"):
         code = overrides["country"].upper()[:2]
-        changes["geo"] = Geo(country=code, country_name=code)
+        # Named as the GeoIP database names countries ("Ireland", "United Kingdom").
+        changes["geo"] = Geo(country=code, country_name=display_name(code).removeprefix("the ") or code)
     if overrides.get("device"):
         changes["device"] = dataclasses.replace(ctx.device, device_class=overrides["device"])
     if overrides.get("source"):

@@ -24,6 +24,7 @@ class Geo:
     region: str = ""  # most specific subdivision
     city: str = ""
     timezone: str = ""  # IANA name, e.g. "Europe/London"
+    region_code: str = ""  # the first subdivision's ISO 3166-2 code without the country ("ENG", "CA", "BY")
 
     @property
     def known(self) -> bool:
@@ -114,6 +115,7 @@ class GeoLocator:
             region=_name(subdivisions[-1]),  # the most specific
             city=_name(record.get("city") or {}),
             timezone=(record.get("location") or {}).get("time_zone") or "",
+            region_code=subdivisions[0].get("iso_code") or "",
         )
 
     def close(self) -> None:

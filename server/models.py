@@ -119,6 +119,7 @@ class VisitorProfile:
     source_name: str = ""  # the visit's source: utm_source, a known name ("google") or the referrer host
     utm_campaign: str = ""
     gpc: bool = False  # Global Privacy Control on the latest page view: never exported to a third party
+    consent: str | None = None  # the latest explicit consent answer (server/consent/rules.py answer_key)
     state: "VisitorState | None" = None  # recent events and closed campaigns (None: nothing yet)
     # The shop's customer this browser identified as (server/customers/): their id ("": anonymous),
     # first name and sign-up, read with the row; `orders`, `revenue` and `last_order_at` are
@@ -126,6 +127,7 @@ class VisitorProfile:
     customer_id: str = ""
     first_name: str = ""
     customer_signed_up_at: datetime | None = None
+    birthday: str = ""  # the identified customer's, as imported: "YYYY-MM-DD" ("": none)
 
     @property
     def is_customer(self) -> bool:

@@ -26,6 +26,7 @@ from server.consent.regions import REGIONS
 from server.consent.rules import ConsentPolicy, GpcRule, Rule
 from server.countries import to_iso
 from server.measure.experiments import Experiment, experiment_problems
+from server.occasions import warm as warm_calendars
 from server.schedules import valid_zone
 from server.slots import SlotRules, slot_problems
 from server.urls import RULE, is_web_url
@@ -158,6 +159,8 @@ class ShopConfig(BaseModel):
     def model_post_init(self, context: Any) -> None:
         for campaign in self.campaigns:
             campaign._shop_zone = self.timezone
+        if any(c.calendar is not None for c in self.campaigns):
+            warm_calendars()  # the holiday tables load here, not on a visitor's request
 
     @field_validator("consent_regions")
     @classmethod

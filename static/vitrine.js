@@ -80,10 +80,15 @@
   // -- consent
   // A data-vitrine-optout click (until an own call says yes), own call, Consent Mode, TCF,
   // Shopify: the first answer decides.
+  // c.source: where the answer came from.
   var said = [ls("getItem", OFF) ? { personalization: false } : {}, {}, {}, {}, {}];
+  var SRC = "optout shop consent_mode tcf shopify".split(" ");
   function consent() {
-    var c = {};
-    said.forEach(function (s) { for (var k in s) if (c[k] == null && s[k] != null) c[k] = !!s[k]; });
+    var c = {}, from = [];
+    said.forEach(function (s, i) {
+      for (var k in s) if (c[k] == null && s[k] != null) c[k] = !!s[k], from.indexOf(SRC[i]) < 0 && from.push(SRC[i]);
+    });
+    if (from.length) c.source = from + "";
     return c;
   }
   function heard(i, c) {

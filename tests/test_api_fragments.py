@@ -81,7 +81,10 @@ def test_context_is_json_with_decisions_and_reasons(client) -> None:
     assert data["visitor"]["geo"]["country"] == "GB"
     assert "81.2.69.160" not in r.text
     by_id = {d["campaign"]: d for d in data["decisions"]}
-    assert set(by_id) == {"missed-you", "christmas-fans", "returning-christmas", "customer-thanks", "hero-new-this-week"}
+    assert set(by_id) == {"missed-you", "christmas-fans", "returning-christmas", "customer-thanks", "hero-new-this-week",
+                          "st-patricks"}
+    assert by_id["st-patricks"]["reasons"][-1].startswith(
+        "no: no Saint Patrick's Day in GB today or in the next 2 days, it is ")  # a calendar campaign's reason
     assert by_id["hero-new-this-week"]["reasons"][0] == "no: campaign enabled"  # shown by an experiment only
     assert by_id["missed-you"]["show"] is by_id["christmas-fans"]["show"] is False
     assert "no: in none of the audiences lapsed (lapsed: no order yet, wanted at least 1 order)" in by_id["missed-you"]["reasons"]

@@ -129,7 +129,7 @@ def test_shops_check_says_ok_with_the_number_of_campaigns(data_dir: Path) -> Non
     with_demo_shop(data_dir)
     result = vitrine(data_dir, "shops", "check", "demo")
     assert result.exit_code == 0, result.output
-    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 15 campaigns\n"
+    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 21 campaigns\n"
 
 
 def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Path) -> None:
@@ -146,8 +146,8 @@ def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Pat
     shown = path.resolve()
     assert result.output.splitlines() == [
         f'{shown}:{title_line}: campaigns[3] (id "returning-christmas").title: '
-        "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} "
-        "or {first_name}",
+        "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value}, "
+        "{first_name} or {occasion}",
         f'{shown}:{link_line}: campaigns[3] (id "returning-christmas").link: '
         "'javascript:alert(1)' is not a web link: use an http(s):// URL or a path starting with a single /",
     ]

@@ -188,6 +188,52 @@ def test_withdrawal_deletes_the_visitor_in_the_same_call(client, services, setti
     assert visitor_rows(services) == []
 
 
+def history(services) -> list[tuple]:
+    return [(r["source"], r["personalization"], r["analytics"], r["gpc"]) for r in rows(services)["consent_history"]]
+
+
+def test_each_change_of_the_answer_is_kept_in_the_consent_history(client, services, settings) -> None:
+    set_rule(settings, 'consent = "required"')
+    token = page(client, consent={**YES, "source": "tcf"}).json()["token"]
+    page(client, consent={**YES, "source": "tcf"}, token=token)  # the same answer: no new row
+    page(client, token=token)  # no answer yet on this page: nothing changes, nothing is counted
+    assert history(services) == [("tcf", True, True, False)]
+    page(client, consent={"personalization": True, "analytics": False, "source": "shop,tcf"}, token=token)
+    page(client, consent={"personalization": True, "analytics": False, "source": "shop,tcf"}, token=token,
+         **{"Sec-GPC": "1"})
+    assert history(services) == [("tcf", True, True, False), ("shop,tcf", True, False, False), ("shop,tcf", True, False, True)]
+    vid = services.signer.visitor_id("demo", token)
+    assert {r["visitor_id"] for r in rows(services)["consent_history"]} == {vid}
+
+    data = client.get("/v1/me?shop=demo", headers={TOKEN_HEADER: token}).json()
+    assert data["profile"]["consent"] == {"personalization": True, "analytics": False, "gpc": True}
+    assert [(a["source"], a["personalization"], a["analytics"], a["gpc"]) for a in data["consent_history"]] == history(services)
+    times = [a["ts"] for a in data["consent_history"]]
+    assert times == sorted(times) and all(t.endswith("Z") for t in times)
+
+    # Withdrawing deletes the history with the rest; a refusal is never written down.
+    page(client, consent={**NO, "source": "shop"}, token=token)
+    assert history(services) == [] and visitor_rows(services) == []
+    page(client, consent={**NO, "source": "shop"})
+    assert history(services) == [] and visitor_rows(services) == []
+
+
+def test_an_answer_on_a_shop_that_needs_none_is_kept_too_and_a_page_call_may_name_no_source(client, services) -> None:
+    token = page(client).json()["token"]  # not_required: a profile without an answer, no history
+    assert history(services) == []
+    page(client, consent=YES, token=token)
+    assert history(services) == [("page", True, True, False)]
+    other = page(client, **{"Sec-GPC": "1"}).json()["token"]  # the signal alone, no answer
+    page(client, token=other, **{"Sec-GPC": "1"})
+    assert history(services)[1:] == [("gpc", None, None, True)]
+
+
+@pytest.mark.parametrize("source", ["banner", "tcf,", "TCF", "tcf;shop", "x" * 65])
+def test_an_unknown_consent_source_is_a_clear_422(client, source) -> None:
+    r = page(client, consent={**YES, "source": source})
+    assert r.status_code == 422 and "consent.source" in r.json()["error"], r.text
+
+
 # -- consent = "required_in" -----------------------------------------------------------------
 def test_required_in_goes_by_the_country_of_the_address(client, services, settings) -> None:
     set_rule(settings, 'consent = "required_in"', 'consent_regions = ["EEA", "GB"]')

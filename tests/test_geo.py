@@ -69,6 +69,7 @@ def test_bundled_database_locates_a_british_address(bundled: GeoLocator) -> None
         region="Cambridgeshire",  # the most specific of England > Cambridgeshire
         city="Gamlingay",
         timezone="Europe/London",
+        region_code="ENG",  # the first subdivision's code: what the holidays package names England by
     )
 
 
@@ -100,6 +101,7 @@ def test_small_database_lookup(small: GeoLocator) -> None:
         region="Paris",
         city="Paris",
         timezone="Europe/Paris",
+        region_code="IDF",  # Île-de-France, the first of Île-de-France > Paris
     )
 
 

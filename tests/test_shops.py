@@ -67,9 +67,9 @@ COPY_FIELDS = ["title", "body", "cta", "link", "code", "reveal_text"]
     [
         ("/Use {SAVE10 now", "a lone { or } (expected '}' before end of string); write {{ or }} for a literal brace"),
         ("/50% off } today", "a lone { or } (Single '}' encountered in format string); write {{ or }} for a literal brace"),
-        ("/Hello {city}", "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} or {first_name}"),
-        ("/{0}", "unknown placeholder {0}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} or {first_name}"),
-        ("/{}", "unknown placeholder {}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} or {first_name}"),
+        ("/Hello {city}", "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value}, {first_name} or {occasion}"),
+        ("/{0}", "unknown placeholder {0}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value}, {first_name} or {occasion}"),
+        ("/{}", "unknown placeholder {}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value}, {first_name} or {occasion}"),
         ("/{country.__class__}", "placeholder {country.__class__} reaches into {country}; write just {country}"),
         ("/{region[0]}", "placeholder {region[0]} reaches into {region}; write just {region}"),
         ("/{first_name:{region}}", "placeholder {first_name:{region}} has a placeholder in its fallback; write plain text after the colon"),
@@ -105,7 +105,7 @@ def test_problems_in_the_demo_config_name_its_line(tmp_path: Path) -> None:
     line = text.splitlines().index('title = "Welcome back to {city}!"') + 1
     assert problems_of(path) == [
         f'{path}:{line}: campaigns[3] (id "returning-christmas").title: '
-        "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value} or {first_name}"
+        "unknown placeholder {city}; use {country}, {country_name}, {region}, {visits}, {favourite_category}, {cart_value}, {first_name} or {occasion}"
     ]
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import jinja2
 
 from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy, time_left
+from server.occasions import occasion
 from server.context import VisitorContext
 from server.measure.experiments import with_experiments
 from server.leads import interests_offered
@@ -257,6 +258,9 @@ def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
     says which there are). Shop configs refuse any other placeholder when loaded; a text that
     is not valid copy anyway is shown as written, never an error."""
     values = copy_values(ctx)
+    if campaign.calendar is not None:
+        found = occasion(campaign.calendar, ctx, campaign._shop_zone)
+        values = {**values, "occasion": found[1] if found else ""}
     return {f: fill_copy(getattr(campaign, f), values) for f in COPY_FIELDS}
 
 

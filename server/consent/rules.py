@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from server.consent.regions import countries_of
 
@@ -21,6 +21,11 @@ GpcRule = Literal["no_sharing", "refuse"]
 # Vitrine rendered. Everything else a batch carries (views, cart, orders, searches) is the
 # visitor's profile (the personalization purpose).
 ANALYTICS_EVENTS = frozenset({"view_promotion", "select_promotion", "close_promotion", "view_item_list", "select_item"})
+# Where the embed script heard an answer (static/vitrine.js): a data-vitrine-optout link, the
+# shop's own vitrine('consent', ...) call, Google Consent Mode, the IAB TCF API, Shopify's
+# customer privacy API. `source` names those that gave the answer, comma-separated.
+SOURCES = ("optout", "shop", "consent_mode", "tcf", "shopify")
+NO_SOURCE = "page"  # an answer whose call named no source (a page call made by the shop's own code)
 
 
 class ConsentIn(BaseModel):
@@ -31,6 +36,14 @@ class ConsentIn(BaseModel):
 
     personalization: bool | None = None
     analytics: bool | None = None
+    source: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _known_sources(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 64 or not set(value.split(",")) <= set(SOURCES)):
+            raise ValueError(f"list where the answer came from, comma-separated: {', '.join(SOURCES)}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -76,9 +89,39 @@ class ConsentDecision:
     def as_dict(self) -> dict[str, Any]:
         return {
             "personalization": self.personalization, "analytics": self.analytics, "required": self.required,
-            "rule": self.rule, "why": self.why, "given": self.given.model_dump(), "gpc": self.gpc,
+            "rule": self.rule, "why": self.why, "given": self.given.model_dump(exclude_none=True), "gpc": self.gpc,
             "refused": self.refused,
         }
+
+
+def answer_key(decision: ConsentDecision) -> str | None:
+    """The visitor's explicit answer and GPC signal as the short text their row keeps
+    (visitors.consent): "p1a0" is yes to personalization and no to analytics, "-" unknown, a
+    trailing "g" the GPC signal; None when the page gave no answer and no signal, which
+    changes nothing in the visitor's consent history."""
+    given = decision.given
+    if given.personalization is None and given.analytics is None and not decision.gpc:
+        return None
+    mark = {True: "1", False: "0", None: "-"}
+    return f"p{mark[given.personalization]}a{mark[given.analytics]}" + ("g" if decision.gpc else "")
+
+
+def answer_source(decision: ConsentDecision) -> str:
+    """Where the answer came from, for the consent history: the sources the page named;
+    `gpc` for the Global Privacy Control signal alone; NO_SOURCE for an answer whose call
+    named none."""
+    given = decision.given
+    if given.source:
+        return given.source
+    return "gpc" if given.personalization is None and given.analytics is None and decision.gpc else NO_SOURCE
+
+
+def parse_answer_key(key: str | None) -> dict[str, Any] | None:
+    """answer_key's text as the export shows it."""
+    if not key or len(key) < 4:
+        return None
+    value = {"1": True, "0": False}
+    return {"personalization": value.get(key[1]), "analytics": value.get(key[3]), "gpc": key.endswith("g")}
 
 
 ALLOWED = ConsentDecision(True, True, False, "not_required", "", ConsentIn(), False)

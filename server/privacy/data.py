@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
+from server.consent.rules import parse_answer_key
 from server.models import utcnow
 from server.store import Store, StoreConflict
 from server.visitors.state import VisitorState
@@ -20,8 +21,8 @@ def export_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, Any] |
     """Everything the store holds about this visitor, as JSON-ready data; None when nothing is.
 
     `profile` is the visitor's row (counters, first and last seen, country, device class,
-    source), `state` the recent events and closed campaigns kept with it, `events` every
-    stored event. Rows of any other table about visitors (the store's VISITOR_TABLES) come
+    source, their latest consent answer), `state` the recent events and closed campaigns kept
+    with it, `events` every stored event, `consent_history` each change of their answer. Rows of any other table about visitors (the store's VISITOR_TABLES) come
     under their table's name, so what a new table holds shows here without a change."""
     records = store.visitor_records(shop, visitor_id)
     if not any(records.values()):
@@ -32,7 +33,7 @@ def export_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, Any] |
         "shop": shop,
         "visitor_id": visitor_id,
         "exported_at": _json(utcnow()),
-        "profile": None if row is None else {k: _json(v) for k, v in row.items() if k not in KEY_COLUMNS | {"state"}},
+        "profile": None if row is None else _profile(row),
         "state": None if row is None else _state(VisitorState.from_json(row.get("state"))),
     }
     for table, rows in records.items():
@@ -95,6 +96,12 @@ def _retrying(delete: Callable[[], dict[str, int]]) -> dict[str, int]:
         except StoreConflict:
             pass
     return delete()
+
+
+def _profile(row: dict[str, Any]) -> dict[str, Any]:
+    profile = {k: _json(v) for k, v in row.items() if k not in KEY_COLUMNS | {"state"}}
+    profile["consent"] = parse_answer_key(row.get("consent"))
+    return profile
 
 
 def _state(state: VisitorState) -> dict[str, Any]:

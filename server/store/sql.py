@@ -25,13 +25,14 @@ from server.models import (
     utcnow,
 )
 from server import trending
+from server.consent.rules import parse_answer_key
 from server.countries import to_iso
 from server.store import DEFAULT_BUSY_TIMEOUT_MS, StoreBusy, StoreConflict, StoreError, VisitorForgotten
 from server.store.group import GroupWriter
 from server.store.schema import events, forgotten_visitors, item_sales, item_trends, items, leads, shop_versions, visitors
 from server.store.schema import popular_searches as popular_searches_table
 from server.store.schema import audience_members, customers, experiment_visitors, shop_keys, webhook_deliveries
-from server.store.schema import worker_leases
+from server.store.schema import consent_history, worker_leases
 from server.store.schema import coupon_issues, coupon_redemptions
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
@@ -399,10 +400,13 @@ class SqlStore:
                     profile = _row_profile(row._mapping, self.states.read((shop, row.visitor_id), row.state))
                     rows[(shop, row.visitor_id)] = None if profile.visits == 0 else profile
         after: list[VisitorProfile] = []
-        events_rows = []
+        events_rows, answers = [], []
         for view in views:
             key = (view.shop, view.visitor_id)
-            profile = rows[key] = count_view(rows[key], view)
+            before = rows[key]
+            profile = rows[key] = count_view(before, view)
+            if view.consent is not None and (before is None or before.consent != view.consent):
+                answers.append(_consent_row(view))
             after.append(profile)
             if view.event is not None:
                 events_rows.append(_event_row(view.shop, view.visitor_id, view.event, now))
@@ -413,7 +417,7 @@ class SqlStore:
                 key_shop=key[0], key_visitor=key[1], new_first_seen=profile.first_seen,
                 new_last_seen=profile.last_seen, new_visits=profile.visits, new_page_views=profile.page_views,
                 new_country=profile.country, new_device_class=profile.device_class, new_source=profile.source,
-                new_gpc=profile.gpc, **_visit_values(profile),
+                new_gpc=profile.gpc, new_consent=profile.consent, **_visit_values(profile),
             )
             if key in stated:
                 state = profile.state or EMPTY_STATE
@@ -428,6 +432,8 @@ class SqlStore:
             conn.execute(_VIEW_UPDATE, without_state)
         if events_rows:
             conn.execute(self._insert(events).on_conflict_do_nothing(), events_rows)
+        if answers:
+            conn.execute(sa.insert(consent_history), answers)
         return after
 
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
@@ -965,8 +971,8 @@ class SqlStore:
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
     VISITOR_TABLES: tuple[sa.Table, ...] = (
-        events, leads, experiment_visitors, webhook_deliveries, audience_members, customers, coupon_issues,
-        coupon_redemptions, visitors)
+        events, leads, experiment_visitors, webhook_deliveries, audience_members, customers, consent_history,
+        coupon_issues, coupon_redemptions, visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -1459,6 +1465,7 @@ _CUSTOMER_COLUMNS = (
     _CUSTOMER_ROW.c.last_order_at.label("customer_last_order_at"),
     _CUSTOMER_ROW.c.signed_up_at.label("customer_signed_up_at"),
     customers.c.customer_id.label("customer_id"), customers.c.first_name.label("customer_first_name"),
+    customers.c.birthday.label("customer_birthday"),
 )
 _WITH_CUSTOMER = visitors.outerjoin(
     _CUSTOMER_ROW, (_CUSTOMER_ROW.c.shop == visitors.c.shop) & (_CUSTOMER_ROW.c.visitor_id == visitors.c.identified_as),
@@ -1479,7 +1486,7 @@ _VIEW_UPDATE = _by_key(sa.update(visitors)).values(
     first_seen=sa.bindparam("new_first_seen"), last_seen=sa.bindparam("new_last_seen"),
     visits=sa.bindparam("new_visits"), page_views=sa.bindparam("new_page_views"),
     country=sa.bindparam("new_country"), device_class=sa.bindparam("new_device_class"),
-    source=sa.bindparam("new_source"), gpc=sa.bindparam("new_gpc"),
+    source=sa.bindparam("new_source"), gpc=sa.bindparam("new_gpc"), consent=sa.bindparam("new_consent"),
     **{name: sa.bindparam(f"new_{name}") for name in ("visit_page_views", "previous_seen", "landing_page",
                                                      "referrer_domain", "source_name", "utm_campaign")},
 )
@@ -1494,6 +1501,15 @@ def _visit_values(profile: VisitorProfile) -> dict[str, Any]:
     )
 
 
+def _consent_row(view: PageView) -> dict[str, Any]:
+    """The consent_history row of a page view whose answer changed the visitor's."""
+    answer = parse_answer_key(view.consent) or {}
+    return dict(
+        shop=view.shop, visitor_id=view.visitor_id, ts=view.at, source=view.consent_source[:64],
+        personalization=answer.get("personalization"), analytics=answer.get("analytics"), gpc=view.gpc,
+    )
+
+
 def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
     """The visitor of a row; its state as given (read through StateCache), else from the row's parsed JSON."""
     values = dict(
@@ -1503,7 +1519,7 @@ def _row_profile(row: Any, state: VisitorState | None = None) -> VisitorProfile:
         country=row.get("country", ""), device_class=row.get("device_class", ""),
         source=row.get("source", ""), new_visit=False,
         state=state if state is not None else VisitorState.from_json(row.get("state")),
-        gpc=bool(row.get("gpc", False)), visit_page_views=row.get("visit_page_views") or 0,
+        gpc=bool(row.get("gpc", False)), consent=row.get("consent"), visit_page_views=row.get("visit_page_views") or 0,
         previous_seen=row.get("previous_seen"), landing_page=row.get("landing_page") or "",
         referrer_domain=row.get("referrer_domain") or "", source_name=row.get("source_name") or "",
         utm_campaign=row.get("utm_campaign") or "",
@@ -1521,6 +1537,7 @@ def _customer_values(row: Any) -> dict[str, Any]:
         "customer_id": row.get("customer_id") or linked.removeprefix("u:"),
         "first_name": row.get("customer_first_name") or "",
         "customer_signed_up_at": row.get("customer_signed_up_at"),
+        "birthday": row["customer_birthday"].isoformat() if row.get("customer_birthday") else "",
     }
     orders = row.get("customer_orders")
     if orders is not None and orders > (row.get("orders") or 0):

@@ -59,6 +59,10 @@ class PageView:
     counted: bool = True
     events: tuple[Event, ...] = ()  # stored with it, without changing the visitor state
     gpc: bool = False  # the browser sent Global Privacy Control
+    # The page's explicit consent answer (server/consent/rules.py answer_key, None: none) and
+    # where it came from: a change of it is added to the visitor's consent history.
+    consent: str | None = None
+    consent_source: str = ""
     # Where this page came from, kept for the visit it starts (server/traffic.py): the page's
     # path, the referrer's host, the source's name and the UTM campaign.
     path: str = ""
@@ -81,7 +85,7 @@ def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile
         return VisitorProfile(
             visitor_id=view.visitor_id, first_seen=view.at, last_seen=view.at, visits=1, page_views=views,
             country=view.country, device_class=view.device_class, source=view.source, new_visit=True,
-            state=state, gpc=view.gpc, visit_page_views=views, landing_page=view.path,
+            state=state, gpc=view.gpc, consent=view.consent, visit_page_views=views, landing_page=view.path,
             **(_arrival(view) if view.source != "internal" else {}),
         )
     new_visit = view.at - profile.last_seen > timedelta(seconds=view.visit_timeout_s)
@@ -106,6 +110,7 @@ def count_view(profile: VisitorProfile | None, view: PageView) -> VisitorProfile
         new_visit=new_visit,
         state=state,
         gpc=view.gpc,
+        consent=view.consent or profile.consent,
         visit_page_views=views if new_visit else profile.visit_page_views + views,
         **visit,
     )

@@ -52,6 +52,7 @@ class VisitorState:
     closed: frozenset[str] = frozenset()
     cart: tuple[CartLine, ...] = ()
     signed_up: float | None = None
+    birthday: str | None = None  # as given in a sign-up ("YYYY-MM-DD" or "--MM-DD"), the latest
     _events: tuple["RecentEvent", ...] | None = field(default=None, compare=False, repr=False)
     _digest: int | None = field(default=None, compare=False, repr=False)
 
@@ -79,7 +80,10 @@ class VisitorState:
         cart = _cart_after(self.cart, [e for e in events if e.type in CART_TYPES])
         signed_up = min([_seconds(e.ts) for e in events if e.type in SIGN_UP_TYPES] + (
             [self.signed_up] if self.signed_up is not None else []), default=None)
-        if not new and len(closed) == len(self.closed) and cart == self.cart and signed_up == self.signed_up:
+        given = [e for e in events if e.type in SIGN_UP_TYPES and isinstance((e.props or {}).get("birthday"), str)]
+        birthday = max(given, key=lambda e: e.ts).props["birthday"][:10] if given else self.birthday
+        if (not new and len(closed) == len(self.closed) and cart == self.cart and signed_up == self.signed_up
+                and birthday == self.birthday):
             return self
         # A stable sort: among equal times the newer write stays first, as the events query ordered by id.
         new = sorted(reversed(new), key=lambda entry: -entry[1])
@@ -87,7 +91,7 @@ class VisitorState:
             recent = [*new, *self.recent][:HISTORY_EVENTS]  # the usual case: all of them newer
         else:
             recent = sorted([*new, *self.recent], key=lambda entry: -entry[1])[:HISTORY_EVENTS]
-        return VisitorState(tuple(recent), frozenset(sorted(closed)[:MAX_CLOSED]), cart, signed_up)
+        return VisitorState(tuple(recent), frozenset(sorted(closed)[:MAX_CLOSED]), cart, signed_up, birthday)
 
     @property
     def cart_at(self) -> datetime | None:
@@ -106,6 +110,8 @@ class VisitorState:
             data["cart"] = self.cart
         if self.signed_up is not None:
             data["signed_up"] = self.signed_up
+        if self.birthday is not None:
+            data["birthday"] = self.birthday
         return data
 
     @classmethod
@@ -123,9 +129,11 @@ class VisitorState:
             cart = tuple((str(i), float(q), None if p is None else float(p), float(at)) for i, q, p, at in data.get("cart", ()))
             signed_up = data.get("signed_up")
             signed_up = None if signed_up is None else float(signed_up)
+            birthday = data.get("birthday")
+            birthday = birthday if type(birthday) is str else None
         except (TypeError, ValueError):
             return EMPTY
-        return cls(recent, closed, cart, signed_up)
+        return cls(recent, closed, cart, signed_up, birthday)
 
     @classmethod
     def from_text(cls, text: str | None) -> "VisitorState":

@@ -78,12 +78,16 @@ def test_nothing_kept_before_consent_a_profile_after_nothing_left_after_withdraw
     assert visitor and wait_until(lambda: visitors(vitrine_server) == 1)
     assert wait_until(lambda: vitrine_server.query(
         "SELECT count(*) FROM events WHERE shop = ? AND visitor_id = ? AND type = 'view_promotion'", SHOP, visitor)[0][0])
+    # The answer and where it came from, in the visitor's consent history.
+    assert [tuple(r) for r in vitrine_server.query(
+        "SELECT source, personalization, analytics FROM consent_history WHERE visitor_id = ?", visitor)] == [("tcf", 1, 1)]
 
     # The shop's own call wins over the TCF answer: the visitor withdraws on its banner.
     page.evaluate("vitrine('consent', { personalization: false, analytics: false })")
     assert wait_until(lambda: page.evaluate(KEPT) == [] and cookie(context) == [])
     assert wait_until(lambda: visitors(vitrine_server) == 0)
     assert vitrine_server.query("SELECT count(*) FROM events WHERE visitor_id = ?", visitor)[0][0] == 0
+    assert vitrine_server.query("SELECT count(*) FROM consent_history WHERE shop = ?", SHOP)[0][0] == 0
     problems.assert_none()
 
 
