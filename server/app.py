@@ -29,6 +29,7 @@ from server.geo import GeoLocator, bundled_database_path
 from server.identity import TokenSigner
 from server.navigation import Navigator
 from server.privacy import views as privacy_views
+from server.promotions import views as coupon_views
 from server.recommend.artifact import ModelRegistry
 from server.recommend.serving import Recommender
 from server.search import SearchService
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/v1/events", api.events, methods=["POST"]),
         Route("/v1/fragments/{kind}", api.fragment, methods=["GET"]),
         Route("/v1/me", privacy_views.me, methods=["GET", "DELETE"]),
+        Route("/v1/coupons/redeem", coupon_views.redeem_coupon, methods=["POST"]),
         Route("/.well-known/gpc.json", privacy_views.gpc_support, methods=["GET"]),
         Mount("/demo", routes=demo_routes()),
         Mount("/admin", routes=admin_routes()),

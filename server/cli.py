@@ -1,5 +1,5 @@
-"""The `vitrine` command: demo, serve, worker, import, shops, audiences, train, evaluate, models, privacy, get,
-migrate, settings."""
+"""The `vitrine` command: demo, serve, worker, import, shops, audiences, coupons, train, evaluate, models, privacy,
+get, migrate, settings."""
 
 from __future__ import annotations
 
@@ -379,7 +379,8 @@ def shops_create(ctx: click.Context, shop: str, origins: tuple[str, ...], curren
 
 _KEY_HELP = (
     "Keep it on the shop's backend, never in a page: it signs the customer ids of vitrine('identify') "
-    "(docs/embedding.md#identify). `vitrine shops key {shop}` shows it again, `--rotate` replaces it."
+    "(docs/embedding.md#identify) and authenticates the backend's calls to the server-to-server API "
+    "(docs/promotions.md). `vitrine shops key {shop}` shows it again, `--rotate` replaces it."
 )
 
 
@@ -1066,5 +1067,11 @@ def show_settings(ctx: click.Context) -> None:
         click.echo(f"    {f.metadata['help']}")
 
 
+from server.promotions.cli import coupons  # noqa: E402 - its commands use the helpers above
+
+main.add_command(coupons)
+
+
 if __name__ == "__main__":
     main()
+

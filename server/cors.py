@@ -18,6 +18,8 @@ from server.errors import ApiError
 from server.web.front import request_shop, send_json
 
 ALLOW_HEADERS = "Content-Type, X-Visitor-Token"
+# The server-to-server API (the shop's backend, with its secret key): never from a browser.
+SERVER_TO_SERVER = ("/v1/coupons/",)
 EXPOSE_HEADERS = "X-Visitor-Token, X-Vitrine-Strategy"
 
 
@@ -33,6 +35,14 @@ class ShopCORSMiddleware:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
+        if scope["path"].startswith(SERVER_TO_SERVER):
+            if origin:  # a browser's request (or preflight): refused, with no CORS header
+                await send_json(send, 403, {"error": (
+                    "this is the server-to-server API: call it from the shop's backend with the shop's secret key, "
+                    "never from a browser")})
+                return
+            await self.app(scope, receive, send)
+            return
         if not origin or scope["path"].endswith(("/vitrine.js", "/popups.js")):
             await self.app(scope, receive, send)
             return

@@ -393,7 +393,8 @@ def test_a_deletion_waits_for_the_visitors_writer_and_takes_what_it_wrote(servic
     finally:
         other_process.close()
     assert done == [{"events": 2, "leads": 0, "experiment_visitors": 0, "webhook_deliveries": 0, "audience_members": 0,
-                     "customers": 0, "consent_history": 0, "visitors": 1}]
+                     "customers": 0, "consent_history": 0, "coupon_issues": 0, "coupon_redemptions": 0,
+                     "visitors": 1}]
     assert places_naming(writer.engine, vid) == []
 
 
@@ -515,7 +516,7 @@ def test_the_visitor_purge_works_in_chunks_and_spares_who_came_back(services) ->
     store.touch_visitor("demo", "old-0", utcnow(), 1800)  # old-0 comes back after being picked
     assert store.delete_visitors("demo", picked, inactive_before=before) == {
         "events": 4, "leads": 0, "experiment_visitors": 0, "webhook_deliveries": 0, "audience_members": 0, "customers": 0,
-        "consent_history": 0, "visitors": 4}
+        "consent_history": 0, "coupon_issues": 0, "coupon_redemptions": 0, "visitors": 4}
     assert store.get_visitor("demo", "old-0") is not None and store.count_events("demo", "view_item") == 1
 
     for n in range(1, 6):

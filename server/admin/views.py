@@ -30,7 +30,7 @@ MAX_FORM_BYTES = 8192
 SIGN_IN_FAILED = "That email and password do not match an account."
 # Pages of a shop: path under /admin/<shop>/, nav label.
 PAGES = (("", "Overview"), ("campaigns", "Campaigns and panels"), ("experiments", "Experiments"),
-         ("audiences", "Audiences"), ("search", "Search"), ("models", "Models"))
+         ("audiences", "Audiences"), ("search", "Search"), ("coupons", "Coupons"), ("models", "Models"))
 HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
@@ -346,6 +346,15 @@ async def search_page(request: Request, config: Any, user: SignedIn) -> dict[str
     return {"template": "search.html", "page": "search", **data}
 
 
+async def coupons_page(request: Request, config: Any, user: SignedIn) -> dict[str, Any]:
+    store = request.app.state.services.store
+    # Per pool: codes, issued, redeemed, rate, revenue, failures by reason (docs/promotions.md).
+    data = {"pools": await run_in_threadpool(store.coupon_stats, config.id)}
+    if _is_json(request):
+        return data
+    return {"template": "coupons.html", "page": "coupons", **data}
+
+
 async def models_page(request: Request, config: Any, user: SignedIn) -> "Response | dict[str, Any]":
     from server.recommend.artifact import ArtifactError
 
@@ -404,4 +413,5 @@ def _models(registry: Any, shop: str) -> dict[str, Any]:
 
 
 VIEWS: dict[str, View] = {"": overview_page, "campaigns": campaigns_page, "experiments": experiments_page,
-                          "audiences": audiences_page, "search": search_page, "models": models_page}
+                          "audiences": audiences_page, "search": search_page, "coupons": coupons_page,
+                          "models": models_page}

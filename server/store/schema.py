@@ -369,3 +369,94 @@ audience_snapshots = sa.Table(
     sa.Column("visitors", sa.Integer, nullable=False),
     sa.Column("counted_at", sa.DateTime, nullable=False),
 )
+
+# -- coupons (server/promotions/, docs/promotions.md) -----------------------------------
+# A shop's coupon pool and the rules every code of it follows; `redeemed` counts its
+# redemptions (the total budget is checked against it by a conditional update).
+coupon_pools = sa.Table(
+    "coupon_pools",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("pool", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # percent, amount
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False, server_default=""),  # "": any
+    sa.Column("min_order", sa.Float, nullable=True),
+    sa.Column("starts_at", sa.DateTime, nullable=True),
+    sa.Column("expires_at", sa.DateTime, nullable=True),
+    sa.Column("uses_per_code", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("uses_per_customer", sa.Integer, nullable=True),
+    sa.Column("budget", sa.Integer, nullable=True),  # redemptions in all; NULL: no limit
+    sa.Column("redeemed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("categories", sa.Text, nullable=False, server_default=""),  # "|"-separated
+    sa.Column("items", sa.Text, nullable=False, server_default=""),  # "|"-separated
+    sa.Column("audience", sa.String(64), nullable=False, server_default=""),
+    # "campaign": codes are shown by Vitrine's campaigns, and a code never issued reveals
+    # nothing of itself; "shop": the shop hands the codes out itself.
+    sa.Column("reveal", sa.String(8), nullable=False, server_default="shop"),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# Every code, by its normalized form (upper case, no spaces or dashes): unique per shop.
+coupon_codes = sa.Table(
+    "coupon_codes",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("pool", sa.String(64), nullable=False),
+    sa.Column("display", sa.String(80), nullable=False),  # as generated or imported: "WELCOME-7KQ2XM9P"
+    sa.Column("uses", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_uses", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("source", sa.String(16), nullable=False),  # generated, imported
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    # When it was first issued to a visitor (kept when that visitor is deleted: it is
+    # never issued again); NULL: never shown by Vitrine.
+    sa.Column("issued_at", sa.DateTime, nullable=True),
+    sa.Index("ix_coupon_codes_unissued", "shop", "pool", "issued_at"),
+)
+
+# Which visitor was issued which code of a pool: one code per visitor and pool.
+coupon_issues = sa.Table(
+    "coupon_issues",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("pool", sa.String(64), primary_key=True),
+    sa.Column("visitor_id", sa.String(64), primary_key=True),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("issued_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("shop", "code", name="uq_coupon_issues_code"),
+    sa.Index("ix_coupon_issues_visitor", "shop", "visitor_id"),
+)
+
+_REDEEMED_ONCE = "result = 'ok' AND NOT replay"
+
+# Every redemption attempt (the log): `result` is "ok" or the reason it was refused;
+# `replay` marks the same order redeemed again (answered as the first time, counted
+# once). `visitor_id` is the customer's imported id ("u:<customer_id>") when the
+# backend named one, so the customer's export shows these and their deletion takes them.
+coupon_redemptions = sa.Table(
+    "coupon_redemptions",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("shop", sa.String(64), nullable=False),
+    sa.Column("ts", sa.DateTime, nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("pool", sa.String(64), nullable=True),  # NULL: no such code
+    sa.Column("order_id", sa.String(128), nullable=False),
+    sa.Column("order_value", sa.Float, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False, server_default=""),
+    sa.Column("customer_id", sa.String(128), nullable=True),
+    sa.Column("visitor_id", sa.String(64), nullable=True),
+    sa.Column("result", sa.String(32), nullable=False),
+    sa.Column("replay", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("discount", sa.Float, nullable=True),  # the amount taken off
+    sa.Column("discount_base", sa.Float, nullable=True),  # the part of the order it applied to
+    sa.Index("ix_coupon_redemptions_shop_ts", "shop", "ts"),
+    sa.Index("ix_coupon_redemptions_order", "shop", "code", "order_id"),
+    sa.Index("ix_coupon_redemptions_customer", "shop", "pool", "customer_id"),
+    sa.Index("ix_coupon_redemptions_visitor", "shop", "visitor_id"),
+    sa.Index(
+        "uq_coupon_redemptions_once", "shop", "code", "order_id", unique=True,
+        sqlite_where=sa.text(_REDEEMED_ONCE), postgresql_where=sa.text(_REDEEMED_ONCE),
+    ),
+)

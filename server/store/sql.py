@@ -33,6 +33,7 @@ from server.store.schema import events, forgotten_visitors, item_sales, item_tre
 from server.store.schema import popular_searches as popular_searches_table
 from server.store.schema import audience_members, customers, experiment_visitors, shop_keys, webhook_deliveries
 from server.store.schema import consent_history, worker_leases
+from server.store.schema import coupon_issues, coupon_redemptions
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -970,7 +971,8 @@ class SqlStore:
     # shows and an erasure deletes, in the order they are deleted (the visitor's row last).
     # A new table holding visitor rows goes here (tests/test_privacy.py checks the schema).
     VISITOR_TABLES: tuple[sa.Table, ...] = (
-        events, leads, experiment_visitors, webhook_deliveries, audience_members, customers, consent_history, visitors)
+        events, leads, experiment_visitors, webhook_deliveries, audience_members, customers, consent_history,
+        coupon_issues, coupon_redemptions, visitors)
 
     def visitor_records(self, shop: str, visitor_id: str) -> dict[str, list[dict[str, Any]]]:
         """Every row that names this visitor, by table name, each row with all its columns
@@ -1167,6 +1169,76 @@ class SqlStore:
 
         with self._writing() as conn:
             return remove_user(conn, email, shop)
+
+    # -- coupons (server/promotions/, server/store/coupon_sql.py) -------------------------
+    def coupon_pool(self, shop: str, pool: str) -> dict[str, Any] | None:
+        from server.store.coupon_sql import find_pool
+
+        with self._reading() as conn:
+            return find_pool(conn, shop, pool)
+
+    def coupon_pools(self, shop: str) -> list[dict[str, Any]]:
+        from server.store.coupon_sql import shop_pools
+
+        with self._reading() as conn:
+            return shop_pools(conn, shop)
+
+    def create_coupon_pool(self, shop: str, pool: str, rules: dict[str, Any]) -> bool:
+        """The pool with these rules (coupon_pools' columns) unless it exists; True when new."""
+        from server.store.coupon_sql import create_pool
+
+        with self._writing() as conn:
+            return create_pool(conn, self._insert, shop, pool, rules, utcnow())
+
+    def add_coupon_codes(self, shop: str, pool: str, codes: Sequence[tuple[str, str]], max_uses: int,
+                         source: str) -> set[str]:
+        """Add (normalized code, display) pairs to the pool; the codes added (not those the shop had)."""
+        from server.store.coupon_sql import add_codes
+
+        with self._writing() as conn:
+            return add_codes(conn, self._insert, shop, pool, codes, max_uses, source, utcnow())
+
+    def coupon_codes_taken(self, shop: str, codes: Sequence[str]) -> dict[str, str]:
+        from server.store.coupon_sql import codes_taken
+
+        with self._reading() as conn:
+            return codes_taken(conn, shop, codes)
+
+    def issue_coupon(self, shop: str, pool: str, visitor_id: str, now: datetime, new: bool = True) -> str | None:
+        """The code of the pool this visitor holds, issuing one when they hold none and `new`
+        (None: none held, or no code left). VisitorForgotten for a visitor deleted at their request."""
+        from server.store.coupon_sql import IssueRaced, issue
+
+        for attempt in range(3):
+            try:
+                with self._writing() as conn:
+                    if self._forgotten(conn, shop, [visitor_id]):
+                        raise VisitorForgotten(shop, visitor_id)
+                    return issue(conn, self._insert, shop, pool, visitor_id, now, new)
+            except IssueRaced:
+                if attempt == 2:
+                    raise StoreConflict("the visitor was issued a code by another request meanwhile") from None
+        return None
+
+    def redeem_coupon(self, shop: str, attempt: dict[str, Any], decide: Callable[..., Any], now: datetime) -> dict[str, Any]:
+        """Redeem a code for an order and log the attempt, in one transaction (coupon_sql.redeem)."""
+        from server.store.coupon_sql import redeem
+
+        with self._writing() as conn:
+            return redeem(conn, shop, attempt, decide, now)
+
+    def coupon_log(self, shop: str, limit: int | None = None) -> list[dict[str, Any]]:
+        from server.store.coupon_sql import redemption_log
+
+        with self._reading() as conn:
+            return redemption_log(conn, shop, limit)
+
+    def coupon_stats(self, shop: str) -> list[dict[str, Any]]:
+        """Per pool: codes, issued, redeemed, redemption rate, revenue, failures by reason."""
+        from server.store.coupon_sql import pool_stats
+
+        with self._reading() as conn:
+            return pool_stats(conn, shop)
 
     # -- audiences (server/audiences/) ---------------------------------------------------
     def save_audience_sizes(self, shop: str, day: date, sizes: dict[str, int], counted_at: datetime) -> None:
