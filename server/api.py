@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,7 @@ from server.leads import LeadIn, LeadLimiter, interests_offered
 from server.models import ANONYMOUS_VISITOR, Event, utcnow
 from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
+from server.promotions.reveal import NeedsAVisitor, NoCodeLeft, campaign_code
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.schedules import parse_now
 from server.shops import ShopConfig
@@ -38,6 +40,11 @@ from server.web.responses import JSONResponse
 from widgets import WIDGETS, RenderContext, Slot, SlotLimit, isolated, items_asked, render_slot
 
 ACCEPTED_TYPES = ("application/json", "text/plain", "")
+FORGOTTEN = "this visitor's data was deleted at their request; the next page call gives a new visitor id"
+# Codes revealed per visitor and per address in LeadLimiter's window (ten minutes): each
+# visitor keeps their one code, so more are only asked for by making new visitors.
+REVEALS_PER_WINDOW = 20
+log = logging.getLogger("vitrine")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # Fragment URL parameters that become the slot's attributes.
 SLOT_PARAMS = (
@@ -339,13 +346,80 @@ async def leads(request: Request) -> Response:
             svc.store.record_events(shop.id, identity.visitor_id, [sign_up])
         svc.store.add_lead(shop.id, identity.visitor_id if linked else None, lead)
 
+    def reward() -> str:
+        """The code the answer reveals: the campaign's, or the visitor's own of its pool."""
+        if not campaign.coupon_pool:
+            return campaign.code
+        try:
+            return campaign_code(svc.store, campaign, _reader_context(svc, request, shop, identity, consent))
+        except NoCodeLeft as exc:
+            log.warning("sign-up to %s on shop %s got no code: %s", campaign.id, shop.id, exc)
+            return ""  # signed up all the same: the thanks, without a code
+        except NeedsAVisitor:
+            return ""  # an unlinked lead: nobody to give a code of their own
+
     try:
         await run_in_threadpool(store)
+        code = await run_in_threadpool(reward)
     except VisitorForgotten:
-        raise ApiError(403, "this visitor's data was deleted at their request; the next page call gives a new visitor id") from None
-    answer = {"signed_up": True, "linked": linked, "thanks": campaign.signup.thanks, "code": campaign.code,
-              "reveal_text": campaign.reveal_text if campaign.code else ""}
+        raise ApiError(403, FORGOTTEN) from None
+    answer = {"signed_up": True, "linked": linked, "thanks": campaign.signup.thanks, "code": code,
+              "reveal_text": campaign.reveal_text if code else ""}
     return _respond(request, answer, shop.id, identity, consent, 201)
+
+
+class RevealIn(BaseModel):
+    """`POST /v1/reveal`: the popup whose second step the visitor opened."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shop: str = Field(min_length=1, max_length=64)
+    token: str | None = Field(default=None, max_length=512)
+    campaign: str = Field(min_length=1, max_length=64)
+    consent: ConsentIn | None = None
+    gpc: bool | None = None
+
+
+async def reveal(request: Request) -> Response:
+    """The visitor's own code of a popup's coupon pool, issued on the first reveal and the
+    same one after (server/promotions/reveal.py)."""
+    svc = _services(request)
+    raw = await read_body(request, svc.settings.max_body_bytes)
+    try:
+        body = RevealIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
+    shop = svc.shop(body_shop(request, body.shop))
+    campaign = shop.campaign(body.campaign)
+    if campaign is None or not campaign.coupon_pool or campaign.signup is not None or not campaign.enabled:
+        raise ApiError(404, f"shop {shop.id!r} has no enabled popup {body.campaign!r} that reveals a code of a coupon pool")
+    identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, body.token)
+    consent = svc.contexts.consent(request, shop.consent_policy, body.consent, body.gpc)
+    limiter = getattr(request.app.state, "reveal_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.reveal_limiter = LeadLimiter(limit=REVEALS_PER_WINDOW)
+    peer = request.client.host if request.client else None
+    address = client_ip(peer, request.headers.get("x-forwarded-for"), svc.contexts.trusted)
+    if not limiter.allow(shop.id, None if identity.is_new else identity.visitor_id, address):
+        raise ApiError(429, "too many codes asked for from this visitor or address: try again in a few minutes")
+    try:
+        code = await run_in_threadpool(
+            lambda: campaign_code(svc.store, campaign, _reader_context(svc, request, shop, identity, consent)))
+    except NoCodeLeft as exc:
+        raise ApiError(409, str(exc)) from None
+    except NeedsAVisitor as exc:
+        raise ApiError(403, str(exc)) from None
+    except VisitorForgotten:
+        raise ApiError(403, FORGOTTEN) from None
+    answer = {"campaign": campaign.id, "code": code, "reveal_text": campaign.reveal_text}
+    return _respond(request, answer, shop.id, identity, consent)
+
+
+def _reader_context(svc, request: Request, shop: ShopConfig, identity: Identity, consent: ConsentDecision) -> VisitorContext:
+    """The visitor as a request that is not a page view sees them (nothing recorded): for
+    what their audiences and consent allow."""
+    return svc.contexts.build(request, shop.id, identity, PageContext(), consent=consent,
+                              audiences=svc.audiences.for_shop(shop.audience_book))
 
 
 async def fragment(request: Request) -> Response:

@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/v1/vitrine.js", api.script),
         Route("/v1/popups.js", api.popups_script),
         Route("/v1/leads", api.leads, methods=["POST"]),
+        Route("/v1/reveal", api.reveal, methods=["POST"]),
         Route("/v1/health", api.health),
         Route("/v1/page", api.page, methods=["POST"]),
         Route("/v1/events", api.events, methods=["POST"]),

@@ -293,6 +293,11 @@ class Campaign(BaseModel):
     cta: str = ""
     link: str = ""
     code: str = Field(default="", description="A code revealed in a second step (two-step offer)")
+    coupon_pool: str = Field(
+        default="", pattern=r"^$|^[A-Za-z0-9_.-]{1,64}$",
+        description="popups: reveal each visitor their own code of this coupon pool (docs/promotions.md); "
+        "`code` is then what a visitor without consent to personalization is shown, if anything",
+    )
     reveal_text: str = ""
     theme: str = "default"
     geo_detail: Literal["region", "city"] = Field(
@@ -310,7 +315,8 @@ class Campaign(BaseModel):
 
     @model_validator(mode="after")
     def _popup_keys(self) -> "Campaign":
-        popup_only = [k for k in ("trigger", "frequency", "signup", "countdown", "show_cart") if k in self.model_fields_set]
+        popup_only = [k for k in ("trigger", "frequency", "signup", "countdown", "show_cart", "coupon_pool")
+                      if k in self.model_fields_set]
         if self.widget != "popup" and popup_only:
             raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
         if self.calendar is not None:
@@ -378,6 +384,10 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
         named = ", ".join(f"{{{name}}}" for name in campaign._needs)
         check(not missing, f"its copy names {named}, known for this visitor" if not missing else
               f"its copy names {', '.join(missing)}, which this visitor has not (a fallback: {{name:text}})")
+    if campaign.coupon_pool and not campaign.code:
+        check(ctx.consent.personalization,
+              f"reveals each visitor their own code of pool {campaign.coupon_pool}, which needs a visitor with "
+              "consent to personalization (a fallback for the others: code = ...)")
     if campaign.once_closed:
         check(campaign.id not in closed, "not closed by this visitor before")
     if campaign.widget == "popup":

@@ -75,6 +75,7 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, si
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
     _import_demo_customers(services)
+    _fill_demo_coupons(services)
     if not services.search.in_step(DEMO_SHOP):
         count = services.search.rebuild(DEMO_SHOP)
         click.echo(f"Built the demo shop's search index ({count} items).")
@@ -190,6 +191,13 @@ def _import_demo_customers(services: Any) -> None:
     new, _, _ = services.store.import_customers(DEMO_SHOP, read_customers(DEMO_DIR / "data" / "customers.csv"))
     if new:
         click.echo(f"Imported the demo shop's {new} customers (log in as one at /demo/account).")
+
+
+def _fill_demo_coupons(services: Any) -> None:
+    from server.demo import fill_coupon_pools
+
+    for pool, added in fill_coupon_pools(services.store, DEMO_SHOP).items():
+        click.echo(f"Added {added} codes to the demo's coupon pool {pool!r} (docs/promotions.md).")
 
 
 def _install_demo_shop(settings: Settings) -> None:

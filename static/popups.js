@@ -105,6 +105,10 @@
         if (next) next.focus();
         track("select_promotion", { promotion_id: id, creative_slot: "popup", experiment: p.experiment, variant: p.variant });
         if (!root.querySelector("form[data-vitrine-signup]")) converted(id);
+        var mine = root.querySelector("[data-vitrine-issue]");  // the visitor's own code of a pool
+        if (mine && !mine.textContent) post("/v1/reveal", { campaign: id }, function (ok, a) {
+          mine.textContent = ok ? a.code : a.error || "Please try again.";
+        });
       } else if (e.target.closest("a[href]")) converted(id);
     }));
     var clock = root.querySelector("[data-vitrine-countdown]");
@@ -127,19 +131,23 @@
     })();
   }
 
+  // -- a POST with the visitor's token and consent; done(ok, answer)
+  function post(path, body, done) {
+    body.shop = P.shop; body.token = P.token(); body.consent = P.consent();
+    fetch(P.url(path), { method: "POST", credentials: "include", body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json" } })
+      .then(function (r) { return r.json().then(function (a) { return [r.ok, a]; }); })
+      .then(safe(function (got) { done(got[0], got[1]); }), function () { done(0, {}); });
+  }
+
   // -- the sign-up form: the reward comes in the answer to a valid sign-up
   function signUp(root, form, id) {
     var f = new FormData(form), error = root.querySelector("[data-vitrine-error]"), button = form.querySelector("[type=submit]");
-    var body = { shop: P.shop, token: P.token(), campaign: id, email: f.get("email"), opt_in: !!f.get("opt_in"),
-      birthday: f.get("birthday") || null, interests: f.getAll("interests"), consent: P.consent() };
     button.disabled = true;
-    fetch(P.url("/v1/leads"), { method: "POST", credentials: "include", body: JSON.stringify(body),
-      headers: { "Content-Type": "application/json" } })
-      .then(function (r) { return r.json().then(function (a) { return [r.ok, a]; }); })
-      .then(safe(function (got) {
-        var a = got[1];
+    post("/v1/leads", { campaign: id, email: f.get("email"), opt_in: !!f.get("opt_in"),
+      birthday: f.get("birthday") || null, interests: f.getAll("interests") }, function (ok, a) {
         button.disabled = false;
-        if (!got[0]) { error.textContent = a.error || "Please try again."; error.hidden = false; return; }
+        if (!ok) { error.textContent = a.error || "Please try again."; error.hidden = false; return; }
         converted(id);
         root.querySelectorAll("[data-vitrine-step]").forEach(function (s) { s.hidden = s.getAttribute("data-vitrine-step") != "3"; });
         if (a.code) {
@@ -149,8 +157,7 @@
         }
         var done = root.querySelector('[data-vitrine-step="3"] button');
         if (done) done.focus();
-      }))
-      .catch(function () { button.disabled = false; error.textContent = "Please try again."; error.hidden = false; });
+      });
   }
 
   P.show = safe(function (list) { list.forEach(safe(arm)); });

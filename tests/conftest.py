@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from server.app import Services, build_services, create_app
 from server.events import EventBatch, to_events
+from server.demo import fill_coupon_pools
 from server.models import CatalogItem
 from server.settings import Settings
 from servers import write_demo_config
@@ -44,6 +45,7 @@ def settings(tmp_path: Path) -> Settings:
 def services(settings: Settings) -> Services:
     svc = build_services(settings)
     svc.store.upsert_items("demo", SMALL_CATALOG)
+    fill_coupon_pools(svc.store, "demo", size=40, low=40)  # the welcome popup's and the sign-up's codes
     yield svc
     svc.close()
 

@@ -61,7 +61,7 @@ def test_popup_fragment_is_open_for_a_new_visitor(client) -> None:
     r = fragment(client, "popup", visitor="new")
     assert r.headers["x-vitrine-campaigns"] == "welcome,before-you-go"  # every popup they qualify for
     assert re.search(r"<dialog[^>]*\bopen\b", r.text)
-    assert "WELCOME10" in r.text
+    assert "data-vitrine-issue" in r.text and "Reveal my code" in r.text
     assert "x-vitrine-campaigns" not in fragment(client, "popup", visitor="customer").headers
 
 

@@ -324,6 +324,11 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         copy = campaign_copy(campaign, rc.ctx)
         copy["link"] = on_site(copy["link"], rc.site)
         signup = None
+        # A code of the campaign's pool is issued on reveal (POST /v1/reveal), never here;
+        # a visitor without consent is shown the campaign's own code, if it has one.
+        issued = bool(campaign.coupon_pool) and rc.ctx.consent.personalization and campaign.signup is None
+        if issued:
+            copy["code"] = ""
         if campaign.signup is not None:
             # The reward of a sign-up is in the answer to a valid one (POST /v1/leads), never here.
             copy["code"] = copy["reveal_text"] = ""
@@ -331,7 +336,7 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
             signup = {**campaign.signup.model_dump(), "interests": interests_offered(campaign, rc.shop_catalog())}
         html, used = rc.templates.render(
             names, site=rc.site, campaign=campaign, copy=copy, visitor=rc.ctx.as_dict(campaign.geo_detail),
-            shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why), signup=signup,
+            shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why), signup=signup, issued=issued,
             countdown=countdown_context(campaign, rc.ctx), cart=cart_context(rc) if campaign.show_cart else None,
         )
         parts.append(html)

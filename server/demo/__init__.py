@@ -9,6 +9,29 @@ from typing import Sequence
 
 from server.models import Interaction
 
+# The demo's coupon pools (demo.toml's coupon_pool): the welcome popup's 10% off and the
+# newsletter sign-up's 15%, a single-use code of their own for each visitor who reveals one.
+COUPON_POOLS = (("welcome", "WELCOME-", 10.0), ("hello", "HELLO-", 15.0))
+POOL_SIZE = 2000
+POOL_LOW = 500
+
+
+def fill_coupon_pools(store, shop: str, size: int = POOL_SIZE, low: int = POOL_LOW) -> dict[str, int]:
+    """Make the demo's pools, and top up to `size` codes not yet issued any that has fewer
+    than `low` left (at each start of `vitrine demo`). Returns the codes added by pool."""
+    from server.promotions.codes import Pattern
+    from server.promotions.pools import ensure_pool, generate_codes
+    from server.promotions.rules import PoolRules
+
+    added = {}
+    for pool, prefix, percent in COUPON_POOLS:
+        rules, _ = ensure_pool(store, shop, pool, PoolRules(kind="percent", value=percent, reveal="campaign"))
+        held = {s["pool"]: s for s in store.coupon_stats(shop)}.get(pool, {})
+        left = held.get("codes", 0) - held.get("issued", 0)
+        if left < low:
+            added[pool] = len(generate_codes(store, shop, pool, rules, size - left, Pattern(prefix)))
+    return added
+
 
 def shifted_history(rows: Sequence[Interaction], today: date) -> tuple[list[Interaction], int]:
     """The demo's interactions (December 2010 to December 2011) moved forward by whole days so

@@ -32,7 +32,8 @@ def kind_of_work(scope: Scope) -> str | None:
         return "render" if method == "POST" else None
     if path == "/v1/events":
         return "events" if method == "POST" else None
-    if path == "/v1/leads":  # a sign-up writes the store on a request thread
+    # A sign-up, a code revealed or redeemed: each writes the store on a request thread.
+    if path in ("/v1/leads", "/v1/reveal", "/v1/coupons/redeem"):
         return "render" if method == "POST" else None
     if path == "/v1/me":  # a visitor's export or erasure reads or writes the store on a request thread
         return "render" if method in ("GET", "HEAD", "DELETE") else None

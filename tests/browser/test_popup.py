@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import BrowserContext, Page, expect
 
 POPUP = '[data-vitrine-popup="welcome"]'
@@ -45,7 +47,11 @@ def test_welcome_popup_on_first_visit_is_an_accessible_modal_dialog(vitrine_serv
     assert page.evaluate(FOCUS).startswith("dialog:"), "focus did not move into the dialog"
 
     page.get_by_role("button", name="Reveal my code").click()
-    expect(page.locator(f"{POPUP} .vitrine-code")).to_have_text("WELCOME10")
+    # The visitor's own single-use code, issued to them as they revealed it.
+    expect(page.locator(f"{POPUP} .vitrine-code")).to_have_text(re.compile(r"^WELCOME-[2-9A-HJKMNP-Z]{8}$"))
+    shown = page.locator(f"{POPUP} .vitrine-code").text_content()
+    assert [tuple(r) for r in vitrine_server.query("SELECT pool, code FROM coupon_issues WHERE visitor_id = ?",
+                                                    vitrine_server.visitor_id(page))] == [("welcome", shown.replace("-", ""))]
     expect(page.get_by_role("button", name="Reveal my code")).to_be_hidden()
     assert page.evaluate(FOCUS) == "dialog:Start shopping"
 

@@ -1,0 +1,124 @@
+"""A popup's own code per visitor (`coupon_pool`, POST /v1/reveal): the demo's welcome popup
+reveals each visitor a single-use code of its pool, the same one again, never another's;
+the shop's checkout then redeems it through the server-to-server API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.campaigns import decide
+from server.promotions.codes import Pattern
+from server.promotions.pools import ensure_pool, generate_codes
+from server.promotions.rules import PoolRules
+
+from conftest import UK_IP, stored
+from test_leads import ORIGIN, visit
+
+
+def reveal(client, token: str | None, campaign: str = "welcome", ip: str = UK_IP, **extra):
+    body = {"shop": "demo", "token": token, "campaign": campaign, **extra}
+    response = client.post("/v1/reveal?shop=demo", json=body, headers={"X-Forwarded-For": ip, "Origin": ORIGIN})
+    client.cookies.clear()
+    return response
+
+
+def redeem(client, services, code: str, order_id: str, value: float = 40.0):
+    response = client.post("/v1/coupons/redeem?shop=demo", json={
+        "code": code, "order_id": order_id, "order_value": value, "currency": "GBP",
+    }, headers={"Authorization": f"Bearer {services.shop_keys.key('demo')}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_each_visitor_reveals_their_own_code_and_the_checkout_redeems_it_once(client, services) -> None:
+    ann, bo = visit(client)["token"], visit(client)["token"]
+    first = reveal(client, ann)
+    assert first.status_code == 200, first.text
+    assert first.headers["access-control-allow-origin"] == ORIGIN
+    code = first.json()["code"]
+    assert code.startswith("WELCOME-") and first.json()["reveal_text"] == "Your own code, for one order:"
+    assert reveal(client, ann).json()["code"] == code  # the same one again
+    other = reveal(client, bo).json()["code"]
+    assert other.startswith("WELCOME-") and other != code
+
+    # Ann's data holds her code; the checkout redeems it once, the discount the pool's 10%.
+    mine = client.get("/v1/me?shop=demo", headers={"X-Visitor-Token": ann}).json()
+    assert [(i["pool"], i["code"]) for i in mine["coupon_issues"]] == [("welcome", code.replace("-", ""))]  # stored form
+    ok = redeem(client, services, code.lower().replace("-", " "), "order-1")  # as a shopper might type it
+    assert ok["ok"] is True and ok["discount"]["amount"] == pytest.approx(4.0)
+    assert redeem(client, services, code, "order-1") == ok  # the same order again: the same answer
+    assert redeem(client, services, code, "order-2") == {"ok": False, "reason": "already_redeemed"}
+    log = stored(services).coupon_log("demo")
+    assert [(r["order_id"], r["result"]) for r in log] == [("order-1", "ok"), ("order-1", "ok"), ("order-2", "already_redeemed")]
+
+
+def test_the_popup_asks_for_consent_a_token_and_a_campaign_with_a_pool(client, services) -> None:
+    no_token = reveal(client, None)
+    assert no_token.status_code == 403 and "needs the token of a visitor who consented" in no_token.json()["error"]
+    token = visit(client)["token"]
+    refused = reveal(client, token, consent={"personalization": False, "analytics": False})
+    assert refused.status_code == 403
+    for campaign in ("uk-delivery", "newsletter", "nope"):  # a banner, a sign-up (its code comes with it), none
+        r = reveal(client, token, campaign=campaign)
+        assert r.status_code == 404 and "reveals a code of a coupon pool" in r.json()["error"], r.text
+    assert reveal(client, token, colour="red").status_code == 422
+    bad = client.post("/v1/reveal?shop=demo", content=b"{not json", headers={"Origin": ORIGIN, "X-Forwarded-For": UK_IP})
+    assert bad.status_code == 400
+    assert {s["pool"]: s["issued"] for s in stored(services).coupon_stats("demo")}["welcome"] == 0
+
+
+def test_a_pool_with_no_code_left_says_so_and_how_to_add_some(client, services) -> None:
+    store = services.store
+    rules, _ = ensure_pool(store, "demo", "tiny", PoolRules(kind="amount", value=5.0, reveal="campaign"))
+    generate_codes(store, "demo", "tiny", rules, 1, Pattern("TINY-"))
+    # The welcome popup, drawing from a pool of one code.
+    path = services.settings.resolved_shops_dir / "demo.toml"
+    path.write_text(path.read_text().replace('coupon_pool = "welcome"', 'coupon_pool = "tiny"'))
+    first = reveal(client, visit(client)["token"])
+    assert first.status_code == 200 and first.json()["code"].startswith("TINY-")
+    second = reveal(client, visit(client)["token"])
+    assert second.status_code == 409
+    assert second.json()["error"] == ("pool 'tiny' has no code left for this visitor "
+                                      "(`vitrine coupons create --shop demo --pool tiny --count N` adds some)")
+
+
+def test_without_consent_the_popup_is_not_offered_unless_it_has_a_code_for_everyone(client, services, settings) -> None:
+    page = client.post("/v1/page?shop=demo", json={
+        "shop": "demo", "page": {"type": "home", "url": "https://shop.example/"}, "slots": [],
+        "consent": {"personalization": False, "analytics": False}}, headers={"X-Forwarded-For": UK_IP})
+    assert "welcome" not in [p["campaign"] for p in page.json()["popups"]]
+    path: Path = settings.resolved_shops_dir / "demo.toml"
+    path.write_text(path.read_text().replace('coupon_pool = "welcome"', 'coupon_pool = "welcome"\ncode = "WELCOME10"'))
+    page = client.post("/v1/page?shop=demo", json={
+        "shop": "demo", "page": {"type": "home", "url": "https://shop.example/"}, "slots": [],
+        "consent": {"personalization": False, "analytics": False}}, headers={"X-Forwarded-For": UK_IP})
+    [welcome] = [p for p in page.json()["popups"] if p["campaign"] == "welcome"]
+    assert "WELCOME10" in welcome["html"] and "data-vitrine-issue" not in welcome["html"]
+    assert reveal(client, None, consent={"personalization": False}).json()["code"] == "WELCOME10"
+
+
+def test_reveals_are_limited_per_address(client) -> None:
+    answers = [reveal(client, visit(client)["token"], ip="81.2.69.161").status_code for _ in range(21)]
+    assert answers[:20] == [200] * 20 and answers[20] == 429
+
+
+def test_a_visitor_deleted_at_their_request_gets_no_code(client) -> None:
+    token = visit(client)["token"]
+    assert client.delete("/v1/me?shop=demo", headers={"X-Visitor-Token": token}).status_code == 204
+    gone = reveal(client, token)
+    assert gone.status_code == 403 and "deleted at their request" in gone.json()["error"]
+
+
+def test_the_reason_says_why_a_visitor_without_consent_is_not_offered_the_popup(services) -> None:
+    from server.consent.rules import ConsentDecision, ConsentIn
+    from test_campaigns import visitor
+
+    welcome = services.shop("demo").campaign("welcome")
+    refused = ConsentDecision(False, False, True, "required", "", ConsentIn(), False)
+    import dataclasses
+
+    d = decide(welcome, dataclasses.replace(visitor(), consent=refused))
+    assert not d.show and ("no: reveals each visitor their own code of pool welcome, which needs a visitor with consent "
+                           "to personalization (a fallback for the others: code = ...)") in d.reasons
