@@ -45,9 +45,15 @@ def settings(tmp_path: Path) -> Settings:
 def services(settings: Settings) -> Services:
     svc = build_services(settings)
     svc.store.upsert_items("demo", SMALL_CATALOG)
-    fill_coupon_pools(svc.store, "demo", size=40, low=40)  # the welcome popup's and the sign-up's codes
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def demo_pools(services: Services) -> None:
+    """The demo's coupon pools, as `vitrine demo` makes them: the welcome popup's and the
+    newsletter sign-up's codes (40 each)."""
+    fill_coupon_pools(services.store, "demo", size=40, low=40)
 
 
 @pytest.fixture

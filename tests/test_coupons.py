@@ -245,6 +245,17 @@ def test_a_visitor_gets_one_code_again_and_again_and_never_anothers(services) ->
         issue_code(store, SHOP, "welcome", ANONYMOUS_VISITOR)
 
 
+def test_codes_are_issued_from_anywhere_in_the_pool_not_in_order(services) -> None:
+    # In code order, one holder's code would bound everyone else's; five picks landing on the
+    # five lowest of forty by chance: about one in 650,000.
+    store = services.store
+    codes = sorted(pool_of(store, PoolRules(reveal="campaign"), count=40, pool="spread"))
+    issued = {issue_code(store, SHOP, "spread", f"v{n}") for n in range(5)}
+    assert len(issued) == 5 and issued != set(codes[:5])
+    assert len({issue_code(store, SHOP, "spread", f"w{n}") for n in range(35)}) == 35  # every code still reachable
+    assert issue_code(store, SHOP, "spread", "late") is None
+
+
 def test_an_audience_pool_issues_only_to_visitors_in_it(services) -> None:
     store = services.store
     codes = pool_of(store, PoolRules(audience="prospect"), count=2, pool="prospects")

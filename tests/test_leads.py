@@ -9,8 +9,11 @@ import pytest
 
 from conftest import UK_IP, stored
 
+
 ORIGIN = "http://127.0.0.1:8000"  # one of the demo shop's origins
 CODE = "HELLO-"  # the prefix of the demo's sign-up pool: each visitor's own code
+
+pytestmark = pytest.mark.usefixtures("demo_pools")  # the demo's coupon pools, as `vitrine demo` makes them
 
 
 def visit(client, token: str | None = None, consent: dict | None = None) -> dict:

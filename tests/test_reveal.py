@@ -14,7 +14,10 @@ from server.promotions.pools import ensure_pool, generate_codes
 from server.promotions.rules import PoolRules
 
 from conftest import UK_IP, stored
+
 from test_leads import ORIGIN, visit
+
+pytestmark = pytest.mark.usefixtures("demo_pools")  # the demo's coupon pools, as `vitrine demo` makes them
 
 
 def reveal(client, token: str | None, campaign: str = "welcome", ip: str = UK_IP, **extra):

@@ -3,12 +3,14 @@ the redemption of a code as one transaction that counts it with conditional upda
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from server.promotions.codes import ALPHABET
 from server.store.schema import coupon_codes, coupon_issues, coupon_pools, coupon_redemptions
 
 _codes, _pools, _issues, _log = coupon_codes.c, coupon_pools.c, coupon_issues.c, coupon_redemptions.c
@@ -70,11 +72,22 @@ def issue(conn: Connection, insert: Any, shop: str, pool: str, visitor_id: str, 
         _issues.shop == shop, _issues.pool == pool, _issues.visitor_id == visitor_id)).first()
     if held is not None or not new:
         return held[0] if held is not None else None
+    # A free code from a random place in the pool's codes, not the lowest: issued in code
+    # order, the codes of one holder would tell where everyone else's are (a guesser's range).
     # SKIP LOCKED: concurrent issues on PostgreSQL each take another code instead of queueing
     # for the same one (SQLite's writers take turns anyway).
-    free = conn.execute(sa.select(_codes.code, _codes.display).where(
-        _codes.shop == shop, _codes.pool == pool, _codes.issued_at.is_(None)).order_by(_codes.code).limit(1)
-        .with_for_update(skip_locked=True)).first()
+    unissued = sa.select(_codes.code, _codes.display).where(
+        _codes.shop == shop, _codes.pool == pool, _codes.issued_at.is_(None))
+    lowest = conn.execute(unissued.order_by(_codes.code).limit(1)).first()
+    if lowest is None:
+        return None
+    highest = conn.execute(unissued.order_by(_codes.code.desc()).limit(1)).first()
+    start = _random_between(lowest.code, highest.code if highest is not None else lowest.code)
+    free = None
+    for query in (unissued.where(_codes.code >= start), unissued):
+        free = conn.execute(query.order_by(_codes.code).limit(1).with_for_update(skip_locked=True)).first()
+        if free is not None:
+            break
     if free is None:
         return None
     claimed = conn.execute(sa.update(coupon_codes).where(
@@ -84,6 +97,15 @@ def issue(conn: Connection, insert: Any, shop: str, pool: str, visitor_id: str, 
     if not claimed or mine.first() is None:
         raise IssueRaced()
     return free.display
+
+
+def _random_between(low: str, high: str) -> str:
+    """A random code-like text from `low` to about `high`: their common start, then random
+    characters of the codes' alphabet (which is in sort order)."""
+    same = 0
+    while same < min(len(low), len(high)) and low[same] == high[same]:
+        same += 1
+    return low[:same] + "".join(secrets.choice(ALPHABET) for _ in range(max(len(high), len(low)) - same))
 
 
 def redeem(conn: Connection, shop: str, attempt: dict[str, Any],
