@@ -166,11 +166,19 @@ def _decided(conn: Connection, shop: str, attempt: dict[str, Any], row: Any, poo
 
 
 def redemption_log(conn: Connection, shop: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """The shop's redemption attempts, oldest first (the newest `limit` of them)."""
-    query = sa.select(coupon_redemptions).where(_log.shop == shop).order_by(_log.ts.desc(), _log.id.desc())
+    """The shop's redemption attempts, oldest first (the newest `limit` of them); each code as
+    the shop shows it ("WELCOME-7KQ2XM9P") where the shop has it, else as it was compared."""
+    query = (sa.select(coupon_redemptions, _codes.display)
+             .outerjoin(coupon_codes, (_codes.shop == _log.shop) & (_codes.code == _log.code))
+             .where(_log.shop == shop).order_by(_log.ts.desc(), _log.id.desc()))
     if limit is not None:
         query = query.limit(limit)
-    return [dict(r._mapping) for r in reversed(conn.execute(query).all())]
+    rows = []
+    for r in reversed(conn.execute(query).all()):
+        row = dict(r._mapping)
+        display = row.pop("display")
+        rows.append({**row, "code": display or row["code"]})
+    return rows
 
 
 def pool_stats(conn: Connection, shop: str) -> list[dict[str, Any]]:
