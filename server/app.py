@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/v1/fragments/{kind}", api.fragment, methods=["GET"]),
         Route("/v1/me", privacy_views.me, methods=["GET", "DELETE"]),
         Route("/v1/coupons/redeem", coupon_views.redeem_coupon, methods=["POST"]),
+        Route("/v1/coupons/issue", coupon_views.issue_coupon, methods=["POST"]),
         Route("/.well-known/gpc.json", privacy_views.gpc_support, methods=["GET"]),
         Mount("/demo", routes=demo_routes()),
         Mount("/admin", routes=admin_routes()),

@@ -171,6 +171,10 @@ class Audience(BaseModel):
     # The shop's audiences (server/audiences/, docs/audiences.md): in any of `audiences`, in
     # none of `not_audiences`.
     audiences: list[str] = Field(default_factory=list, description="In any of these audiences")
+    holds_coupon: bool = Field(
+        False, description="only a visitor who holds a code of the campaign's coupon_pool with uses left (one the "
+        "shop issued them, such as an apology coupon: docs/promotions.md)",
+    )
     not_audiences: list[str] = Field(default_factory=list, description="In none of these audiences")
 
     @field_validator("country", "not_country")
@@ -321,6 +325,8 @@ class Campaign(BaseModel):
             raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
         if self.calendar is not None:
             self.calendar.check_names(self.audience.country)
+        if self.audience.holds_coupon and not self.coupon_pool:
+            raise ValueError("audience.holds_coupon needs the campaign's coupon_pool: the pool whose code the visitor holds")
         if self.frequency.days_after_close is not None:
             if "once_closed" in self.model_fields_set and self.once_closed:
                 raise ValueError("frequency.days_after_close shows it again after a close: leave out once_closed = true")
@@ -384,6 +390,10 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
         named = ", ".join(f"{{{name}}}" for name in campaign._needs)
         check(not missing, f"its copy names {named}, known for this visitor" if not missing else
               f"its copy names {', '.join(missing)}, which this visitor has not (a fallback: {{name:text}})")
+    if aud.holds_coupon:
+        held = ctx.held_coupons().get(campaign.coupon_pool)
+        check(held is not None, f"holds a code of pool {campaign.coupon_pool} with uses left" if held else
+              f"holds no code of pool {campaign.coupon_pool} with uses left")
     if campaign.coupon_pool and not campaign.code:
         check(ctx.consent.personalization,
               f"reveals each visitor their own code of pool {campaign.coupon_pool}, which needs a visitor with "

@@ -114,6 +114,9 @@ class VisitorContext:
     languages: tuple[str, ...] = ()
     # Works out which of the shop's audiences the visitor is in (server/audiences/); None: none.
     audience_source: "Callable[[VisitorContext], Membership] | None" = field(default=None, compare=False, repr=False)
+    # Reads the coupon codes the visitor holds with uses left, by pool (server/promotions/);
+    # None: none can be held (no consent to personalization).
+    coupon_source: "Callable[[VisitorContext], dict[str, str]] | None" = field(default=None, compare=False, repr=False)
     # In the shop's hold-out (server/measure/experiments.py): shown no personalization anywhere.
     holdout: bool = False
     # QA's `variant=hero:b`: the variants to show, by experiment id.
@@ -179,6 +182,12 @@ class VisitorContext:
 
         source = self.audience_source
         return self.derive("audiences", lambda: source(self) if source is not None else NO_AUDIENCES)
+
+    def held_coupons(self) -> dict[str, str]:
+        """The codes the visitor (or the customer they identified as) holds with uses left, by
+        pool: read once per request, and only by a campaign that asks (`holds_coupon`)."""
+        source = self.coupon_source
+        return self.derive("coupons:held", lambda: source(self) if source is not None else {})
 
     @property
     def visitor_kind(self) -> str:
@@ -322,8 +331,15 @@ class ContextBuilder:
             hidden=self._hidden(shop, page, sensitive_categories) if sensitive_categories else None, memo=self.memo,
             languages=accepted_languages(request.headers.get("accept-language")), audience_source=audiences,
             holdout=consent.personalization and device.device_class != "bot" and in_holdout(holdout, shop, identity.visitor_id),
+            coupon_source=self._held_coupons if consent.personalization else None,
         )
         return apply_overrides(ctx, overrides or {})
+
+    def _held_coupons(self, ctx: VisitorContext) -> dict[str, str]:
+        from server.store.sql import imported_visitor_id
+
+        holders = [ctx.visitor_id] + ([imported_visitor_id(ctx.profile.customer_id)] if ctx.profile.customer_id else [])
+        return self.store.held_coupons(ctx.shop, holders)
 
     def record_exposures(self, ctx: VisitorContext, exposures: "Sequence[tuple[Assignment, str]]") -> int:
         """Store the visitor's first exposure to each experiment this page view showed them

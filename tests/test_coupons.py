@@ -646,3 +646,17 @@ def test_the_dashboard_shows_each_pool(client, settings, services) -> None:
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
     assert cells == ["4", "2", "1", "50.0%", "30.00", "3.00", "order_below_minimum: 1"]
     assert 'href="/admin/demo/coupons" aria-current="page"' in page.text
+
+
+def test_cli_issue_gives_a_customer_one_code_of_a_pool(settings, services) -> None:
+    made = vitrine(settings, "create", "--shop", SHOP, "--pool", "sorry", "--count", "2", "--kind", "amount",
+                   "--value", "10", "--reveal", "campaign", "--json")
+    assert made.exit_code == 0, made.output
+    first = vitrine(settings, "issue", "--shop", SHOP, "--pool", "sorry", "--customer", "c9", "--json")
+    assert first.exit_code == 0, first.output
+    answer = json.loads(first.stdout)
+    assert answer["code"] in json.loads(made.stdout) and answer["customer_id"] == "c9"
+    assert vitrine(settings, "issue", "--shop", SHOP, "--pool", "sorry", "--customer", "c9").stdout.strip() == answer["code"]
+    assert services.store.held_coupons(SHOP, ["u:c9"]) == {"sorry": answer["code"]}
+    missing = vitrine(settings, "issue", "--shop", SHOP, "--pool", "nope", "--customer", "c9")
+    assert missing.exit_code == 2 and "no coupon pool 'nope'" in missing.stderr

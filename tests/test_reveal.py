@@ -125,3 +125,73 @@ def test_the_reason_says_why_a_visitor_without_consent_is_not_offered_the_popup(
     d = decide(welcome, dataclasses.replace(visitor(), consent=refused))
     assert not d.show and ("no: reveals each visitor their own code of pool welcome, which needs a visitor with consent "
                            "to personalization (a fallback for the others: code = ...)") in d.reasons
+
+
+# -- apology coupons: the shop's backend issues a code to a customer ---------------------
+def identified(client, services, customer: str) -> str:
+    from server.customers.keys import sign
+
+    body = {"shop": "demo", "page": {"type": "home", "url": "https://shop.example/"}, "slots": [],
+            "identify": {"id": customer, "signature": sign(services.shop_keys.key("demo"), customer)}}
+    r = client.post("/v1/page?shop=demo", json=body, headers={"X-Forwarded-For": UK_IP})
+    assert r.status_code == 200 and r.json()["identify"]["identified"], r.text
+    client.cookies.clear()
+    return r.json()["token"]
+
+
+def issue(client, services, body: dict, key: str | None = "shop"):
+    headers = {"Authorization": f"Bearer {services.shop_keys.key('demo')}"} if key == "shop" else (
+        {"Authorization": f"Bearer {key}"} if key else {})
+    return client.post("/v1/coupons/issue?shop=demo", json=body, headers=headers)
+
+
+def page_popups(client, token: str) -> list[str]:
+    r = client.post("/v1/page?shop=demo", json={"shop": "demo", "page": {"type": "home", "url": "https://shop.example/"},
+                    "slots": []}, headers={"X-Forwarded-For": UK_IP, "X-Visitor-Token": token})
+    client.cookies.clear()
+    return [p["campaign"] for p in r.json()["popups"]]
+
+
+def test_an_apology_coupon_issued_to_a_customer_shows_on_their_next_visit_until_used(client, services) -> None:
+    from server.models import Customer
+
+    services.store.import_customers("demo", [Customer("c-late", first_name="Lou"), Customer("c-fine", first_name="Al")])
+    lou, al = identified(client, services, "c-late"), identified(client, services, "c-fine")
+    assert "apology" not in page_popups(client, lou)
+
+    given = issue(client, services, {"customer_id": "c-late", "pool": "sorry"})
+    assert given.status_code == 200, given.text
+    code = given.json()["code"]
+    assert code.startswith("SORRY-") and given.json() == {"ok": True, "customer_id": "c-late", "pool": "sorry", "code": code}
+    assert issue(client, services, {"customer_id": "c-late", "pool": "sorry"}).json()["code"] == code  # not a second one
+
+    shown = page_popups(client, lou)
+    assert shown[0] == "apology" and "apology" not in page_popups(client, al)
+    revealed = reveal(client, lou, campaign="apology")
+    assert revealed.status_code == 200 and revealed.json()["code"] == code  # the customer's code, not a new one
+    assert reveal(client, al, campaign="apology").status_code == 409  # nothing issued to Al: nothing to show
+
+    assert redeem(client, services, code, "order-9", 30.0)["discount"]["amount"] == pytest.approx(10.0)
+    assert "apology" not in page_popups(client, lou)  # used: no longer offered
+
+
+def test_issuing_needs_the_shops_key_a_pool_and_a_customer(client, services) -> None:
+    assert issue(client, services, {"customer_id": "c1", "pool": "sorry"}, key=None).status_code == 401
+    assert issue(client, services, {"customer_id": "c1", "pool": "sorry"}, key="vsk_wrong").status_code == 401
+    missing = issue(client, services, {"customer_id": "c1", "pool": "nope"})
+    assert missing.status_code == 404 and "no coupon pool 'nope'" in missing.json()["error"]
+    assert issue(client, services, {"customer_id": "c1"}).status_code == 422
+    assert issue(client, services, {"customer_id": "c1", "pool": "bad pool!"}).status_code == 422
+    browser = client.post("/v1/coupons/issue?shop=demo", json={"customer_id": "c1", "pool": "sorry"}, headers={
+        "Authorization": f"Bearer {services.shop_keys.key('demo')}", "Origin": ORIGIN})
+    assert browser.status_code == 403 and "access-control-allow-origin" not in browser.headers
+
+
+def test_holds_coupon_needs_a_coupon_pool(tmp_path: Path) -> None:
+    from server.shops import ShopConfigError, parse_shop_config
+
+    path = tmp_path / "shop.toml"
+    path.write_text('origins = ["https://shop.example"]\n[[campaigns]]\nid = "a"\nwidget = "popup"\ntitle = "Sorry"\n'
+                    '[campaigns.audience]\nholds_coupon = true\n')
+    with pytest.raises(ShopConfigError, match="holds_coupon needs the campaign's coupon_pool"):
+        parse_shop_config("shop", path)

@@ -10,8 +10,10 @@ from typing import Sequence
 from server.models import Interaction
 
 # The demo's coupon pools (demo.toml's coupon_pool): the welcome popup's 10% off and the
-# newsletter sign-up's 15%, a single-use code of their own for each visitor who reveals one.
-COUPON_POOLS = (("welcome", "WELCOME-", 10.0), ("hello", "HELLO-", 15.0))
+# newsletter sign-up's 15%, a single-use code of their own for each visitor who reveals one;
+# the apology popup's £10, which the shop's backend issues to a customer (docs/promotions.md).
+COUPON_POOLS = (("welcome", "WELCOME-", "percent", 10.0), ("hello", "HELLO-", "percent", 15.0),
+                ("sorry", "SORRY-", "amount", 10.0))
 POOL_SIZE = 2000
 POOL_LOW = 500
 
@@ -24,8 +26,8 @@ def fill_coupon_pools(store, shop: str, size: int = POOL_SIZE, low: int = POOL_L
     from server.promotions.rules import PoolRules
 
     added = {}
-    for pool, prefix, percent in COUPON_POOLS:
-        rules, _ = ensure_pool(store, shop, pool, PoolRules(kind="percent", value=percent, reveal="campaign"))
+    for pool, prefix, kind, value in COUPON_POOLS:
+        rules, _ = ensure_pool(store, shop, pool, PoolRules(kind=kind, value=value, reveal="campaign"))
         held = {s["pool"]: s for s in store.coupon_stats(shop)}.get(pool, {})
         left = held.get("codes", 0) - held.get("issued", 0)
         if left < low:

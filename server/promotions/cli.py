@@ -189,6 +189,33 @@ def coupons_redeem(ctx: click.Context, code: str, shop: str, order_id: str, orde
     ctx.exit(0 if answer["ok"] else 1)
 
 
+@coupons.command("issue")
+@click.option("--shop", required=True, help="Shop id.")
+@click.option("--pool", required=True, help="The pool to take the code from.")
+@click.option("--customer", required=True, help="The shop's customer id (an apology coupon shown on their next visit).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as the API gives it.")
+@click.pass_context
+def coupons_issue(ctx: click.Context, shop: str, pool: str, customer: str, as_json: bool) -> None:
+    """Give one of the shop's customers a code of the pool, as POST /v1/coupons/issue does."""
+    from pydantic import ValidationError
+
+    from server.cli import fail
+    from server.errors import ApiError
+    from server.events import describe_validation_error
+    from server.promotions.issue import IssueIn, issue_to_customer
+
+    _, services = _open(ctx, shop)
+    try:
+        answer = issue_to_customer(services.store, shop, IssueIn(customer_id=customer, pool=pool))
+    except ValidationError as exc:
+        fail(describe_validation_error(exc))
+    except ApiError as exc:
+        fail(exc.message)
+    finally:
+        services.close()
+    click.echo(json.dumps(answer) if as_json else answer["code"])
+
+
 @coupons.command("log")
 @click.option("--shop", required=True, help="Shop id.")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), help="Only the newest N attempts.")

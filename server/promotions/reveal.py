@@ -39,6 +39,11 @@ def campaign_code(store: "Store", campaign: "Campaign", ctx: "VisitorContext") -
             return campaign.code
         raise NeedsAVisitor(f"campaign {campaign.id!r} gives each visitor their own code: that needs the token of "
                             "a visitor who consented to personalization (from a page call)")
+    held = ctx.held_coupons().get(campaign.coupon_pool)  # issued before, to them or their customer
+    if held is not None:
+        return held
+    if campaign.audience.holds_coupon:  # shown only to holders: nothing new to give
+        raise NoCodeLeft(f"this visitor holds no code of pool {campaign.coupon_pool!r} with uses left")
     code = issue_code(store, ctx.shop, campaign.coupon_pool, ctx.visitor_id, ctx.audiences.ids)
     if code is None:
         if campaign.code:

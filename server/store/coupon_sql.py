@@ -99,6 +99,19 @@ def issue(conn: Connection, insert: Any, shop: str, pool: str, visitor_id: str, 
     return free.display
 
 
+def held_codes(conn: Connection, shop: str, visitor_ids: Sequence[str]) -> dict[str, str]:
+    """The codes these visitors hold that can still be used (uses left), by pool, each as the
+    shop shows it; the first visitor's where two hold one of the same pool."""
+    rows = conn.execute(sa.select(_issues.visitor_id, _issues.pool, _codes.display).join(coupon_codes, sa.and_(
+        _codes.shop == _issues.shop, _codes.code == _issues.code)).where(
+        _issues.shop == shop, _issues.visitor_id.in_(list(visitor_ids)), _codes.uses < _codes.max_uses))
+    order = {v: n for n, v in enumerate(visitor_ids)}
+    held: dict[str, str] = {}
+    for row in sorted(rows, key=lambda r: order[r.visitor_id]):
+        held.setdefault(row.pool, row.display)
+    return held
+
+
 def _random_between(low: str, high: str) -> str:
     """A random code-like text from `low` to about `high`: their common start, then random
     characters of the codes' alphabet (which is in sort order)."""

@@ -1204,6 +1204,14 @@ class SqlStore:
         with self._reading() as conn:
             return codes_taken(conn, shop, codes)
 
+    def held_coupons(self, shop: str, visitor_ids: Sequence[str]) -> dict[str, str]:
+        """The codes these visitors hold with uses left, by pool (an identified browser's and
+        its customer's: an apology coupon the shop issued to the customer)."""
+        from server.store.coupon_sql import held_codes
+
+        with self._reading() as conn:
+            return held_codes(conn, shop, visitor_ids)
+
     def issue_coupon(self, shop: str, pool: str, visitor_id: str, now: datetime, new: bool = True) -> str | None:
         """The code of the pool this visitor holds, issuing one when they hold none and `new`
         (None: none held, or no code left). VisitorForgotten for a visitor deleted at their request."""

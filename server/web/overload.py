@@ -33,7 +33,7 @@ def kind_of_work(scope: Scope) -> str | None:
     if path == "/v1/events":
         return "events" if method == "POST" else None
     # A sign-up, a code revealed or redeemed: each writes the store on a request thread.
-    if path in ("/v1/leads", "/v1/reveal", "/v1/coupons/redeem"):
+    if path in ("/v1/leads", "/v1/reveal", "/v1/coupons/redeem", "/v1/coupons/issue"):
         return "render" if method == "POST" else None
     if path == "/v1/me":  # a visitor's export or erasure reads or writes the store on a request thread
         return "render" if method in ("GET", "HEAD", "DELETE") else None
