@@ -172,8 +172,8 @@ class Audience(BaseModel):
     # none of `not_audiences`.
     audiences: list[str] = Field(default_factory=list, description="In any of these audiences")
     holds_coupon: bool = Field(
-        False, description="only a visitor who holds a code of the campaign's coupon_pool with uses left (one the "
-        "shop issued them, such as an apology coupon: docs/promotions.md)",
+        False, description="only a visitor identified as a customer who holds a code of the campaign's coupon_pool "
+        "with uses left (one the shop issued them, such as an apology coupon: docs/promotions.md)",
     )
     not_audiences: list[str] = Field(default_factory=list, description="In none of these audiences")
 
@@ -393,7 +393,8 @@ def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozens
     if aud.holds_coupon:
         held = ctx.held_coupons().get(campaign.coupon_pool)
         check(held is not None, f"holds a code of pool {campaign.coupon_pool} with uses left" if held else
-              f"holds no code of pool {campaign.coupon_pool} with uses left")
+              f"holds no code of pool {campaign.coupon_pool} with uses left" + (
+                  "" if ctx.profile.customer_id else " (not identified as a customer)"))
     if campaign.coupon_pool and not campaign.code:
         check(ctx.consent.personalization,
               f"reveals each visitor their own code of pool {campaign.coupon_pool}, which needs a visitor with "

@@ -336,10 +336,13 @@ class ContextBuilder:
         return apply_overrides(ctx, overrides or {})
 
     def _held_coupons(self, ctx: VisitorContext) -> dict[str, str]:
+        """Read for identified customers only (the shop's backend issues to customers): an
+        anonymous visitor's page call never pays for the query."""
         from server.store.sql import imported_visitor_id
 
-        holders = [ctx.visitor_id] + ([imported_visitor_id(ctx.profile.customer_id)] if ctx.profile.customer_id else [])
-        return self.store.held_coupons(ctx.shop, holders)
+        if not ctx.profile.customer_id:
+            return {}
+        return self.store.held_coupons(ctx.shop, [ctx.visitor_id, imported_visitor_id(ctx.profile.customer_id)])
 
     def record_exposures(self, ctx: VisitorContext, exposures: "Sequence[tuple[Assignment, str]]") -> int:
         """Store the visitor's first exposure to each experiment this page view showed them

@@ -195,3 +195,19 @@ def test_holds_coupon_needs_a_coupon_pool(tmp_path: Path) -> None:
                     '[campaigns.audience]\nholds_coupon = true\n')
     with pytest.raises(ShopConfigError, match="holds_coupon needs the campaign's coupon_pool"):
         parse_shop_config("shop", path)
+
+
+def test_only_an_identified_customers_page_call_reads_the_coupons(client, services) -> None:
+    import sqlalchemy as sa
+
+    from server.models import Customer
+
+    services.store.import_customers("demo", [Customer("c-any", first_name="Cy")])
+    anonymous, customer = visit(client)["token"], identified(client, services, "c-any")
+    statements: list[str] = []
+    sa.event.listen(services.store.engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *rest: statements.append(statement))
+    page_popups(client, anonymous)
+    assert not [s for s in statements if "coupon_issues" in s]
+    page_popups(client, customer)
+    assert [s for s in statements if "coupon_issues" in s]

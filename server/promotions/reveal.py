@@ -39,7 +39,7 @@ def campaign_code(store: "Store", campaign: "Campaign", ctx: "VisitorContext") -
             return campaign.code
         raise NeedsAVisitor(f"campaign {campaign.id!r} gives each visitor their own code: that needs the token of "
                             "a visitor who consented to personalization (from a page call)")
-    held = ctx.held_coupons().get(campaign.coupon_pool)  # issued before, to them or their customer
+    held = ctx.held_coupons().get(campaign.coupon_pool)  # issued by the shop to their customer
     if held is not None:
         return held
     if campaign.audience.holds_coupon:  # shown only to holders: nothing new to give
