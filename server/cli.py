@@ -953,13 +953,13 @@ def _visitor_of(visitor: str | None, customer: str | None) -> str:
 
 
 def _for_visitor(ctx: click.Context, shop: str, visitor: str | None, customer: str | None, work: Any) -> tuple[str, Any]:
-    """`work(store, shop, visitor_id)` for the visitor named by --visitor or --customer, in a
+    """`work(services, shop, visitor_id)` for the visitor named by --visitor or --customer, in a
     shop that exists; the visitor's id and what `work` returned."""
     visitor_id = _visitor_of(visitor, customer)
     services = _services(_settings(ctx))
     try:
         _require_shop(services, shop)
-        return visitor_id, work(services.store, shop, visitor_id)
+        return visitor_id, work(services, shop, visitor_id)
     finally:
         services.close()
 
@@ -971,7 +971,7 @@ def _for_visitor(ctx: click.Context, shop: str, visitor: str | None, customer: s
 def privacy_export(ctx: click.Context, shop: str, visitor: str | None, customer: str | None) -> None:
     """Print everything held about one visitor as JSON (the answer of GET /v1/me); for a
     customer, with every browser identified as them."""
-    from server.privacy.data import export_customer, export_visitor
+    from server.privacy.data import audiences_of, export_customer, export_visitor
 
     if customer and not visitor:
         data = _for_customer(ctx, shop, customer, export_customer)
@@ -980,7 +980,14 @@ def privacy_export(ctx: click.Context, shop: str, visitor: str | None, customer:
             sys.exit(1)
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
-    visitor_id, data = _for_visitor(ctx, shop, visitor, customer, export_visitor)
+    def export(services: Any, shop: str, visitor_id: str) -> dict | None:
+        data = export_visitor(services.store, shop, visitor_id)
+        if data is not None:  # as GET /v1/me answers: with the audiences inferred
+            book = services.shops.get(shop).audience_book
+            data["audiences"] = audiences_of(services.store, shop, visitor_id, services.audiences.for_shop(book))
+        return data
+
+    visitor_id, data = _for_visitor(ctx, shop, visitor, customer, export)
     if data is None:
         click.echo(f"Nothing is stored about visitor {visitor_id!r} in shop {shop!r}.", err=True)
         sys.exit(1)
@@ -1005,7 +1012,7 @@ def privacy_delete(ctx: click.Context, shop: str, visitor: str | None, customer:
         for table, count in counts.items():
             click.echo(f"  {table}: {count} row{'' if count == 1 else 's'}")
         return
-    visitor_id, counts = _for_visitor(ctx, shop, visitor, customer, delete_visitor)
+    visitor_id, counts = _for_visitor(ctx, shop, visitor, customer, lambda svc, s, v: delete_visitor(svc.store, s, v))
     if not any(counts.values()):
         click.echo(f"Nothing was stored about visitor {visitor_id!r} in shop {shop!r}: nothing deleted.")
         return

@@ -138,6 +138,10 @@ def test_me_returns_the_profile_the_state_and_every_event_of_the_visitor(client,
     assert events["a-search-00"]["props"]["search_term"] == "lantern a"
     assert all(e["ts"].endswith("Z") and e["received_at"].endswith("Z") for e in data["events"])
 
+    # What is inferred too: the audiences they are in now, with why (a customer since the purchase).
+    audiences = {a["id"]: a["reason"] for a in data["audiences"]}
+    assert "first_time_customer" in audiences and audiences["first_time_customer"]
+
     state = data["state"]
     assert state["closed_campaigns"] == ["welcome"]
     recent = {(e["type"], tuple(e["item_ids"]), e.get("search_term")) for e in state["recent"]}

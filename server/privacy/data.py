@@ -41,6 +41,31 @@ def export_visitor(store: Store, shop: str, visitor_id: str) -> dict[str, Any] |
     return export
 
 
+def audiences_of(store: Store, shop: str, visitor_id: str, audience_source: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    """The shop's audiences the stored visitor is in now, with why: what is inferred about
+    them (worked out from their profile on each request, never stored), for their export.
+    Read from the stored profile alone (its device class, country and traffic source), so
+    the HTTP answer and `vitrine privacy export` say the same."""
+    from server.context import PageContext, VisitorContext
+    from server.countries import display_name
+    from server.device import Device
+    from server.geo import Geo
+    from server.traffic import TrafficSource
+
+    profile = store.get_visitor(shop, visitor_id)
+    if profile is None:
+        return []
+    device_class = profile.device_class or "other"
+    ctx = VisitorContext(
+        shop=shop, visitor_id=visitor_id, is_new_token=False, profile=profile,
+        device=Device(device_class, "", "", device_class == "bot"),
+        geo=Geo(country=profile.country, country_name=display_name(profile.country).removeprefix("the ")),
+        source=TrafficSource(medium=profile.source, source=profile.source_name, campaign=profile.utm_campaign, utm={}),
+        page=PageContext(), audience_source=audience_source,
+    )
+    return [{"id": r.id, "reason": r.reason} for r in ctx.audiences.results if r.member]
+
+
 def export_customer(store: Store, shop: str, customer_id: str) -> dict[str, Any] | None:
     """Everything held about one of the shop's customers: their imported details and orders
     (the visitor `u:<id>`, as export_visitor shows a visitor) and, under `devices`, the export

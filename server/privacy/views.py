@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from server.errors import ApiError
 from server.identity import clear_token, identify
-from server.privacy.data import delete_visitor, export_visitor
+from server.privacy.data import audiences_of, delete_visitor, export_visitor
 from server.web.front import request_shop
 from server.web.responses import JSONResponse
 
@@ -52,7 +52,10 @@ async def _me(request: Request) -> Response:
         )
     def export() -> dict | None:
         svc.contexts.page_views.flush()  # their page views written behind the answers, too
-        return export_visitor(svc.store, shop.id, identity.visitor_id)
+        data = export_visitor(svc.store, shop.id, identity.visitor_id)
+        if data is not None:  # what is inferred about them, as well as what is stored
+            data["audiences"] = audiences_of(svc.store, shop.id, identity.visitor_id, svc.audiences.for_shop(shop.audience_book))
+        return data
 
     data = await run_in_threadpool(export)
     if data is None:
