@@ -329,6 +329,17 @@ lead_body = now_and_then_broken(st.fixed_dictionaries(
     optional={"token": body_token, "birthday": mostly(st.sampled_from(("1990-04-01", "02-29")), text_up_to(12)),
               "interests": many(text_up_to(130), 25)},
 ))
+reveal_body = now_and_then_broken(st.fixed_dictionaries(
+    {"shop": shop_field, "campaign": mostly(st.sampled_from(("welcome", "apology", "newsletter")), text_up_to(64, min_size=1))},
+    optional={"token": body_token, "consent": st.fixed_dictionaries({}, optional={
+        "personalization": st.booleans() | st.none(), "analytics": st.booleans() | st.none(),
+        "source": mostly(st.sampled_from(("tcf", "shop,tcf")), text_up_to(80))})},
+))
+# The shop's backend: its key (or a wrong one, or none) and a customer and pool.
+issue_body = now_and_then_broken(st.fixed_dictionaries(
+    {"customer_id": mostly(st.just("c1"), text_up_to(200)), "pool": mostly(st.sampled_from(("welcome", "sorry")), text_up_to(80))},
+    optional={"shop": shop_field},
+))
 
 RAW_BODIES = (
     b"", b"null", b"[]", b"{}", b'"demo"', b"1e999", b"NaN", b'\xef\xbb\xbf{"shop": "demo"}', b'{"shop": "demo"',
@@ -480,6 +491,21 @@ def test_leads_never_fail_on_raw_bytes(client, body, params, given_headers, ctyp
     send(client, "POST", "/v1/leads", params, sent_headers, body)
 
 
+@fuzz(150)
+@given(body=reveal_body, params=query, given_headers=headers, json_type=json_content_type)
+def test_reveals_never_fail_on_generated_json(client, demo_pools, body, params, given_headers, json_type) -> None:
+    sent_headers, body = resolve(client, {**given_headers, **json_type}, body)
+    send(client, "POST", "/v1/reveal", params, sent_headers, json_text_of(body).encode())
+
+
+@fuzz(100)
+@given(body=issue_body, params=query, right_key=st.booleans(), json_type=json_content_type)
+def test_issues_never_fail_on_generated_json(client, services, demo_pools, body, params, right_key, json_type) -> None:
+    key = services.shop_keys.key("demo") if right_key else "vsk_not-the-key"
+    sent_headers, body = resolve(client, {"authorization": f"Bearer {key}", **json_type}, body)
+    send(client, "POST", "/v1/coupons/issue", params, sent_headers, json_text_of(body).encode())
+
+
 # -- fragments -----------------------------------------------------------------------
 @fuzz(500)
 @given(kind=mostly(st.sampled_from(KINDS), url_text, times=5), params=query, tail=raw_query_tail, given_headers=headers)
@@ -495,7 +521,8 @@ def test_fragments_never_fail(client, kind, params, tail, given_headers) -> None
 
 # -- CORS preflight, the script, health, unknown endpoints ---------------------------
 v1_path = st.one_of(
-    st.sampled_from(("/v1/page", "/v1/events", "/v1/leads", "/v1/health", "/v1/vitrine.js", "/v1/popups.js", "/v1/me")),
+    st.sampled_from(("/v1/page", "/v1/events", "/v1/leads", "/v1/reveal", "/v1/health", "/v1/vitrine.js", "/v1/popups.js",
+                     "/v1/me")),
     st.sampled_from(KINDS).map(lambda kind: f"/v1/fragments/{kind}"),
     # Not "." or "..": a client resolves those dot segments away (RFC 3986), so the request
     # would go to another path than the one the test names.
