@@ -102,7 +102,7 @@ def test_a_birthday_given_in_the_sign_up_popup_brings_the_birthday_popup_that_we
     assert reasons[-1].startswith("no: no birthday (none known for this visitor) today, in the next 3 days or the last 3 days")
 
 
-def test_birthdays_and_anniversaries_of_imported_customers_by_loyalty_tier(client, services) -> None:
+def test_birthdays_and_anniversaries_of_imported_customers_by_loyalty_tier(client, services, demo_pools) -> None:
     from datetime import timezone
 
     from server.customers.keys import sign
@@ -146,6 +146,24 @@ def test_birthdays_and_anniversaries_of_imported_customers_by_loyalty_tier(clien
     assert "anniversary" not in popups(client, plain, now=(joined + timedelta(hours=3)).isoformat() + "Z")
     week_after = (joined.replace(year=joined.year + 2) + timedelta(days=7, hours=3)).isoformat() + "Z"
     assert "anniversary" not in popups(client, plain, now=week_after)
+
+    # The rewards are codes of their own with the seeds' rules: the gold anniversary's 50% is
+    # capped at £500, the gold birthday's £20 comes with free shipping.
+    def revealed(token: str, campaign: str) -> str:
+        r = client.post("/v1/reveal?shop=demo", json={"shop": "demo", "token": token, "campaign": campaign},
+                        headers={"X-Forwarded-For": UK_IP, "Origin": "http://127.0.0.1:8000"})
+        assert r.status_code == 200, r.text
+        return r.json()["code"]
+
+    def redeemed(code: str, order: str, value: float) -> dict:
+        return client.post("/v1/coupons/redeem?shop=demo", json={
+            "code": code, "order_id": order, "order_value": value, "currency": "GBP"},
+            headers={"Authorization": f"Bearer {key}"}).json()["discount"]
+
+    half = redeemed(revealed(gold, "anniversary-gold"), "a-1", 1400.0)
+    assert (half["amount"], half["max_discount"]) == (500.0, 500.0)
+    present = redeemed(revealed(gold, "birthday-gold"), "b-1", 60.0)
+    assert (present["amount"], present["free_shipping"]) == (20.0, True)
 
 
 def test_no_consent_no_birthday(client, settings) -> None:

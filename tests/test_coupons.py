@@ -154,7 +154,7 @@ def test_the_discount_is_a_percentage_or_an_amount_of_what_it_applies_to(service
     store = services.store
     [percent] = pool_of(store, PoolRules(kind="percent", value=15), pool="pc")
     assert attempt(store, percent, value=80)["discount"] == {
-        "kind": "percent", "value": 15, "amount": 12.0, "applies_to": 80.0, "currency": "EUR"}
+        "kind": "percent", "value": 15, "amount": 12.0, "applies_to": 80.0, "currency": "EUR", "free_shipping": False}
     [amount] = pool_of(store, PoolRules(kind="amount", value=20, currency="EUR"), pool="am")
     assert attempt(store, amount, value=12.5)["discount"]["amount"] == 12.5  # never more than the order
     [gifts] = pool_of(store, PoolRules(kind="percent", value=50, categories=("Gifts",), items=("71053",)), pool="gifts")
@@ -164,6 +164,22 @@ def test_the_discount_is_a_percentage_or_an_amount_of_what_it_applies_to(service
              {"item_id": "x-1", "price": 10, "category": "Gifts > Cards"}]  # a sub-category, as the body says
     discount = attempt(store, gifts, value=22.04, items=lines)["discount"]
     assert discount["applies_to"] == 17.09 and discount["amount"] == 8.54
+
+
+def test_a_cap_on_a_percentage_and_free_shipping(services) -> None:
+    # The seeds of calendar rewards: "50% up to 500" and "20 off and free shipping".
+    store = services.store
+    capped = pool_of(store, PoolRules(kind="percent", value=50, max_discount=500), count=2, pool="half")
+    assert attempt(store, capped[0], "o-big", value=1200)["discount"]["amount"] == 500.0  # the cap
+    small = attempt(store, capped[1], "o-small", value=600)["discount"]
+    assert small["amount"] == 300.0 and small["max_discount"] == 500.0 and small["free_shipping"] is False
+    [gift] = pool_of(store, PoolRules(kind="amount", value=20, free_shipping=True), pool="bday")
+    given = attempt(store, gift, value=35)["discount"]
+    assert (given["amount"], given["free_shipping"]) == (20.0, True) and "max_discount" not in given
+    with pytest.raises(ValueError, match="an amount is its own cap"):
+        PoolRules(kind="amount", value=20, max_discount=10)
+    with pytest.raises(ValueError, match="cap on the discount must be above 0"):
+        PoolRules(kind="percent", value=20, max_discount=0)
 
 
 def test_a_code_never_issued_of_a_campaign_pool_reveals_nothing_usable(services) -> None:
@@ -397,7 +413,8 @@ def test_redeem_over_http_with_the_shops_key(client, services) -> None:
     answer = post(client, {"code": code, **ORDER}, key_of(services))
     assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
     assert answer.json() == {"ok": True, "code": code, "pool": "p", "discount": {
-        "kind": "amount", "value": 5.0, "amount": 5.0, "applies_to": 42.0, "currency": "EUR"}}
+        "kind": "amount", "value": 5.0, "amount": 5.0, "applies_to": 42.0, "currency": "EUR",
+        "free_shipping": False}}
     again = post(client, {"code": code, **ORDER, "order_id": "web-2", "shop": "demo"}, key_of(services), query="")
     assert again.status_code == 200 and again.json() == {"ok": False, "reason": "already_redeemed"}
 
@@ -530,7 +547,8 @@ def test_cli_create_redeem_log(settings, services) -> None:
                  "--currency", "GBP", "--customer", "c1", "--json")
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout) == {"ok": True, "code": codes[0], "pool": "welcome", "discount": {
-        "kind": "amount", "value": 5.0, "amount": 5.0, "applies_to": 25.0, "currency": "GBP"}}
+        "kind": "amount", "value": 5.0, "amount": 5.0, "applies_to": 25.0, "currency": "GBP",
+        "free_shipping": False}}
     low = vitrine(settings, "redeem", codes[1], "--shop", SHOP, "--order-id", "o2", "--order-value", "10",
                   "--customer", "c2", "--json")
     assert low.exit_code == 1 and json.loads(low.stdout) == {"ok": False, "reason": "order_below_minimum"}

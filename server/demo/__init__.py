@@ -12,8 +12,16 @@ from server.models import Interaction
 # The demo's coupon pools (demo.toml's coupon_pool): the welcome popup's 10% off and the
 # newsletter sign-up's 15%, a single-use code of their own for each visitor who reveals one;
 # the apology popup's £10, which the shop's backend issues to a customer (docs/promotions.md).
-COUPON_POOLS = (("welcome", "WELCOME-", "percent", 10.0), ("hello", "HELLO-", "percent", 15.0),
-                ("sorry", "SORRY-", "amount", 10.0))
+# The gold members' calendar rewards: 50% capped at £500 on their anniversary, £20 and free
+# shipping on their birthday; everyone else's anniversary, 15%.
+COUPON_POOLS = (
+    ("welcome", "WELCOME-", dict(kind="percent", value=10.0)),
+    ("hello", "HELLO-", dict(kind="percent", value=15.0)),
+    ("sorry", "SORRY-", dict(kind="amount", value=10.0)),
+    ("gold-anniversary", "GOLD-", dict(kind="percent", value=50.0, max_discount=500.0)),
+    ("gold-birthday", "BDAY-", dict(kind="amount", value=20.0, free_shipping=True)),
+    ("anniversary", "THANKS-", dict(kind="percent", value=15.0)),
+)
 POOL_SIZE = 2000
 POOL_LOW = 500
 
@@ -26,8 +34,8 @@ def fill_coupon_pools(store, shop: str, size: int = POOL_SIZE, low: int = POOL_L
     from server.promotions.rules import PoolRules
 
     added = {}
-    for pool, prefix, kind, value in COUPON_POOLS:
-        rules, _ = ensure_pool(store, shop, pool, PoolRules(kind=kind, value=value, reveal="campaign"))
+    for pool, prefix, rule in COUPON_POOLS:
+        rules, _ = ensure_pool(store, shop, pool, PoolRules(**rule, reveal="campaign"))
         held = {s["pool"]: s for s in store.coupon_stats(shop)}.get(pool, {})
         left = held.get("codes", 0) - held.get("issued", 0)
         if left < low:

@@ -26,6 +26,8 @@ def _rule_options(command: Any) -> Any:
         click.option("--value", type=float, help="The percentage or the amount (default 10)."),
         click.option("--currency", "pool_currency", help="The amount's currency; orders in another are not eligible."),
         click.option("--min-order", type=float, help="The smallest order value the code applies to."),
+        click.option("--max-discount", type=float, help="A percentage's cap: at most this much off (50% up to 500)."),
+        click.option("--free-shipping", is_flag=True, default=None, help="The code also gives free shipping."),
         click.option("--starts", help="Valid from (ISO 8601; without an offset, the shop's time zone)."),
         click.option("--expires", help="Valid until (ISO 8601; a date alone: to the end of that day)."),
         click.option("--uses-per-code", type=int, help="Redemptions of each code (default 1)."),
@@ -50,7 +52,7 @@ def _rules(shop_zone: str, given: dict[str, Any]) -> Any:
 
     names = {"kind": "kind", "value": "value", "pool_currency": "currency", "min_order": "min_order",
              "uses_per_code": "uses_per_code", "uses_per_customer": "uses_per_customer", "budget": "budget",
-             "audience": "audience", "reveal": "reveal"}
+             "audience": "audience", "reveal": "reveal", "max_discount": "max_discount", "free_shipping": "free_shipping"}
     rules = {names[k]: v for k, v in given.items() if k in names and v is not None}
     if given.get("pool_currency"):
         rules["currency"] = given["pool_currency"].upper()

@@ -34,9 +34,11 @@ class PoolRules:
     items: tuple[str, ...] = ()
     audience: str = ""
     reveal: Literal["shop", "campaign"] = "shop"
+    max_discount: float | None = None  # a percentage's cap, in the order's currency ("50% up to 500")
+    free_shipping: bool = False  # the code also gives free shipping ("20 off and free shipping")
 
     def __post_init__(self) -> None:
-        for name in ("value", "min_order"):  # stored as floats: 20 and 20.0 are one rule
+        for name in ("value", "min_order", "max_discount"):  # stored as floats: 20 and 20.0 are one rule
             if isinstance(getattr(self, name), int):
                 object.__setattr__(self, name, float(getattr(self, name)))
         problems = []
@@ -46,6 +48,10 @@ class PoolRules:
             problems.append(f"value must be above 0{' and at most 100' if self.kind == 'percent' else ''}, not {self.value}")
         if self.min_order is not None and not (0 <= self.min_order <= 1e9):
             problems.append(f"the minimum order must be 0 or more, not {self.min_order}")
+        if self.max_discount is not None and not (0 < self.max_discount <= 1e9):
+            problems.append(f"the cap on the discount must be above 0, not {self.max_discount}")
+        if self.max_discount is not None and self.kind != "percent":
+            problems.append("a cap on the discount is for a percentage; an amount is its own cap")
         if self.starts_at and self.expires_at and self.expires_at <= self.starts_at:
             problems.append("the pool expires before it starts")
         for name in ("uses_per_code", "uses_per_customer", "budget"):
@@ -137,7 +143,14 @@ def judge(rules: PoolRules, code: dict[str, Any], customer_uses: int, *, now: da
 
 
 def discount(rules: PoolRules, base: float) -> float:
-    taken = base * rules.value / 100 if rules.kind == "percent" else min(rules.value, base)
+    """What the code takes off `base`: the percentage of it up to the cap, or the amount (at
+    most all of it)."""
+    if rules.kind == "percent":
+        taken = base * rules.value / 100
+        if rules.max_discount is not None:
+            taken = min(taken, rules.max_discount)
+    else:
+        taken = min(rules.value, base)
     return round(taken, 2)
 
 
@@ -150,5 +163,8 @@ def _applies(rules: PoolRules, line: Line) -> bool:
 
 def describe(rules: PoolRules, amount: float, base: float, currency: str) -> dict[str, Any]:
     """The `discount` of an ok answer."""
-    return {"kind": rules.kind, "value": rules.value, "amount": amount, "applies_to": base,
-            "currency": rules.currency or currency}
+    described = {"kind": rules.kind, "value": rules.value, "amount": amount, "applies_to": base,
+                 "currency": rules.currency or currency, "free_shipping": rules.free_shipping}
+    if rules.max_discount is not None:
+        described["max_discount"] = rules.max_discount
+    return described

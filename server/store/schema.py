@@ -395,6 +395,10 @@ coupon_pools = sa.Table(
     # nothing of itself; "shop": the shop hands the codes out itself.
     sa.Column("reveal", sa.String(8), nullable=False, server_default="shop"),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # The most a percentage takes off ("50% up to 500"; NULL: no cap), and whether the code
+    # also gives free shipping (the checkout applies it: the answer says so).
+    sa.Column("max_discount", sa.Float, nullable=True),
+    sa.Column("free_shipping", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # Every code, by its normalized form (upper case, no spaces or dashes): unique per shop.
