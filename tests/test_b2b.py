@@ -266,3 +266,37 @@ def test_read_price_list_needs_a_file_and_a_header(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(ImportFailed, match="empty"):
         read_price_list(empty)
+
+
+# -- the store, on both backends -------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    from server.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'v.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url"))
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_a_price_list_replaces_the_one_before_and_moves_the_version(any_store) -> None:
+    assert any_store.price_list_version("s") == 0 and any_store.price_list("s") == ([], [])
+    assert any_store.import_price_list("s", [("trade", "A", 1, 2.0), ("trade", "A", 10, 1.5)], [("trade", "B")]) == 1
+    any_store.import_price_list("other", [("trade", "A", 1, 9.0)], [])
+    assert any_store.price_list("s") == ([("trade", "A", 1, 2.0), ("trade", "A", 10, 1.5)], [("trade", "B")])
+    assert any_store.import_price_list("s", [("vip", "C", 5, 3.0)], []) == 2
+    assert any_store.price_list("s") == ([("vip", "C", 5, 3.0)], [])
+    assert any_store.price_list("other") == ([("trade", "A", 1, 9.0)], [])
+
+
+def test_a_customers_purchases_for_reordering(any_store) -> None:
+    any_store.import_orders("s", [Order("1", "t", ago(9), 5.0, lines=(("A", 6.0), ("B", 1.0))),
+                                  Order("2", "t", ago(2), 5.0, lines=(("A", 12.0),)),
+                                  Order("3", "x", ago(1), 5.0, lines=(("C", 1.0),))])
+    found = any_store.customer_purchases("s", "t")
+    assert [order for _, order, _, _ in found] == ["2", "1"]
+    from server.b2b.reorder import usual_items
+
+    assert [(u.item_id, u.orders, u.quantity) for u in usual_items(found)] == [("A", 2, 12.0), ("B", 1, 1.0)]

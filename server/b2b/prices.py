@@ -73,10 +73,14 @@ class PriceLists:
         self._lock = threading.Lock()
 
     def shop(self, shop: str) -> ShopPriceList:
+        """The shop's list. The first request of a shop waits for its load; later checks and
+        reloads happen in one thread while the others keep serving the list they have."""
         held = self._shops.get(shop)
         if held is not None and time.monotonic() < held[0]:
             return held[1]
-        with self._lock:  # one thread checks (and loads) at a time; the others wait briefly
+        if not self._lock.acquire(blocking=held is None):
+            return held[1]  # type: ignore[index]  # another thread checks; serve what we have meanwhile
+        try:
             held = self._shops.get(shop)
             if held is not None and time.monotonic() < held[0]:
                 return held[1]
@@ -86,6 +90,8 @@ class PriceLists:
                 current = ShopPriceList(version) if version == 0 else ShopPriceList.build(version, *self.store.price_list(shop))
             self._shops[shop] = (time.monotonic() + self.check_interval_s, current)
             return current
+        finally:
+            self._lock.release()
 
     def refresh(self, shop: str) -> None:
         """Check the shop's version on the next read (after an import in this process)."""
