@@ -75,7 +75,7 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, si
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
     _import_demo_customers(services)
-    _import_prices(services, DEMO_SHOP, DEMO_DIR / "data" / "prices.csv")
+    _import_prices(services, DEMO_SHOP, DEMO_DIR / "data" / "prices.csv", unless_same=True)
     _fill_demo_coupons(services)
     if not services.search.in_step(DEMO_SHOP):
         count = services.search.rebuild(DEMO_SHOP)
@@ -187,9 +187,7 @@ def _services(settings: Settings) -> Any:
 def _import_demo_customers(services: Any) -> None:
     """The demo's customers (names and consents made up, server/demo/data/NOTICE.md), for its
     log-in page; imported again at each start, which changes nothing once they are in."""
-    from server.imports import read_customers
-
-    from server.imports import read_orders
+    from server.imports import read_customers, read_orders
 
     new, _, _ = services.store.import_customers(DEMO_SHOP, read_customers(DEMO_DIR / "data" / "customers.csv"))
     if new:
@@ -302,13 +300,18 @@ def import_prices(ctx: click.Context, file: Path, shop: str) -> None:
     _import_prices(services, shop, file)
 
 
-def _import_prices(services: Any, shop: str, file: Path) -> None:
+def _import_prices(services: Any, shop: str, file: Path, unless_same: bool = False) -> None:
+    """`unless_same`: leave the stored list (and its version) as it is when the file holds the same."""
     from server.imports import ImportFailed, read_price_list
 
     try:
         found = read_price_list(file)
     except ImportFailed as exc:
         fail(f"{exc}\nNothing was imported.")
+    if unless_same:
+        tiers, restricted = services.store.price_list(shop)
+        if (sorted(tiers), sorted(restricted)) == (sorted(found.tiers), sorted(found.restricted)):
+            return
     services.store.import_price_list(shop, found.tiers, found.restricted)
     services.catalog.refresh(shop)
     groups = len({t[0] for t in found.tiers} | {r[0] for r in found.restricted})

@@ -157,6 +157,8 @@ def test_items_a_group_may_not_buy_are_never_recommended_nor_found_for_it(app, s
     assert "71053" in shown_ids(fragment(sam, "search", q="lantern"))
     assert "71053" not in shown_ids(fragment(tess, "search", q="lantern"))
     assert "71053" not in shown_ids(fragment(tess, "search", q="lantern", suggest="1"))
+    assert "71053" in shown_ids(fragment(sam, "category", category="Candles and lights"))
+    assert "71053" not in shown_ids(fragment(tess, "category", category="Candles and lights"))
     assert "71053" not in shown_ids(fragment(tess, "reorder"))  # ordered before, not to be ordered again
 
 
