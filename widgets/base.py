@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
+from server.b2b.prices import group_prices_for
 from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy, time_left
 from server.occasions import occasion
 from server.context import VisitorContext
@@ -118,8 +119,6 @@ class RenderContext:
 
 def group_prices(rc: RenderContext) -> "Mapping[str, GroupPrice] | None":
     """The visitor's customer group's prices by item id, for the item cards (None: the catalog's)."""
-    from server.b2b.prices import group_prices_for
-
     return group_prices_for(rc.catalog, rc.ctx) if rc.catalog is not None else None
 
 
