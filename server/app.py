@@ -198,6 +198,7 @@ def _warm_and_freeze(services: Services) -> None:
         try:
             services.shop(shop)
             services.catalog.shop(shop)
+            services.catalog.prices.shop(shop)
             services.recommender.models.get(shop)
         except Exception as exc:  # noqa: BLE001 - the first request that needs it reports it
             log.warning("could not load shop %s before serving: %s", shop, exc)

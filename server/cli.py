@@ -75,6 +75,7 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, si
     else:
         click.echo(f"Demo shop already imported in {settings.resolved_data_dir} (reusing it).")
     _import_demo_customers(services)
+    _import_prices(services, DEMO_SHOP, DEMO_DIR / "data" / "prices.csv", unless_same=True)
     _fill_demo_coupons(services)
     if not services.search.in_step(DEMO_SHOP):
         count = services.search.rebuild(DEMO_SHOP)
@@ -186,11 +187,14 @@ def _services(settings: Settings) -> Any:
 def _import_demo_customers(services: Any) -> None:
     """The demo's customers (names and consents made up, server/demo/data/NOTICE.md), for its
     log-in page; imported again at each start, which changes nothing once they are in."""
-    from server.imports import read_customers
+    from server.imports import read_customers, read_orders
 
     new, _, _ = services.store.import_customers(DEMO_SHOP, read_customers(DEMO_DIR / "data" / "customers.csv"))
     if new:
         click.echo(f"Imported the demo shop's {new} customers (log in as one at /demo/account).")
+    # The trade customer's orders (docs/b2b.md): an order imported before is not counted again.
+    if services.store.import_orders(DEMO_SHOP, read_orders(DEMO_DIR / "data" / "orders.csv"))[0]:
+        click.echo("Imported the demo trade customer's orders (log in as Bea at /demo/account).")
 
 
 def _fill_demo_coupons(services: Any) -> None:
@@ -214,7 +218,7 @@ def _install_demo_shop(settings: Settings) -> None:
 # -- data ------------------------------------------------------------------------------
 @main.group("import")
 def import_() -> None:
-    """Import a catalog, past interactions, customers or orders into a shop."""
+    """Import a catalog, past interactions, customers, orders or price lists into a shop."""
 
 
 @import_.command("catalog")
@@ -283,6 +287,36 @@ def import_orders(ctx: click.Context, file: Path, shop: str) -> None:
     )
     if forgotten:
         click.echo(f"Left out {forgotten} orders of customers deleted at their request (vitrine privacy delete --customer).")
+
+
+@import_.command("prices")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--shop", required=True, help="Shop id.")
+@click.pass_context
+def import_prices(ctx: click.Context, file: Path, shop: str) -> None:
+    """Import the price list per customer group: CSV group,item_id[,min_quantity,price,allowed] (docs/b2b.md)."""
+    services = _services(_settings(ctx))
+    _require_shop(services, shop)
+    _import_prices(services, shop, file)
+
+
+def _import_prices(services: Any, shop: str, file: Path, unless_same: bool = False) -> None:
+    """`unless_same`: leave the stored list (and its version) as it is when the file holds the same."""
+    from server.imports import ImportFailed, read_price_list
+
+    try:
+        found = read_price_list(file)
+    except ImportFailed as exc:
+        fail(f"{exc}\nNothing was imported.")
+    if unless_same:
+        tiers, restricted = services.store.price_list(shop)
+        if (sorted(tiers), sorted(restricted)) == (sorted(found.tiers), sorted(found.restricted)):
+            return
+    services.store.import_price_list(shop, found.tiers, found.restricted)
+    services.catalog.refresh(shop)
+    groups = len({t[0] for t in found.tiers} | {r[0] for r in found.restricted})
+    click.echo(f"Imported the price list of shop {shop!r}: {len(found.tiers)} price tiers and "
+               f"{len(found.restricted)} items not allowed, for {groups} customer groups (it replaces the one before).")
 
 
 def _require_shop(services: Any, shop: str) -> None:

@@ -217,8 +217,8 @@ class VisitorContext:
             "page_views": self.profile.page_views,
             "orders": self.profile.orders,
             "is_customer": self.profile.is_customer,
-            "customer": {"id": self.profile.customer_id, "first_name": self.profile.first_name}
-            if self.profile.customer_id else None,
+            "customer": {"id": self.profile.customer_id, "first_name": self.profile.first_name,
+                         "group": self.profile.customer_group} if self.profile.customer_id else None,
             "first_seen": self.profile.first_seen.isoformat(timespec="seconds"),
             "device": dict(vars(self.device)),
             "geo": geo,
@@ -431,11 +431,13 @@ def apply_overrides(ctx: VisitorContext, overrides: Mapping[str, str]) -> Visito
 def non_personal(ctx: VisitorContext) -> VisitorContext:
     """The context a hold-out visitor (or an experiment's default variant) is rendered with:
     this request's device, location, source and page, and nothing of the visitor (no
-    history, no model vector, no audience, a first visit)."""
+    history, no model vector, no audience, a first visit). The customer's group stays: its
+    prices and the items it may not buy are terms of trade, not personalization (docs/b2b.md)."""
     now = ctx.profile.last_seen
     return dataclasses.replace(
         ctx, visitor_id="", is_new_token=True, memo=None, audience_source=None, forced_variants=(),
-        profile=VisitorProfile(visitor_id="", first_seen=now, last_seen=now, new_visit=True),
+        profile=VisitorProfile(visitor_id="", first_seen=now, last_seen=now, new_visit=True,
+                               customer_group=ctx.profile.customer_group),
     )
 
 

@@ -1,4 +1,4 @@
-"""Parsing and validation of import files: catalogs (CSV, Merchant Center feeds), interactions, customers, orders."""
+"""Parsing and validation of import files: catalogs (CSV, Merchant Center feeds), interactions, customers, orders, price lists."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -625,3 +626,101 @@ def read_orders(path: Path) -> list[Order]:
     if not path.is_file():
         raise ImportFailed(path, None, "no such file")
     return _read_delimited(path, ",", _ORDER_REQUIRED, _order, key_column="order_id")
+
+
+# --- price lists per customer group (server/b2b/) --------------------------------------
+
+_PRICE_LIST_REQUIRED = ("group", "item_id")
+MAX_MIN_QUANTITY = 1_000_000
+
+
+@dataclass(frozen=True)
+class PriceList:
+    """A price list file: (group, item id, min quantity, price) tiers and (group, item id) restrictions."""
+
+    tiers: list[tuple[str, str, int, float]]
+    restricted: list[tuple[str, str]]
+
+
+def _price_list_row(row: dict[str, str]) -> tuple[str, str, int, float | None]:
+    """(group, item id, min quantity, price); price None: the group may not buy the item."""
+    group = _limited(row, "group", 64)
+    if not group:
+        raise _RowError("empty group")
+    item_id = _limited(row, "item_id", 128)
+    if not item_id:
+        raise _RowError("empty item_id")
+    allowed_text = row.get("allowed", "").lower()
+    if allowed_text and allowed_text not in _BOOLEANS:
+        raise _RowError(f"bad allowed {_quoted(allowed_text)} (expected true/false, yes/no or 1/0)")
+    quantity_text = row.get("min_quantity", "")
+    price_text = row.get("price", "")
+    if not _BOOLEANS.get(allowed_text, True):
+        if price_text or quantity_text:
+            raise _RowError("a row with allowed=false has no price or min_quantity (the group may not buy the item at all)")
+        return group, item_id, 0, None
+    quantity = 1
+    if quantity_text:
+        if not re.fullmatch(r"\d+", quantity_text) or not 1 <= int(quantity_text) <= MAX_MIN_QUANTITY:
+            raise _RowError(f"bad min_quantity {_quoted(quantity_text)} (expected a whole number from 1 to {MAX_MIN_QUANTITY:,})")
+        quantity = int(quantity_text)
+    if not price_text:
+        raise _RowError("empty price (or write allowed=false for an item the group may not buy)")
+    price = _parse_number(price_text, "price")
+    if price is None or price < 0:
+        raise _RowError(f"bad price {_quoted(price_text)}: must not be negative")
+    return group, item_id, quantity, price
+
+
+def read_price_list(path: Path) -> PriceList:
+    """Reads and validates a whole price list CSV; raises ImportFailed listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFailed(path, None, "no such file")
+    errors = _Errors(path)
+    rows = _delimited_rows(path, ",")
+    header_line, header, _ = next(rows, (1, {}, ""))
+    if not header:
+        raise ImportFailed(path, None, "the file is empty (expected a header row)")
+    missing = [name for name in _PRICE_LIST_REQUIRED if name not in header]
+    if "price" not in header and "allowed" not in header:
+        missing.append("price")
+    if missing:
+        raise ImportFailed(path, header_line, f"missing required column{'s' if len(missing) > 1 else ''} "
+                           f"{', '.join(missing)} (found: {', '.join(header) or 'none'})")
+    tiers: dict[tuple[str, str, int], tuple[float, int]] = {}  # key -> (price, line)
+    barred: dict[tuple[str, str], int] = {}  # (group, item) -> line
+    priced: dict[tuple[str, str], int] = {}  # (group, item) -> first line with a price
+    for line, row, problem in rows:
+        if problem:
+            errors.add(line, problem)
+            continue
+        try:
+            group, item_id, quantity, price = _price_list_row(row)
+        except _RowError as error:
+            errors.add(line, str(error))
+            continue
+        pair = (group, item_id)
+        if price is None:
+            if pair in barred:
+                errors.add(line, f"item {item_id!r} is already not allowed for group {group!r} (line {barred[pair]})")
+            elif pair in priced:
+                errors.add(line, f"item {item_id!r} has a price for group {group!r} (line {priced[pair]}) and allowed=false")
+            else:
+                barred[pair] = line
+            continue
+        if pair in barred:
+            errors.add(line, f"item {item_id!r} is not allowed for group {group!r} (line {barred[pair]}) but has a price")
+            continue
+        key = (group, item_id, quantity)
+        if key in tiers:
+            errors.add(line, f"duplicate tier: group {group!r}, item_id {item_id!r}, min_quantity {quantity} "
+                       f"(first on line {tiers[key][1]})")
+            continue
+        tiers[key] = (price, line)
+        priced.setdefault(pair, line)
+    errors.raise_if_any()
+    return PriceList(
+        tiers=[(g, i, q, price) for (g, i, q), (price, _) in tiers.items()],
+        restricted=list(barred),
+    )

@@ -128,6 +128,7 @@ class VisitorProfile:
     first_name: str = ""
     customer_signed_up_at: datetime | None = None
     birthday: str = ""  # the identified customer's, as imported: "YYYY-MM-DD" ("": none)
+    customer_group: str = ""  # the identified customer's group, as imported ("wholesale"; "": none)
 
     @property
     def is_customer(self) -> bool:

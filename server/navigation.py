@@ -21,6 +21,7 @@ import numpy as np
 
 from server import trending
 from server.affinity import Affinity, category_affinity
+from server.b2b.prices import items_barred_for
 from server.models import CatalogItem, Event, utcnow
 from server.shops import NavConfig
 from server.taxonomy import slugify
@@ -279,6 +280,9 @@ class Navigator:
         shop_catalog = self.catalog.shop(ctx.shop)
         for member in members:
             items += shop_catalog.in_category(member, MAX_CATEGORY_ITEMS)
+        barred = items_barred_for(self.catalog, ctx)  # what the visitor's group may not buy (server/b2b/)
+        if barred:
+            items = [i for i in items if i.item_id not in barred]
         served, scores = sort, {}
         if sort == "personal":
             scores = self._personal_scores(ctx, items)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from server.affinity import WEIGHTS as AFFINITY_WEIGHTS
+from server.b2b.prices import items_barred_for
 from server.catalog import Catalog
 from server.affinity import Affinity, category_affinity
 from server.models import CatalogItem, Event, utcnow
@@ -201,13 +202,15 @@ class SearchService:
         """The visitor's page of results for `query`."""
         events = ctx.history
         model = self.models.get(ctx.shop) if self.models else None
-        return self.rank(ctx.shop, query, ctx.visitor_id, events, utcnow(), model, limit, offset)
+        barred = items_barred_for(self.catalog, ctx)
+        return self.rank(ctx.shop, query, ctx.visitor_id, events, utcnow(), model, limit, offset, barred)
 
     def rank(
         self, shop: str, query: str, visitor_id: str, events: Sequence[Event], now: datetime,
-        model: "ModelArtifact | None", limit: int = 24, offset: int = 0,
+        model: "ModelArtifact | None", limit: int = 24, offset: int = 0, barred: frozenset[str] = frozenset(),
     ) -> SearchResults:
-        """The ranking itself, for a visitor given by id and recent events (newest first)."""
+        """The ranking itself, for a visitor given by id and recent events (newest first).
+        `barred`: items the visitor's customer group may not buy, never found (server/b2b/)."""
         query = query.strip()[:MAX_QUERY_CHARS]
         index = self.index(shop)
         hits = index.search(query, CANDIDATES + 1) if query else []
@@ -225,7 +228,8 @@ class SearchService:
             _visitor_vector(model, visitor_id, interacted), [t for t, _ in searches], interacted,
         )
         weight = self.weight if signals.known else 0.0
-        candidates = [h for h in hits if h.item_id in facts]  # not an item the store no longer has
+        # Not an item the store no longer has, nor one the visitor's group may not buy.
+        candidates = [h for h in hits if h.item_id in facts and h.item_id not in barred]
         scored = _blend(candidates, facts, signals, model, weight)
         page = scored[offset : offset + limit]
         items = {i.item_id: i for i in shop_catalog.get([s.item_id for s in page])}

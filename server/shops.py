@@ -144,6 +144,19 @@ class ShopConfig(BaseModel):
         "visitor with personalization on, a button that turns it off (docs/privacy.md).",
     )
 
+    reorder_url: str = Field(
+        "", description='The shop\'s "add to cart" link the reorder widget\'s buttons follow, with {item_id} and '
+        '{quantity} (each URL-encoded): "https://www.myshop.example/cart/add?sku={item_id}&qty={quantity}", or a path '
+        "(docs/b2b.md); empty: the buttons link to the item's page.",
+    )
+
+    @field_validator("reorder_url")
+    @classmethod
+    def _reorder(cls, pattern: str) -> str:
+        from server.b2b.reorder import check_reorder_url
+
+        return check_reorder_url(pattern)
+
     @field_validator("site_url")
     @classmethod
     def _site(cls, url: str) -> str:

@@ -447,7 +447,10 @@ def test_demo_imports_once_then_reuses_the_data(tmp_path: Path) -> None:
     assert items == 3168
     simulated = re.search(r"Simulated 30 days of traffic for the dashboard: 4,500 visitors, ([\d,]+) events", first)
     assert simulated, first
-    assert events == 29177 + int(simulated.group(1).replace(",", ""))  # the simulated month, labelled as such
+    assert "Imported the demo trade customer's orders" in first
+    assert "Imported the price list of shop 'demo': 14 price tiers and 2 items not allowed" in first
+    # The simulated month, labelled as such, and the trade customer's 3 orders (docs/b2b.md).
+    assert events == 29177 + 3 + int(simulated.group(1).replace(",", ""))
     assert "Training the demo shop's recommendation model (once)..." in first
     versions = [p.name for p in (data_dir / "models" / "demo").iterdir() if not p.name.startswith((".", "C", "P"))]
     assert len(versions) == 1

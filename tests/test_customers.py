@@ -256,7 +256,7 @@ def test_an_identified_visitor_is_the_customer_with_their_imported_orders(app, s
     assert r.json()["identify"] == {"identified": True, "customer_id": "c1", "reason": "identified as customer c1"}
     assert r.json()["visitor"]["kind"] == "customer"  # on the very page call that identified
     visitor = seen(ada)
-    assert visitor["customer"] == {"id": "c1", "first_name": "Ada"}
+    assert visitor["customer"] == {"id": "c1", "first_name": "Ada", "group": ""}
     assert visitor["orders"] == 2
     assert {"repeat_customer", "lapsed"} <= set(visitor["audiences"])
     assert "new" not in visitor["audiences"]
@@ -274,7 +274,7 @@ def test_the_same_customer_on_two_devices_and_a_prospect(app, services, known) -
     for browser in (phone, laptop):
         assert {"repeat_customer", "lapsed"} <= set(seen(browser)["audiences"])
     # Two visitors (each browser its own), one customer.
-    assert seen(phone)["customer"] == seen(laptop)["customer"] == {"id": "c1", "first_name": "Ada"}
+    assert seen(phone)["customer"] == seen(laptop)["customer"] == {"id": "c1", "first_name": "Ada", "group": ""}
     bob = device(app)
     page_call(bob, signed(services, "c2"))
     visitor = seen(bob)

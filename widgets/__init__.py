@@ -18,6 +18,7 @@ from widgets.category import CategoryWidget
 from widgets.nav import NavWidget
 from widgets.popup import PopupWidget
 from widgets.recommendations import RecommendationsWidget
+from widgets.reorder import ReorderWidget
 from widgets.search import SearchWidget
 
 log = logging.getLogger("vitrine.widgets")
@@ -25,7 +26,10 @@ T = TypeVar("T")
 
 WIDGETS: dict[str, Widget] = {
     w.kind: w
-    for w in (PopupWidget(), BannerWidget(), RecommendationsWidget(), NavWidget(), CategoryWidget(), SearchWidget())
+    for w in (
+        PopupWidget(), BannerWidget(), RecommendationsWidget(), NavWidget(), CategoryWidget(), SearchWidget(),
+        ReorderWidget(),
+    )
 }
 FAILED = "could not be rendered (the server log says why)"
 

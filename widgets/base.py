@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
+from server.b2b.prices import group_prices_for
 from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy, time_left
 from server.occasions import occasion
 from server.context import VisitorContext
@@ -25,6 +26,9 @@ from widgets import why as explain
 from widgets.why import Why
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from server.b2b.prices import GroupPrice
     from server.measure.experiments import Assignment
     from server.slots import Choice
     from server.catalog import Catalog
@@ -113,6 +117,11 @@ class RenderContext:
         return self.catalog.shop(self.shop.id) if self.catalog is not None else None
 
 
+def group_prices(rc: RenderContext) -> "Mapping[str, GroupPrice] | None":
+    """The visitor's customer group's prices by item id, for the item cards (None: the catalog's)."""
+    return group_prices_for(rc.catalog, rc.ctx) if rc.catalog is not None else None
+
+
 class Widget(Protocol):
     kind: str
     shadow: bool
@@ -191,11 +200,15 @@ class Templates:
         names = [f"{kind}-{shop}-{campaign}.html"] if campaign else []
         return names + [f"{kind}-{shop}.html", f"{kind}.html"]
 
-    def render(self, names: list[str], site: str = "", **context: Any) -> tuple[str, str]:
+    def render(self, names: list[str], site: str = "", group_prices: "Mapping[str, GroupPrice] | None" = None,
+               **context: Any) -> tuple[str, str]:
         """Render the first of `names` that exists. `site`: the shop's site base URL, which the
-        item cards' paths are made absolute on (server/urls.py on_site)."""
+        item cards' paths are made absolute on (server/urls.py on_site); `group_prices`: the
+        visitor's customer group's prices by item id, which the item cards show (server/b2b/)."""
         template = self.select(names)
-        if site:
+        if group_prices:
+            context["card"] = lambda item, shop, size=200: self.card(item, shop, size, site, group_prices.get(item.item_id))
+        elif site:
             context["card"] = lambda item, shop, size=200: self.card(item, shop, size, site)
         return template.render(**context), template.name or names[-1]
 
@@ -208,20 +221,30 @@ class Templates:
             template = self._chosen[key] = self.env.select_template(names)
         return template
 
-    def card(self, item: Any, shop: Any, size: int = 200, site: str = "") -> Any:
+    def card(self, item: Any, shop: Any, size: int = 200, site: str = "", group_price: "GroupPrice | None" = None) -> Any:
         """`{{ card(item, shop) }}`: the `item_card` macro of item-card.html (an override's, if
-        there is one), drawn once per item, shop and size and reused: a card is the same for
-        every visitor, and drawing it is most of a panel's rendering (50-100 µs a card)."""
+        there is one), drawn once per item, shop, size and group price and reused: a card is the
+        same for every visitor of a group, and drawing it is most of a panel's rendering (50-100
+        µs a card). An override whose macro takes no `group_price` gets the item at the group's
+        price instead."""
         self._check_overrides()
         macros = self.env.get_template("item-card.html").module
-        key = (id(macros), item, getattr(shop, "id", ""), getattr(shop, "currency", ""), size, site)
+        key = (id(macros), item, getattr(shop, "id", ""), getattr(shop, "currency", ""), size, site, group_price)
         html = self._cards.get(key)
         if html is None:
             if len(self._cards) >= MAX_CARDS:
                 self._cards.clear()
             if site and (item.url.startswith("/") or (item.image_url or "").startswith("/")):
                 item = dataclasses.replace(item, url=on_site(item.url, site), image_url=on_site(item.image_url or "", site))
-            html = self._cards[key] = macros.item_card(item, shop, size)  # type: ignore[attr-defined]
+            draw = macros.item_card  # type: ignore[attr-defined]
+            if group_price is None:
+                html = draw(item, shop, size)
+            elif "group_price" in draw.arguments:
+                html = draw(item, shop, size, group_price=group_price)
+            else:
+                shown = group_price.price if group_price.price is not None else item.price
+                html = draw(dataclasses.replace(item, price=shown), shop, size)
+            self._cards[key] = html
         return html
 
     def _check_overrides(self) -> None:

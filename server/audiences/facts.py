@@ -93,6 +93,9 @@ _FACTS = [
          _ago("signed up", "hours", "never signed up or logged in"), unit="hours"),
     Fact("first_name", CHOICE, "the identified customer's first name, as imported (\"\": anonymous, or none imported)",
          _is("first name", "unknown"), not_sized="the identified customer's, read with the visitor; not counted"),
+    Fact("customer_group", CHOICE, "the identified customer's group, as imported (\"wholesale\"; \"\": anonymous, or "
+         "none imported)", _is("customer group", "none"),
+         not_sized="the identified customer's, read with the visitor; not counted"),
     Fact("cart_value", NUMBER, "what the cart holds: quantity times price (the price sent with the cart add, "
          "else the catalog's)", lambda v: f"cart value {v:.2f}"),
     Fact("cart_count", NUMBER, "items in the cart (their quantities added up)",
@@ -213,6 +216,9 @@ class VisitorFacts:
 
     def _first_name(self) -> str:
         return self.ctx.profile.first_name if self.ctx.consent.personalization else ""
+
+    def _customer_group(self) -> str:
+        return self.ctx.profile.customer_group if self.ctx.consent.personalization else ""
 
     def _cart(self) -> tuple:
         state = self._state()

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
+from server.b2b.prices import PriceLists
 from server.models import CatalogItem
 from server.store import Store
 
@@ -65,6 +66,8 @@ class Catalog:
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._kept: dict[Hashable, tuple[float, object]] = {}  # aggregate key -> (read at, value)
+        # The price lists per customer group (server/b2b/), held and refreshed the same way.
+        self.prices = PriceLists(store, check_interval_s)
 
     def shop(self, shop: str) -> ShopCatalog:
         now = time.monotonic()
@@ -93,6 +96,7 @@ class Catalog:
     def refresh(self, shop: str) -> None:
         """Check the shop's version on the next read (after an import in this process)."""
         self._shops.pop(shop, None)
+        self.prices.refresh(shop)
 
     # -- aggregates ----------------------------------------------------------------------
     def trending(self, shop: str, scope: str, limit: int) -> list[str]:
@@ -103,6 +107,13 @@ class Catalog:
             return [i.item_id for i in self.store.bestsellers(shop, RANKED, category)]
 
         return self._aggregate(("bestsellers", shop, category), read)[:limit]
+
+    def customer_purchases(self, shop: str, customer_id: str, visitor_ids: Sequence[str] = ()) -> list:
+        """A customer's newest purchases (Store.customer_purchases), read at most once a second
+        per worker and customer, for the reorder widget (server/b2b/reorder.py)."""
+        ids = tuple(visitor_ids)
+        return self._aggregate(("purchases", shop, customer_id, ids),
+                               lambda: self.store.customer_purchases(shop, customer_id, ids))
 
     def _aggregate(self, key: Hashable, read: Callable[[], T]) -> T:
         now = time.monotonic()

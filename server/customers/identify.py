@@ -33,7 +33,8 @@ class IdentifyIn(BaseModel):
 
 
 # What a customer's row brings to an identified visitor's profile (the rest is the browser's own).
-_FROM_CUSTOMER = ("customer_id", "first_name", "customer_signed_up_at", "birthday", "orders", "revenue", "last_order_at")
+_FROM_CUSTOMER = ("customer_id", "first_name", "customer_signed_up_at", "birthday", "orders", "revenue", "last_order_at",
+                  "customer_group")
 
 
 def identify(

@@ -98,7 +98,19 @@ async def product(request: Request) -> Response:
 
 
 async def cart(request: Request) -> Response:
-    return _render(request, "cart.html", page_type="cart")
+    """The cart; `?add=ITEM&qty=N` (the reorder widget's links, demo.toml's reorder_url) puts
+    N of the item in it first, as a shop's "add to cart" link does."""
+    adding = None
+    item_id = request.query_params.get("add", "")[:128]
+    if item_id:
+        item = await run_in_threadpool(_store(request).get_item, SHOP, item_id)
+        try:
+            quantity = max(1, min(999, int(request.query_params.get("qty", "1"))))
+        except ValueError:
+            quantity = 1
+        if item is not None:
+            adding = {"item_id": item.item_id, "title": item.title, "price": item.price or 0, "quantity": quantity}
+    return _render(request, "cart.html", page_type="cart", adding=adding)
 
 
 async def search(request: Request) -> Response:
@@ -126,8 +138,11 @@ async def consent(request: Request) -> Response:
 # The demo's customers (data/customers.csv) a visitor may log in as, with what each shows.
 DEMO_CUSTOMERS = [
     ("17850", "Ada", "15 orders, the last one more than ten months ago: a loyal customer who lapsed"),
-    ("14911", "Grace", "well over a hundred orders, the last one yesterday: a gold-tier customer"),
+    ("14911", "Grace", "well over a hundred orders, the last one yesterday: a gold-tier customer, in the "
+     "wholesale group"),
     ("12713", "Alan", "one order, yesterday: a first-time customer"),
+    ("90001", "Bea", "a trade buyer (group wholesale) with three orders by the dozen: wholesale prices, "
+     "the reorder list below and, on her first visit, the business welcome"),
 ]
 LOGIN_COOKIE = "demo_customer"
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from server import trending
+from server.b2b.prices import items_barred_for
 from server.models import CatalogItem, Event, utcnow
 
 if TYPE_CHECKING:
@@ -140,8 +141,9 @@ class Recommender:
 
         result = Recommendation(items=[], strategy="", anchor=anchor, anchor_viewed=anchor != page_item)
         shop_catalog = self.catalog.shop(ctx.shop)
+        barred = items_barred_for(self.catalog, ctx)  # what the visitor's group may not buy (server/b2b/)
         for name in dict.fromkeys((strategy, *STAND_INS.get(strategy, ()), *FALLBACKS)):
-            candidates = [c for c in self._strategies[name](request) if c not in exclude]
+            candidates = [c for c in self._strategies[name](request) if c not in exclude and c not in barred]
             fresh = [c for c in candidates if c not in {i.item_id for i in result.items}]
             usable = [i for i in shop_catalog.get(fresh[: count * 3]) if i.in_stock and filters.accept(i)]
             taken = usable[: count - len(result.items)]

@@ -464,3 +464,35 @@ coupon_redemptions = sa.Table(
         sqlite_where=sa.text(_REDEEMED_ONCE), postgresql_where=sa.text(_REDEEMED_ONCE),
     ),
 )
+
+# Price lists per customer group (server/b2b/, `vitrine import prices`): each row is one
+# quantity tier of one item's price for one group. A file imported replaces the shop's whole
+# list, in one transaction, and bumps price_list_versions.
+group_prices = sa.Table(
+    "group_prices",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("customer_group", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.String(128), primary_key=True),
+    sa.Column("min_quantity", sa.Integer, primary_key=True),  # the tier: from this quantity on
+    sa.Column("price", sa.Float, nullable=False),
+)
+
+# The items a group may not buy: never recommended nor found for its customers.
+group_restrictions = sa.Table(
+    "group_restrictions",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("customer_group", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.String(128), primary_key=True),
+)
+
+# Bumped in the transaction that replaces a shop's price list: every worker polls it (at
+# most once a second) and reloads the lists it holds in memory when it moved.
+price_list_versions = sa.Table(
+    "price_list_versions",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("imported_at", sa.DateTime, nullable=False),
+)

@@ -1170,6 +1170,37 @@ class SqlStore:
         with self._writing() as conn:
             return remove_user(conn, email, shop)
 
+    # -- B2B price lists and reorders (server/b2b/, server/store/b2b_sql.py) ------------
+    def import_price_list(self, shop: str, tiers: Sequence[tuple[str, str, int, float]],
+                          restricted: Sequence[tuple[str, str]]) -> int:
+        """Replace the shop's price list, all or nothing; its new version."""
+        from server.store.b2b_sql import replace_price_list
+
+        with self._writing() as conn:
+            return replace_price_list(conn, self._insert, shop, tiers, restricted, utcnow())
+
+    def price_list_version(self, shop: str) -> int:
+        """A number that changes whenever the shop's price list does (0: never imported)."""
+        from server.store.b2b_sql import price_list_version
+
+        with self._reading() as conn:
+            return price_list_version(conn, shop)
+
+    def price_list(self, shop: str) -> tuple[list[tuple[str, str, int, float]], list[tuple[str, str]]]:
+        from server.store.b2b_sql import price_list
+
+        with self._reading() as conn:
+            return price_list(conn, shop)
+
+    def customer_purchases(self, shop: str, customer_id: str, visitor_ids: Sequence[str] = (),
+                           limit: int = 200) -> list[tuple[datetime, str | None, str | None, Any]]:
+        """(time, order id, item id, props) of the customer's newest purchases, newest first:
+        their imported orders and those of these browsers identified as them."""
+        from server.store.b2b_sql import purchases
+
+        with self._reading() as conn:
+            return purchases(conn, shop, [imported_visitor_id(customer_id), *visitor_ids], limit)
+
     # -- coupons (server/promotions/, server/store/coupon_sql.py) -------------------------
     def coupon_pool(self, shop: str, pool: str) -> dict[str, Any] | None:
         from server.store.coupon_sql import find_pool
@@ -1473,7 +1504,7 @@ _CUSTOMER_COLUMNS = (
     _CUSTOMER_ROW.c.last_order_at.label("customer_last_order_at"),
     _CUSTOMER_ROW.c.signed_up_at.label("customer_signed_up_at"),
     customers.c.customer_id.label("customer_id"), customers.c.first_name.label("customer_first_name"),
-    customers.c.birthday.label("customer_birthday"),
+    customers.c.birthday.label("customer_birthday"), customers.c.customer_group.label("customer_group"),
 )
 _WITH_CUSTOMER = visitors.outerjoin(
     _CUSTOMER_ROW, (_CUSTOMER_ROW.c.shop == visitors.c.shop) & (_CUSTOMER_ROW.c.visitor_id == visitors.c.identified_as),
@@ -1546,6 +1577,7 @@ def _customer_values(row: Any) -> dict[str, Any]:
         "first_name": row.get("customer_first_name") or "",
         "customer_signed_up_at": row.get("customer_signed_up_at"),
         "birthday": row["customer_birthday"].isoformat() if row.get("customer_birthday") else "",
+        "customer_group": row.get("customer_group") or "",
     }
     orders = row.get("customer_orders")
     if orders is not None and orders > (row.get("orders") or 0):

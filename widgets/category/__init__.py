@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from server.navigation import MAX_PER_PAGE, SORTS, CategoryPage, UnknownCategory
 from widgets import why as explain
-from widgets.base import MAX_PAGE, Fragment, RenderContext, Slot, Templates, asked_number
+from widgets.base import MAX_PAGE, Fragment, RenderContext, Slot, Templates, asked_number, group_prices
 
 SORT_LABELS = {"personal": "Recommended", "bestsellers": "Bestsellers", "trending": "Trending"}
 DEFAULT_PER_PAGE = 24
@@ -77,7 +77,7 @@ class CategoryWidget:
         if explain.wanted(rc):
             fragment.why = explain.category(rc, page)
         fragment.html, fragment.template = rc.templates.render(
-            names, site=rc.site, items=page.items, category=page.name, slug=page.slug, sort=page.served, requested=sort,
+            names, site=rc.site, group_prices=group_prices(rc), items=page.items, category=page.name, slug=page.slug, sort=page.served, requested=sort,
             page=page.page, pages=page.pages, total=page.total, per_page=page.per_page,
             previous_url=link(page=page.page - 1) if page.page > 1 else "",
             next_url=link(page=page.page + 1) if page.page < page.pages else "",

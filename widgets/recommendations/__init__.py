@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from server.recommend.serving import STRATEGIES, Filters
 from widgets import why as explain
-from widgets.base import Fragment, RenderContext, Slot, Templates, asked_number
+from widgets.base import Fragment, RenderContext, Slot, Templates, asked_number, group_prices
 
 TITLES = {
     "top_picks": "Top picks for you",
@@ -49,7 +49,7 @@ class RecommendationsWidget:
         if explain.wanted(rc):
             fragment.why = explain.recommendations(rc, found, filters.category)
         fragment.html, fragment.template = rc.templates.render(
-            names, site=rc.site, items=found.items, title=attrs.get("title") or TITLES[found.strategy],
+            names, site=rc.site, group_prices=group_prices(rc), items=found.items, title=attrs.get("title") or TITLES[found.strategy],
             strategy=found.strategy, requested=strategy, visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot,
             standalone=rc.standalone, why=explain.shown(rc, fragment.why),
         )

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from server.search import SearchResults
 from server.urls import is_web_url
 from widgets import why as explain
-from widgets.base import MAX_PAGE, Fragment, RenderContext, Slot, Templates, asked_number
+from widgets.base import MAX_PAGE, Fragment, RenderContext, Slot, Templates, asked_number, group_prices
 
 PAGE_SIZE = 24
 MAX_PAGE_SIZE = 48
@@ -69,7 +69,7 @@ class SearchWidget:
         if explain.wanted(rc):
             fragment.why = explain.search(rc, results, bool(context["trending"]))
         fragment.html, fragment.template = rc.templates.render(
-            names, site=rc.site, **context, visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot, standalone=rc.standalone,
+            names, site=rc.site, group_prices=group_prices(rc), **context, visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot, standalone=rc.standalone,
             why=explain.shown(rc, fragment.why),
         )
         return fragment
@@ -93,7 +93,7 @@ class SearchWidget:
             search={"suggestions": kind, "terms": terms, **(_debug(results) if results else {})},
         )
         fragment.html, fragment.template = rc.templates.render(
-            names, site=rc.site, query=query, kind=kind, suggestions=[(t, links.search(t)) for t in terms],
+            names, site=rc.site, group_prices=group_prices(rc), query=query, kind=kind, suggestions=[(t, links.search(t)) for t in terms],
             items=[r.item for r in results.items] if results else [], all_url=links.search(query) if query else "",
             visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot, standalone=rc.standalone,
         )

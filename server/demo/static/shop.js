@@ -56,6 +56,19 @@
     };
   }
 
+  // A link that adds to the cart (/demo/cart?add=ITEM&qty=N, the reorder widget's): added
+  // once, then the address loses its query so a reload does not add it again.
+  var adding = document.querySelector("[data-cart-add]");
+  if (adding) {
+    var ds = adding.dataset, lines = load(), qty = parseInt(ds.quantity, 10) || 1, price = parseFloat(ds.price) || 0;
+    var line = lines.find(function (l) { return l.item_id === ds.id; });
+    if (line) line.quantity += qty; else lines.push({item_id: ds.id, title: ds.title, price: price, quantity: qty});
+    save(lines);
+    dataLayer.push({event: "add_to_cart", ecommerce: {currency: "GBP", value: Math.round(price * qty * 100) / 100,
+      items: [{item_id: ds.id, item_name: ds.title, price: price, quantity: qty}]}});
+    if (history.replaceState) history.replaceState(null, "", location.pathname);
+  }
+
   showCount(load());
   renderCart();
 })();
