@@ -129,7 +129,7 @@ def test_shops_check_says_ok_with_the_number_of_campaigns(data_dir: Path) -> Non
     with_demo_shop(data_dir)
     result = vitrine(data_dir, "shops", "check", "demo")
     assert result.exit_code == 0, result.output
-    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 22 campaigns\n"
+    assert result.output == f"OK {(data_dir / 'shops' / 'demo.toml').resolve()}: 23 campaigns\n"
 
 
 def test_shops_check_prints_every_problem_with_file_line_and_field(data_dir: Path) -> None:

@@ -1,15 +1,15 @@
 """B2B: price lists per customer group with quantity tiers, the items a group may not buy,
 and the version workers reload them by (docs/b2b.md).
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0017"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
