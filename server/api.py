@@ -28,7 +28,7 @@ from server.leads import LeadIn, LeadLimiter, interests_offered
 from server.models import ANONYMOUS_VISITOR, Event, utcnow
 from server.navigation import MAX_MENU_ENTRIES
 from server.privacy.data import delete_visitor
-from server.promotions.reveal import NeedsAVisitor, NoCodeLeft, campaign_code
+from server.promotions.reveal import NeedsAVisitor, NoCodeLeft, banner_code, campaign_code
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.schedules import parse_now
 from server.shops import ShopConfig
@@ -533,6 +533,7 @@ def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool
         ctx=non_personal(ctx) if ctx.holdout else ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
         recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
         navigator=svc.navigator, catalog=svc.catalog,
+        coupon_code=lambda campaign, visitor: banner_code(svc.store, campaign, visitor),
         site=site_base(shop.site_url, svc.settings.public_url, svc.settings.host, svc.settings.port) if shop.site_url else "",
     )
 

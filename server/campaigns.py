@@ -299,8 +299,8 @@ class Campaign(BaseModel):
     code: str = Field(default="", description="A code revealed in a second step (two-step offer)")
     coupon_pool: str = Field(
         default="", pattern=r"^$|^[A-Za-z0-9_.-]{1,64}$",
-        description="popups: reveal each visitor their own code of this coupon pool (docs/promotions.md); "
-        "`code` is then what a visitor without consent to personalization is shown, if anything",
+        description="each visitor's own code of this coupon pool (docs/promotions.md): a popup reveals it in its "
+        "second step, a banner shows it; `code` is then what a visitor without consent to personalization is shown",
     )
     reveal_text: str = ""
     theme: str = "default"
@@ -319,8 +319,7 @@ class Campaign(BaseModel):
 
     @model_validator(mode="after")
     def _popup_keys(self) -> "Campaign":
-        popup_only = [k for k in ("trigger", "frequency", "signup", "countdown", "show_cart", "coupon_pool")
-                      if k in self.model_fields_set]
+        popup_only = [k for k in ("trigger", "frequency", "signup", "countdown", "show_cart") if k in self.model_fields_set]
         if self.widget != "popup" and popup_only:
             raise ValueError(f"{popup_only[0]} is for popups; this campaign is a {self.widget}")
         if self.calendar is not None:

@@ -211,3 +211,34 @@ def test_only_an_identified_customers_page_call_reads_the_coupons(client, servic
     assert not [s for s in statements if "coupon_issues" in s]
     page_popups(client, customer)
     assert [s for s in statements if "coupon_issues" in s]
+
+
+def test_a_banner_with_a_pool_shows_each_visitor_their_own_code(client, services, settings) -> None:
+    path: Path = settings.resolved_shops_dir / "demo.toml"
+    path.write_text(path.read_text().replace('''id = "uk-delivery"''', '''id = "uk-delivery"
+coupon_pool = "welcome"
+reveal_text = "Your code:"''', 1))
+
+    def top(token: str | None = None, **headers: str) -> str:
+        r = client.post("/v1/page?shop=demo", json={"shop": "demo", "page": {"type": "home", "url": "https://shop.example/"},
+                        "slots": [{"id": "top", "widget": "banner", "attrs": {"placement": "top"}}]},
+                        headers={"X-Forwarded-For": UK_IP, **({"X-Visitor-Token": token} if token else {}), **headers})
+        client.cookies.clear()
+        return r.json()
+
+    first = top()  # a new visitor: their code on their very first page
+    token, html = first["token"], first["fragments"]["top"]["html"]
+    code = html.split('class="vitrine-code">')[1].split("<")[0]
+    assert code.startswith("WELCOME-")
+    assert code in top(token)["fragments"]["top"]["html"]  # the same one on the next page
+    other = top()["fragments"]["top"]["html"]
+    assert "WELCOME-" in other and code not in other
+    assert stored(services).held_coupons("demo", [services.signer.visitor_id("demo", token)]) == {"welcome": code}
+    # A crawler takes no code from the pool; a visitor without consent sees none either.
+    bot = top(**{"User-Agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"})["fragments"]["top"]["html"]
+    assert 'class="vitrine-code"' not in bot
+    refused = client.post("/v1/page?shop=demo", json={
+        "shop": "demo", "page": {"type": "home", "url": "https://shop.example/"},
+        "slots": [{"id": "top", "widget": "banner", "attrs": {"placement": "top"}}],
+        "consent": {"personalization": False, "analytics": False}}, headers={"X-Forwarded-For": UK_IP}).json()
+    assert 'class="vitrine-code"' not in refused["fragments"].get("top", {}).get("html", "")

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import jinja2
 
@@ -108,6 +108,9 @@ class RenderContext:
     site: str = ""  # the shop's site base URL that paths are made absolute on ("": left as paths)
     default_count: int = 4  # items in a recommendation panel
     shown: set[str] = field(default_factory=set)  # items already in this page's panels
+    # A banner's code of its coupon pool for this visitor (server/promotions/reveal.py
+    # banner_code); None: banners show the campaign's own code.
+    coupon_code: "Callable[[Campaign, VisitorContext], str] | None" = None
     # The experiments this page showed the visitor, with the slot (or "popup"): their
     # exposures, recorded once the page is rendered (ContextBuilder.record_exposures).
     exposures: "list[tuple[Assignment, str]]" = field(default_factory=list)
@@ -349,9 +352,12 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
         signup = None
         # A code of the campaign's pool is issued on reveal (POST /v1/reveal), never here;
         # a visitor without consent is shown the campaign's own code, if it has one.
-        issued = bool(campaign.coupon_pool) and rc.ctx.consent.personalization and campaign.signup is None
+        issued = (bool(campaign.coupon_pool) and rc.ctx.consent.personalization and campaign.signup is None
+                  and campaign.widget == "popup")
         if issued:
             copy["code"] = ""
+        elif campaign.coupon_pool and campaign.widget == "banner" and rc.coupon_code is not None:
+            copy["code"] = rc.coupon_code(campaign, rc.ctx)  # a banner shows it: issued as it renders
         if campaign.signup is not None:
             # The reward of a sign-up is in the answer to a valid one (POST /v1/leads), never here.
             copy["code"] = copy["reveal_text"] = ""

@@ -27,14 +27,28 @@ class NeedsAVisitor(PermissionError):
     """A code of the pool is a visitor's own: this request has no visitor who may keep one."""
 
 
-def campaign_code(store: "Store", campaign: "Campaign", ctx: "VisitorContext") -> str:
+def banner_code(store: "Store", campaign: "Campaign", ctx: "VisitorContext") -> str:
+    """The code a banner with a coupon pool shows this visitor as it renders: theirs (issued
+    on the first page that shows it, a new visitor's included), the campaign's `code` for a
+    visitor who cannot hold one or a bot (a crawler would empty the pool), "" when there is
+    none to show (the banner shows without one)."""
+    if ctx.device.is_bot or not ctx.consent.personalization:
+        return campaign.code
+    try:
+        return campaign_code(store, campaign, ctx, new_token=True)
+    except (NoCodeLeft, NeedsAVisitor):
+        return campaign.code
+
+
+def campaign_code(store: "Store", campaign: "Campaign", ctx: "VisitorContext", new_token: bool = False) -> str:
     """The code this visitor is shown for the campaign: their code of its pool (issued now if
     they hold none), or the campaign's own `code` for a visitor who cannot be given one.
     NeedsAVisitor without a visitor who may hold one, NoCodeLeft when the pool cannot give one,
-    each only where the campaign has no `code` to fall back on."""
+    each only where the campaign has no `code` to fall back on. `new_token`: the request made
+    the visitor's id (a page call rendering a banner), which is theirs all the same."""
     if not campaign.coupon_pool:
         return campaign.code
-    if not ctx.consent.personalization or ctx.is_new_token:
+    if not ctx.consent.personalization or (ctx.is_new_token and not new_token):
         if campaign.code:
             return campaign.code
         raise NeedsAVisitor(f"campaign {campaign.id!r} gives each visitor their own code: that needs the token of "
