@@ -177,11 +177,7 @@ async def health(request: Request) -> Response:
 async def page(request: Request) -> Response:
     """One call per page view: every slot's fragment, the popups, and the renewed token."""
     svc = _services(request)
-    raw = await read_body(request, svc.settings.max_body_bytes)
-    try:
-        body = PageRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
+    body = await _read_json(request, svc, PageRequest)
     if len(body.slots) > svc.settings.max_slots_per_page:
         raise ApiError(422, f"too many slots: {len(body.slots)} (at most {svc.settings.max_slots_per_page})")
     shop = svc.shop(body_shop(request, body.shop))
@@ -308,11 +304,7 @@ async def leads(request: Request) -> Response:
     """An e-mail sign-up from a popup's form: stored (linked to the visitor only with their
     consent, which also makes them a `prospect`), answered with the campaign's reward."""
     svc = _services(request)
-    raw = await read_body(request, svc.settings.max_body_bytes)
-    try:
-        body = LeadIn.model_validate_json(raw)
-    except ValidationError as exc:
-        raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
+    body = await _read_json(request, svc, LeadIn)
     shop = svc.shop(body_shop(request, body.shop))
     campaign = shop.campaign(body.campaign)
     if campaign is None or campaign.signup is None or not campaign.enabled:
@@ -328,13 +320,7 @@ async def leads(request: Request) -> Response:
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, body.token)
     consent = svc.contexts.consent(request, shop.consent_policy, body.consent, body.gpc)
     linked = consent.personalization
-    limiter = getattr(request.app.state, "lead_limiter", None)
-    if limiter is None:
-        limiter = request.app.state.lead_limiter = LeadLimiter()
-    peer = request.client.host if request.client else None
-    address = client_ip(peer, request.headers.get("x-forwarded-for"), svc.contexts.trusted)
-    if not limiter.allow(shop.id, None if identity.is_new else identity.visitor_id, address):
-        raise ApiError(429, "too many sign-ups from this visitor or address: try again in a few minutes")
+    _limit(request, svc, "lead_limiter", 5, shop.id, identity, "too many sign-ups")
     lead = dict(campaign=campaign.id, email=body.email, opt_in=True, birthday=body.birthday,
                 interests="|".join(dict.fromkeys(body.interests)))
 
@@ -384,24 +370,14 @@ async def reveal(request: Request) -> Response:
     """The visitor's own code of a popup's coupon pool, issued on the first reveal and the
     same one after (server/promotions/reveal.py)."""
     svc = _services(request)
-    raw = await read_body(request, svc.settings.max_body_bytes)
-    try:
-        body = RevealIn.model_validate_json(raw)
-    except ValidationError as exc:
-        raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
+    body = await _read_json(request, svc, RevealIn)
     shop = svc.shop(body_shop(request, body.shop))
     campaign = shop.campaign(body.campaign)
     if campaign is None or not campaign.coupon_pool or campaign.signup is not None or not campaign.enabled:
         raise ApiError(404, f"shop {shop.id!r} has no enabled popup {body.campaign!r} that reveals a code of a coupon pool")
     identity = identify(svc.signer, request, shop.id, svc.settings.cookie_name, body.token)
     consent = svc.contexts.consent(request, shop.consent_policy, body.consent, body.gpc)
-    limiter = getattr(request.app.state, "reveal_limiter", None)
-    if limiter is None:
-        limiter = request.app.state.reveal_limiter = LeadLimiter(limit=REVEALS_PER_WINDOW)
-    peer = request.client.host if request.client else None
-    address = client_ip(peer, request.headers.get("x-forwarded-for"), svc.contexts.trusted)
-    if not limiter.allow(shop.id, None if identity.is_new else identity.visitor_id, address):
-        raise ApiError(429, "too many codes asked for from this visitor or address: try again in a few minutes")
+    _limit(request, svc, "reveal_limiter", REVEALS_PER_WINDOW, shop.id, identity, "too many codes asked for")
     try:
         code = await run_in_threadpool(
             lambda: campaign_code(svc.store, campaign, _reader_context(svc, request, shop, identity, consent)))
@@ -413,6 +389,28 @@ async def reveal(request: Request) -> Response:
         raise ApiError(403, FORGOTTEN) from None
     answer = {"campaign": campaign.id, "code": code, "reveal_text": campaign.reveal_text}
     return _respond(request, answer, shop.id, identity, consent)
+
+
+async def _read_json(request: Request, svc, model: type[BaseModel]) -> Any:
+    """The request's body as `model`: 400 for what is not JSON, 422 naming each bad field."""
+    raw = await read_body(request, svc.settings.max_body_bytes)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApiError(400 if _is_json_error(exc) else 422, describe_validation_error(exc)) from None
+
+
+def _limit(request: Request, svc, name: str, limit: int, shop: str, identity: Identity, what: str) -> None:
+    """429 once this visitor or their address went over `limit` in LeadLimiter's window (the
+    limiter `name`, one per process)."""
+    limiter = getattr(request.app.state, name, None)
+    if limiter is None:
+        limiter = LeadLimiter(limit=limit)
+        setattr(request.app.state, name, limiter)
+    peer = request.client.host if request.client else None
+    address = client_ip(peer, request.headers.get("x-forwarded-for"), svc.contexts.trusted)
+    if not limiter.allow(shop, None if identity.is_new else identity.visitor_id, address):
+        raise ApiError(429, f"{what} from this visitor or address: try again in a few minutes")
 
 
 def _reader_context(svc, request: Request, shop: ShopConfig, identity: Identity, consent: ConsentDecision) -> VisitorContext:
