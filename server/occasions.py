@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import holidays as holiday_calendars
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from server.schedules import UTC, valid_zone, zone_named
+from server.schedules import UTC, zone_for, zone_setting
 
 if TYPE_CHECKING:
     from server.context import VisitorContext
@@ -54,10 +54,7 @@ class Calendar(BaseModel):
             raise ValueError(f'"{ANY}" is every holiday already: leave out the other names')
         return cleaned
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, name: str) -> str:
-        return name if name in ("visitor", "shop") else valid_zone(name)
+    _zone = field_validator("timezone")(lambda cls, name: zone_setting(name))
 
     @model_validator(mode="after")
     def _an_occasion(self) -> "Calendar":
@@ -137,18 +134,10 @@ def _occasion(calendar: Calendar, ctx: "VisitorContext", shop_zone: str) -> tupl
 
 
 def local_date(calendar: Calendar, ctx: "VisitorContext", shop_zone: str) -> tuple[date, str]:
-    """The visitor's date (by the calendar's time zone rule), and whose it is in words."""
-    if calendar.timezone not in ("visitor", "shop"):
-        zone, whose = zone_named(calendar.timezone), calendar.timezone
-    elif calendar.timezone == "visitor" and ctx.geo.timezone:
-        try:
-            zone, whose = zone_named(ctx.geo.timezone), f"in {ctx.geo.timezone} (the visitor's)"
-        except ValueError:
-            zone, whose = zone_named(shop_zone), f"in {shop_zone} (the shop's)"
-    else:
-        zone, whose = zone_named(shop_zone), f"in {shop_zone} (the shop's)"
+    """The visitor's date (by the calendar's time zone rule, as a schedule's), and whose it is in words."""
+    zone, whose = zone_for(calendar, ctx, shop_zone)
     now = (ctx.now or datetime.now(timezone.utc).replace(tzinfo=None)).replace(tzinfo=UTC)
-    return now.astimezone(zone).date(), whose
+    return now.astimezone(zone).date(), f"in {whose}"
 
 
 def birthday(ctx: "VisitorContext") -> tuple[int, int] | None:

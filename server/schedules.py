@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, time, timezone
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,6 +32,11 @@ def zone_named(name: str) -> ZoneInfo:
 def valid_zone(name: str) -> str:
     zone_named(name)
     return name
+
+
+def zone_setting(name: str) -> str:
+    """A `timezone` key of a schedule or calendar: "visitor", "shop" or an IANA name."""
+    return name if name in ("visitor", "shop") else valid_zone(name)
 
 
 class Schedule(BaseModel):
@@ -61,10 +66,7 @@ class Schedule(BaseModel):
                 raise ValueError(f'{text!r} is not a range of hours: write "09:00-17:30" (or "22:00-02:00" across midnight)')
         return ranges
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, name: str) -> str:
-        return name if name in ("visitor", "shop") else valid_zone(name)
+    _zone = field_validator("timezone")(lambda cls, name: zone_setting(name))
 
     @model_validator(mode="after")
     def _in_order(self) -> "Schedule":
@@ -80,7 +82,7 @@ class Schedule(BaseModel):
 
 def check_schedule(schedule: Schedule, ctx: "VisitorContext", shop_zone: str, check) -> None:
     """The schedule's checks, each with its reason: start, end, weekday, hours."""
-    zone, whose = _zone_for(schedule, ctx, shop_zone)
+    zone, whose = zone_for(schedule, ctx, shop_zone)
     now = (ctx.now or datetime.now(timezone.utc).replace(tzinfo=None)).replace(tzinfo=timezone.utc).astimezone(zone)
     at = f"{now:%a %Y-%m-%d %H:%M} {whose}"
     if schedule.starts_at:
@@ -96,7 +98,9 @@ def check_schedule(schedule: Schedule, ctx: "VisitorContext", shop_zone: str, ch
         check(any(_within(now.time(), r) for r in schedule.hours), f"runs {', '.join(schedule.hours)}, it is {at}")
 
 
-def _zone_for(schedule: Schedule, ctx: "VisitorContext", shop_zone: str) -> tuple[ZoneInfo, str]:
+def zone_for(schedule: "Schedule | Any", ctx: "VisitorContext", shop_zone: str) -> tuple[ZoneInfo, str]:
+    """The zone a schedule's (or calendar's) `timezone` names for this visitor, and whose it
+    is in words: theirs by their IP address, else the shop's."""
     if schedule.timezone not in ("visitor", "shop"):
         return zone_named(schedule.timezone), schedule.timezone
     if schedule.timezone == "visitor" and ctx.geo.timezone:
