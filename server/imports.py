@@ -7,7 +7,7 @@ import csv
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -262,19 +262,22 @@ def _column_name(text: str) -> str:
     return name[2:] if name.startswith("g:") else name
 
 
-def _read_delimited(
+def _open_delimited(
     path: Path,
     delimiter: str,
-    required: tuple[str, ...],
-    build: Callable[[dict[str, str]], Record],
-    key_column: str | None = None,
-) -> list[Record]:
+    required: Sequence[str],
+    empty: str = "the file is empty (expected a header row)",
+    missing_of: Callable[[dict[str, str]], list[str]] | None = None,
+) -> tuple["_Errors", Iterator[tuple[int, dict[str, str], str]]]:
+    """A delimited file's error list and its rows after the header, once the header has every
+    `required` column (and those `missing_of(header)` names); ImportFailed for a file without
+    a header (`empty` says what was expected) or with columns missing."""
     errors = _Errors(path)
     rows = _delimited_rows(path, delimiter)
     header_line, header, _ = next(rows, (1, {}, ""))
     if not header:
-        raise ImportFailed(path, None, "the file is empty (expected a header row)")
-    missing = [name for name in required if name not in header]
+        raise ImportFailed(path, None, empty)
+    missing = [name for name in required if name not in header] + (missing_of(header) if missing_of else [])
     if missing:
         raise ImportFailed(
             path,
@@ -282,6 +285,17 @@ def _read_delimited(
             f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
             f" (found: {', '.join(header) or 'none'})",
         )
+    return errors, rows
+
+
+def _read_delimited(
+    path: Path,
+    delimiter: str,
+    required: tuple[str, ...],
+    build: Callable[[dict[str, str]], Record],
+    key_column: str | None = None,
+) -> list[Record]:
+    errors, rows = _open_delimited(path, delimiter, required)
     records: list[Record] = []
     first_lines: dict[str, int] = {}
     for line, row, problem in rows:
@@ -677,17 +691,8 @@ def read_price_list(path: Path) -> PriceList:
     path = Path(path)
     if not path.is_file():
         raise ImportFailed(path, None, "no such file")
-    errors = _Errors(path)
-    rows = _delimited_rows(path, ",")
-    header_line, header, _ = next(rows, (1, {}, ""))
-    if not header:
-        raise ImportFailed(path, None, "the file is empty (expected a header row)")
-    missing = [name for name in _PRICE_LIST_REQUIRED if name not in header]
-    if "price" not in header and "allowed" not in header:
-        missing.append("price")
-    if missing:
-        raise ImportFailed(path, header_line, f"missing required column{'s' if len(missing) > 1 else ''} "
-                           f"{', '.join(missing)} (found: {', '.join(header) or 'none'})")
+    errors, rows = _open_delimited(path, ",", _PRICE_LIST_REQUIRED, missing_of=lambda header: (
+        [] if "price" in header or "allowed" in header else ["price"]))
     tiers: dict[tuple[str, str, int], tuple[float, int]] = {}  # key -> (price, line)
     barred: dict[tuple[str, str], int] = {}  # (group, item) -> line
     priced: dict[tuple[str, str], int] = {}  # (group, item) -> first line with a price

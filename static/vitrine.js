@@ -80,7 +80,6 @@
   // -- consent
   // A data-vitrine-optout click (until an own call says yes), own call, Consent Mode, TCF,
   // Shopify: the first answer decides.
-  // c.source: where the answer came from.
   var said = [ls("getItem", OFF) ? { personalization: false } : {}, {}, {}, {}, {}];
   var SRC = "optout shop consent_mode tcf shopify".split(" ");
   function consent() {

@@ -83,18 +83,13 @@ class ImportedCode:
 def read_codes(path: Path) -> list[ImportedCode]:
     """The codes of a CSV with a `code` column (the shop's platform's export); ImportFailed
     listing every broken row by its line (an empty or malformed code, one given twice)."""
-    from server.imports import ImportFailed, _delimited_rows, _Errors
+    from server.imports import ImportFailed, _open_delimited
 
     path = Path(path)
     if not path.is_file():
         raise ImportFailed(path, None, "no such file")
-    errors = _Errors(path)
-    rows = _delimited_rows(path, ",")
-    header_line, header, _ = next(rows, (1, {}, ""))
-    if not header:
-        raise ImportFailed(path, None, "the file is empty (expected a header row with a code column)")
-    if "code" not in header:
-        raise ImportFailed(path, header_line, f"missing required column code (found: {', '.join(header)})")
+    errors, rows = _open_delimited(path, ",", ("code",),
+                                   empty="the file is empty (expected a header row with a code column)")
     found: list[ImportedCode] = []
     first: dict[str, int] = {}
     for line, row, problem in rows:
