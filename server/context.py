@@ -23,7 +23,7 @@ from server.client_ip import client_ip, is_trusted_peer, parse_networks
 from server.consent.rules import (
     ALLOWED, ConsentDecision, ConsentIn, ConsentPolicy, answer_key, answer_source, decide, gpc_signal,
 )
-from server.countries import display_name
+from server.countries import geo_name
 from server.device import Device, parse_device
 from server.geo import Geo, GeoLocator
 from server.identity import Identity, new_visitor_id
@@ -411,7 +411,7 @@ def apply_overrides(ctx: VisitorContext, overrides: Mapping[str, str]) -> Visito
     if overrides.get("country"):
         code = overrides["country"].upper()[:2]
         # Named as the GeoIP database names countries ("Ireland", "United Kingdom").
-        changes["geo"] = Geo(country=code, country_name=display_name(code).removeprefix("the ") or code)
+        changes["geo"] = Geo(country=code, country_name=geo_name(code))
     if overrides.get("device"):
         changes["device"] = dataclasses.replace(ctx.device, device_class=overrides["device"])
     if overrides.get("source"):

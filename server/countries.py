@@ -41,6 +41,13 @@ _WITH_THE = {"BS", "GM", "KM", "MV", "NL", "PH", "SC", "VA"}
 _RENAMED = {"RU": "Russia"}  # short names where pycountry has none
 
 
+def geo_name(code: str) -> str:
+    """A country code named as the GeoIP database names countries ("Ireland", "United
+    Kingdom": no "the"), for a location made from a code alone; the code for one that names
+    no country."""
+    return display_name(code).removeprefix("the ") or code
+
+
 @lru_cache(maxsize=512)
 def display_name(code: str) -> str:
     """A country code as a shopper reads it in a sentence ("the United Kingdom", "Ireland",

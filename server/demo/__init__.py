@@ -34,9 +34,10 @@ def fill_coupon_pools(store, shop: str, size: int = POOL_SIZE, low: int = POOL_L
     from server.promotions.rules import PoolRules
 
     added = {}
+    stats = {s["pool"]: s for s in store.coupon_stats(shop)}  # once: a pool made below has none
     for pool, prefix, rule in COUPON_POOLS:
         rules, _ = ensure_pool(store, shop, pool, PoolRules(**rule, reveal="campaign"))
-        held = {s["pool"]: s for s in store.coupon_stats(shop)}.get(pool, {})
+        held = stats.get(pool, {})
         left = held.get("codes", 0) - held.get("issued", 0)
         if left < low:
             added[pool] = len(generate_codes(store, shop, pool, rules, size - left, Pattern(prefix)))

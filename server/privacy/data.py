@@ -47,7 +47,7 @@ def audiences_of(store: Store, shop: str, visitor_id: str, audience_source: Call
     Read from the stored profile alone (its device class, country and traffic source), so
     the HTTP answer and `vitrine privacy export` say the same."""
     from server.context import PageContext, VisitorContext
-    from server.countries import display_name
+    from server.countries import geo_name
     from server.device import Device
     from server.geo import Geo
     from server.traffic import TrafficSource
@@ -59,7 +59,7 @@ def audiences_of(store: Store, shop: str, visitor_id: str, audience_source: Call
     ctx = VisitorContext(
         shop=shop, visitor_id=visitor_id, is_new_token=False, profile=profile,
         device=Device(device_class, "", "", device_class == "bot"),
-        geo=Geo(country=profile.country, country_name=display_name(profile.country).removeprefix("the ")),
+        geo=Geo(country=profile.country, country_name=geo_name(profile.country)),
         source=TrafficSource(medium=profile.source, source=profile.source_name, campaign=profile.utm_campaign, utm={}),
         page=PageContext(), audience_source=audience_source,
     )
