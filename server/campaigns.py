@@ -5,12 +5,13 @@ Every decision carries its reasons, so QA can see why a campaign did or did not 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -309,11 +310,13 @@ class Campaign(BaseModel):
         'region) or "city" (also the city and time zone, for a campaign that needs them)',
     )
 
-    _needs: tuple[str, ...] = PrivateAttr(())  # personal placeholders its copy names without a fallback
     _shop_zone: str = PrivateAttr("UTC")  # the shop's `timezone`, set when its config is loaded
 
-    def model_post_init(self, context: Any) -> None:
-        self._needs = needed_facts(getattr(self, name) for name in COPY_FIELDS)
+    @functools.cached_property
+    def needs(self) -> tuple[str, ...]:
+        """The personal placeholders its copy names without a fallback (worked out once: a
+        pydantic private attribute costs 30 times a plain one to read, on every decision)."""
+        return needed_facts(getattr(self, name) for name in COPY_FIELDS)
 
     _valid_copy = field_validator(*COPY_FIELDS)(valid_copy)
 
@@ -353,66 +356,102 @@ class Decision:
     held_back: bool = False
 
 
-def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozenset(), variant: bool = False) -> Decision:
-    """Whether the campaign shows to this visitor, with every reason. A `variant` of an
-    experiment (server/measure/experiments.py) shows even when not enabled on its own."""
-    reasons: list[str] = []
+class _Stop(Exception):
+    """The first "no" of a decision no one reads the reasons of: the rest is not checked."""
+
+
+class Reasons:
+    """A decision's reasons, "ok: ..." or "no: ...", each given as its words or a function
+    making them. Explained (a fragment URL, whose `_context=1` and `_debug=1` QA reads):
+    every check, in words. Not explained (the page call, which reads only whether each
+    campaign shows): no words, and the checks stop at the first no. Wording checks no one
+    reads was most of a decision's time."""
+
+    __slots__ = ("explain", "said")
+
+    def __init__(self, explain: bool = True) -> None:
+        self.explain = explain
+        self.said: list[str] = []
+
+    def __call__(self, ok: bool, why: "str | Callable[[], str]") -> None:
+        if not self.explain:
+            if not ok:
+                raise _Stop
+            return
+        self.said.append(("ok: " if ok else "no: ") + (why if isinstance(why, str) else why()))
+
+
+def decide(campaign: Campaign, ctx: "VisitorContext", closed: set[str] = frozenset(), variant: bool = False,
+           explain: bool = True) -> Decision:
+    """Whether the campaign shows to this visitor, with every reason (none when not
+    `explain`ed: Reasons). A `variant` of an experiment (server/measure/experiments.py) shows
+    even when not enabled on its own."""
+    check = Reasons(explain)
+    try:
+        _checks(campaign, ctx, closed, variant, check)
+    except _Stop:
+        return Decision(campaign, False, check.said)
+    return Decision(campaign, all(r.startswith("ok") for r in check.said), check.said)
+
+
+def _checks(campaign: Campaign, ctx: "VisitorContext", closed, variant: bool, check: Reasons) -> None:
     aud = campaign.audience
-
-    def check(ok: bool, why: str) -> None:
-        reasons.append(("ok: " if ok else "no: ") + why)
-
     if not variant:
         check(campaign.enabled, "campaign enabled")
     if aud.visitor:
-        check(ctx.visitor_kind in aud.visitor, f"visitor is {ctx.visitor_kind}, wanted {'/'.join(aud.visitor)}")
+        check(ctx.visitor_kind in aud.visitor, lambda: f"visitor is {ctx.visitor_kind}, wanted {'/'.join(aud.visitor)}")
     if aud.device:
-        check(ctx.device.device_class in aud.device, f"device is {ctx.device.device_class}, wanted {'/'.join(aud.device)}")
-    country = ctx.geo.country or "unknown"
+        check(ctx.device.device_class in aud.device,
+              lambda: f"device is {ctx.device.device_class}, wanted {'/'.join(aud.device)}")
     if aud.country:
-        check(ctx.geo.country in aud.country, f"country is {country}, wanted {'/'.join(aud.country)}")
+        check(ctx.geo.country in aud.country,
+              lambda: f"country is {ctx.geo.country or 'unknown'}, wanted {'/'.join(aud.country)}")
     if aud.not_country:
-        check(ctx.geo.country not in aud.not_country, f"country is {country}, excluded {'/'.join(aud.not_country)}")
+        check(ctx.geo.country not in aud.not_country,
+              lambda: f"country is {ctx.geo.country or 'unknown'}, excluded {'/'.join(aud.not_country)}")
     if aud.page_type:
-        check(ctx.page.type in aud.page_type, f"page type is {ctx.page.type or 'unknown'}, wanted {'/'.join(aud.page_type)}")
+        check(ctx.page.type in aud.page_type,
+              lambda: f"page type is {ctx.page.type or 'unknown'}, wanted {'/'.join(aud.page_type)}")
     if aud.source:
-        check(ctx.source.medium in aud.source, f"traffic source is {ctx.source.medium}, wanted {'/'.join(aud.source)}")
+        check(ctx.source.medium in aud.source, lambda: f"traffic source is {ctx.source.medium}, wanted {'/'.join(aud.source)}")
     if aud.min_page_views:
-        check(ctx.profile.page_views >= aud.min_page_views, f"{ctx.profile.page_views} page views, wanted {aud.min_page_views}")
+        check(ctx.profile.page_views >= aud.min_page_views,
+              lambda: f"{ctx.profile.page_views} page views, wanted {aud.min_page_views}")
     if aud.audiences:
         check(*_in_audiences(ctx, aud.audiences))
     if aud.not_audiences:
         check(*_out_of_audiences(ctx, aud.not_audiences))
-    if campaign._needs:
+    needs = campaign.needs
+    if needs:
         values = copy_values(ctx)
-        missing = [f"{{{name}}}" for name in campaign._needs if not values[name]]
-        named = ", ".join(f"{{{name}}}" for name in campaign._needs)
-        check(not missing, f"its copy names {named}, known for this visitor" if not missing else
+        missing = [f"{{{name}}}" for name in needs if not values[name]]
+        check(not missing, lambda: f"its copy names {', '.join(f'{{{name}}}' for name in needs)}, known for this visitor"
+              if not missing else
               f"its copy names {', '.join(missing)}, which this visitor has not (a fallback: {{name:text}})")
     if aud.holds_coupon:
         held = ctx.held_coupons().get(campaign.coupon_pool)
-        check(held is not None, f"holds a code of pool {campaign.coupon_pool} with uses left" if held else
+        check(held is not None, lambda: f"holds a code of pool {campaign.coupon_pool} with uses left" if held else
               f"holds no code of pool {campaign.coupon_pool} with uses left" + (
                   "" if ctx.profile.customer_id else " (not identified as a customer)"))
     if campaign.coupon_pool and not campaign.code:
         check(ctx.consent.personalization,
-              f"reveals each visitor their own code of pool {campaign.coupon_pool}, which needs a visitor with "
+              lambda: f"reveals each visitor their own code of pool {campaign.coupon_pool}, which needs a visitor with "
               "consent to personalization (a fallback for the others: code = ...)")
     if campaign.once_closed:
         check(campaign.id not in closed, "not closed by this visitor before")
     if campaign.widget == "popup":
         _check_trigger(campaign.trigger, ctx, check)
-        if caps_in_words(campaign.frequency):
+        if check.explain and caps_in_words(campaign.frequency):
             # The browser counts the showings (docs/campaigns.md#frequency-caps-popups): said here, checked there.
             check(True, f"its caps are counted in the visitor's browser: {caps_in_words(campaign.frequency)}")
+    zone = campaign._shop_zone
     if not campaign.schedule.empty:
-        check_schedule(campaign.schedule, ctx, campaign._shop_zone, check)
+        check_schedule(campaign.schedule, ctx, zone, check)
     if campaign.calendar is not None:
-        check_calendar(campaign.calendar, ctx, campaign._shop_zone, check)
+        check_calendar(campaign.calendar, ctx, zone, check)
     if campaign.countdown is not None and campaign.countdown.ends_at is not None:
-        end, now = campaign.countdown.end(campaign._shop_zone), ctx.now or utcnow()
-        check(now < end, f"its countdown ends {end:%Y-%m-%d %H:%M} UTC, it is {now:%Y-%m-%d %H:%M} UTC")
-    return Decision(campaign, all(r.startswith("ok") for r in reasons), reasons)
+        end, now = campaign.countdown.end(zone), ctx.now or utcnow()
+        check(now < end, lambda: f"its countdown ends {end:%Y-%m-%d %H:%M} UTC, it is {now:%Y-%m-%d %H:%M} UTC")
 
 
 def caps_in_words(frequency: Frequency) -> str:
@@ -428,10 +467,10 @@ def caps_in_words(frequency: Frequency) -> str:
 def _check_trigger(trigger: Trigger, ctx: "VisitorContext", check) -> None:
     """What of a popup's trigger the server knows: the page type, the visit's page views."""
     if trigger.on == "cart_page":
-        check(ctx.page.type == "cart", f"page type is {ctx.page.type or 'unknown'}, its trigger wants cart")
+        check(ctx.page.type == "cart", lambda: f"page type is {ctx.page.type or 'unknown'}, its trigger wants cart")
     elif trigger.on == "page_views":
         views = visit_page_views(ctx)
-        check(views >= trigger.count, f"page {views} of this visit, its trigger wants page {trigger.count} on")
+        check(views >= trigger.count, lambda: f"page {views} of this visit, its trigger wants page {trigger.count} on")
 
 
 def visit_page_views(ctx: "VisitorContext") -> int:
@@ -444,24 +483,25 @@ def visit_page_views(ctx: "VisitorContext") -> int:
     return max(1, int(views or 0))
 
 
-def _in_audiences(ctx: "VisitorContext", wanted: list[str]) -> tuple[bool, str]:
-    """In any of the audiences: the first one it is in, with why; else why in none."""
+def _in_audiences(ctx: "VisitorContext", wanted: list[str]) -> "tuple[bool, Callable[[], str]]":
+    """In any of the audiences, and the words of it (made when read): the first one it is in,
+    with why; else why in none."""
     membership = ctx.audiences
     for audience in wanted:
         result = membership.result(audience)
         if result is not None and result.member:
-            return True, f"in audience {audience}: {result.reason}"
-    why = "; ".join(f"{a}: {_why_not(membership, a)}" for a in wanted)
-    return False, f"in none of the audiences {'/'.join(wanted)} ({why})"
+            return True, lambda: f"in audience {audience}: {result.reason}"
+    return False, lambda: "in none of the audiences {} ({})".format(
+        "/".join(wanted), "; ".join(f"{a}: {_why_not(membership, a)}" for a in wanted))
 
 
-def _out_of_audiences(ctx: "VisitorContext", excluded: list[str]) -> tuple[bool, str]:
+def _out_of_audiences(ctx: "VisitorContext", excluded: list[str]) -> "tuple[bool, Callable[[], str]]":
     membership = ctx.audiences
     for audience in excluded:
         result = membership.result(audience)
         if result is not None and result.member:
-            return False, f"in excluded audience {audience}: {result.reason}"
-    return True, f"in none of the excluded audiences {'/'.join(excluded)}"
+            return False, lambda: f"in excluded audience {audience}: {result.reason}"
+    return True, lambda: f"in none of the excluded audiences {'/'.join(excluded)}"
 
 
 def _why_not(membership, audience: str) -> str:
@@ -471,12 +511,13 @@ def _why_not(membership, audience: str) -> str:
 
 def decisions(
     campaigns: list[Campaign], ctx: "VisitorContext", widget: str, placement: str | None = None,
-    closed: set[str] = frozenset(),
+    closed: set[str] = frozenset(), explain: bool = True,
 ) -> list[Decision]:
-    """Decisions for every campaign of a widget kind (and placement), highest priority first."""
+    """Decisions for every campaign of a widget kind (and placement), highest priority first
+    (`explain`: with every reason, see Reasons)."""
     chosen = [
         c for c in campaigns
         if c.widget == widget and (placement is None or not c.placement or c.placement == placement)
     ]
     chosen.sort(key=lambda c: -c.priority)
-    return [decide(c, ctx, closed) for c in chosen]
+    return [decide(c, ctx, closed, explain=explain) for c in chosen]

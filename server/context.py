@@ -178,6 +178,10 @@ class VisitorContext:
     @property
     def audiences(self) -> "Membership":
         """The shop's audiences the visitor is in, with the reasons, worked out once per request."""
+        try:
+            return self._derived["audiences"]
+        except KeyError:  # the first read (an import inside a property costs on every read)
+            pass
         from server.audiences import NO_AUDIENCES
 
         source = self.audience_source

@@ -85,16 +85,18 @@ class Calendar(BaseModel):
 
 
 def check_calendar(calendar: Calendar, ctx: "VisitorContext", shop_zone: str, check) -> None:
-    """The calendar's check, with its reason: the occasion found around the visitor's date,
-    or what was looked for."""
+    """The calendar's check, with its reason (worded when read): the occasion found around
+    the visitor's date, or what was looked for."""
     found = occasion(calendar, ctx, shop_zone)
-    today, whose = local_date(calendar, ctx, shop_zone)
-    on = f"it is {today:%a %Y-%m-%d} {whose}"
-    if found is not None:
-        check(True, f"{found[1]} {_when(found[0], today)}, {on}")
-        return
-    wanted = _wanted(calendar, ctx)
-    check(False, f"no {wanted} {_window(calendar)}, {on}")
+
+    def why() -> str:
+        today, whose = local_date(calendar, ctx, shop_zone)
+        on = f"it is {today:%a %Y-%m-%d} {whose}"
+        if found is not None:
+            return f"{found[1]} {_when(found[0], today)}, {on}"
+        return f"no {_wanted(calendar, ctx)} {_window(calendar)}, {on}"
+
+    check(found is not None, why)
 
 
 def occasion(calendar: Calendar, ctx: "VisitorContext", shop_zone: str) -> tuple[date, str] | None:

@@ -81,21 +81,24 @@ class Schedule(BaseModel):
 
 
 def check_schedule(schedule: Schedule, ctx: "VisitorContext", shop_zone: str, check) -> None:
-    """The schedule's checks, each with its reason: start, end, weekday, hours."""
+    """The schedule's checks, each with its reason (worded when read): start, end, weekday, hours."""
     zone, whose = zone_for(schedule, ctx, shop_zone)
     now = (ctx.now or datetime.now(timezone.utc).replace(tzinfo=None)).replace(tzinfo=timezone.utc).astimezone(zone)
-    at = f"{now:%a %Y-%m-%d %H:%M} {whose}"
+
+    def at() -> str:
+        return f"{now:%a %Y-%m-%d %H:%M} {whose}"
+
     if schedule.starts_at:
         start = _aware(schedule.starts_at, zone)
-        check(now >= start, f"starts {start:%Y-%m-%d %H:%M %Z}, it is {at}")
+        check(now >= start, lambda: f"starts {start:%Y-%m-%d %H:%M %Z}, it is {at()}")
     if schedule.ends_at:
         end = _aware(schedule.ends_at, zone)
-        check(now < end, f"ends {end:%Y-%m-%d %H:%M %Z}, it is {at}")
+        check(now < end, lambda: f"ends {end:%Y-%m-%d %H:%M %Z}, it is {at()}")
     if schedule.days:
         day = WEEKDAYS[now.weekday()]
-        check(day in schedule.days, f"runs on {'/'.join(schedule.days)}, it is {at}")
+        check(day in schedule.days, lambda: f"runs on {'/'.join(schedule.days)}, it is {at()}")
     if schedule.hours:
-        check(any(_within(now.time(), r) for r in schedule.hours), f"runs {', '.join(schedule.hours)}, it is {at}")
+        check(any(_within(now.time(), r) for r in schedule.hours), lambda: f"runs {', '.join(schedule.hours)}, it is {at()}")
 
 
 def zone_for(schedule: "Schedule | Any", ctx: "VisitorContext", shop_zone: str) -> tuple[ZoneInfo, str]:

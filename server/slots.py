@@ -101,7 +101,8 @@ class SlotFill(BaseModel):
             attrs["category"] = favourite_category_key(ctx)
         return attrs
 
-    def fill_problem(self, shop: "ShopConfig", ctx: "VisitorContext", closed, variant: bool = False) -> str:
+    def fill_problem(self, shop: "ShopConfig", ctx: "VisitorContext", closed, variant: bool = False,
+                     explain: bool = True) -> str:
         """Why it cannot fill the slot for this visitor ("" when it can): its title names a
         fact they have not, they have no favourite category, its campaign does not show (a
         `variant` of an experiment shows its campaign even when that is not enabled on its own)."""
@@ -115,7 +116,7 @@ class SlotFill(BaseModel):
             campaign = shop.campaign(self.campaign)
             if campaign is None:
                 return f"no campaign {self.campaign!r}"
-            decision = decide(campaign, ctx, closed, variant=variant)
+            decision = decide(campaign, ctx, closed, variant=variant, explain=explain)
             if not decision.show:
                 return f"campaign {self.campaign} does not show: " + "; ".join(r for r in decision.reasons if r.startswith("no"))
         return ""
@@ -149,11 +150,13 @@ class Choice:
         return {"entry": self.entry, "widget": self.widget, "campaign": self.campaign, "reasons": self.reasons}
 
 
-def choose(rules: SlotRules, shop: "ShopConfig", ctx: "VisitorContext", closed: "set[str] | frozenset[str]" = frozenset()) -> Choice:
-    """The first entry of the slot's content that matches this visitor."""
+def choose(rules: SlotRules, shop: "ShopConfig", ctx: "VisitorContext", closed: "set[str] | frozenset[str]" = frozenset(),
+           explain: bool = True) -> Choice:
+    """The first entry of the slot's content that matches this visitor (`explain`: a campaign's
+    every reason, server/campaigns.py Reasons)."""
     reasons: list[str] = []
     for n, entry in enumerate(rules.content):
-        why = _mismatch(entry, shop, ctx, closed)
+        why = _mismatch(entry, shop, ctx, closed, explain)
         if why:
             reasons.append(f"content[{n}]: no: {why}")
             continue
@@ -164,14 +167,14 @@ def choose(rules: SlotRules, shop: "ShopConfig", ctx: "VisitorContext", closed: 
     return Choice(None, {}, "", "", reasons)
 
 
-def _mismatch(entry: SlotContent, shop: "ShopConfig", ctx: "VisitorContext", closed) -> str:
+def _mismatch(entry: SlotContent, shop: "ShopConfig", ctx: "VisitorContext", closed, explain: bool) -> str:
     membership = ctx.audiences
     if entry.audiences and not any(a in membership for a in entry.audiences):
         return f"in none of the audiences {'/'.join(entry.audiences)}"
     excluded = next((a for a in entry.not_audiences if a in membership), None)
     if excluded:
         return f"in excluded audience {excluded}"
-    return entry.fill_problem(shop, ctx, closed)
+    return entry.fill_problem(shop, ctx, closed, explain=explain)
 
 
 def _matched(entry: SlotContent) -> str:

@@ -65,11 +65,16 @@ class Membership:
     def ids(self) -> tuple[str, ...]:
         return tuple(r.id for r in self.results if r.member)
 
+    @functools.cached_property
+    def _by_id(self) -> dict[str, AudienceResult]:
+        return {r.id: r for r in self.results}
+
     def __contains__(self, audience: object) -> bool:
-        return any(r.id == audience and r.member for r in self.results)
+        result = self._by_id.get(audience)  # type: ignore[call-overload]
+        return result is not None and result.member
 
     def result(self, audience: str) -> AudienceResult | None:
-        return next((r for r in self.results if r.id == audience), None)
+        return self._by_id.get(audience)
 
     def as_json(self) -> list[dict]:
         return [r.as_json() for r in self.results]
