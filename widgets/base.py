@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import jinja2
+import orjson
+import jinja2.meta
+import jinja2.nodes
 
 from server.b2b.prices import group_prices_for
 from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy, time_left
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 WIDGETS_DIR = Path(__file__).parent
 MAX_CARDS = 50_000  # item cards kept drawn (Templates.card)
+MAX_SHARED = 4_096  # campaign fragments kept rendered (Templates.render, shared=)
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,17 @@ def asked_number(attrs: dict[str, str], names: tuple[str, ...], default: int, mo
     return default
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What a render's context holds, for reusing its HTML (Templates.render): `key`, every
+    value of it but the `personal` names' (hashable); `objects`, the config objects the key
+    names by `id()`, checked to be the same objects on reuse (a reloaded config is new)."""
+
+    key: tuple
+    personal: frozenset[str]
+    objects: tuple = ()
+
+
 class Templates:
     """Jinja templates: overrides first, then the built-in ones (also reachable as `default:NAME`).
 
@@ -197,6 +212,8 @@ class Templates:
         self.env.filters["web_url"] = web_url
         self.env.globals["card"] = self.card
         self._cards: dict[tuple, Any] = {}
+        self._shared: dict[tuple, tuple] = {}  # (template name, Shared.key) -> (template, objects, html)
+        self._reads: dict[str, frozenset[str] | None] = {}
 
     @staticmethod
     def names(kind: str, shop: str, campaign: str | None = None) -> list[str]:
@@ -204,16 +221,26 @@ class Templates:
         return names + [f"{kind}-{shop}.html", f"{kind}.html"]
 
     def render(self, names: list[str], site: str = "", group_prices: "Mapping[str, GroupPrice] | None" = None,
-               **context: Any) -> tuple[str, str]:
+               shared: "Shared | None" = None, **context: Any) -> tuple[str, str]:
         """Render the first of `names` that exists. `site`: the shop's site base URL, which the
         item cards' paths are made absolute on (server/urls.py on_site); `group_prices`: the
-        visitor's customer group's prices by item id, which the item cards show (server/b2b/)."""
+        visitor's customer group's prices by item id, which the item cards show (server/b2b/).
+
+        `shared`: what the context holds, as a key, except the names it lists as `personal`.
+        When the template (with what it extends and includes) reads none of those, its HTML is
+        the same for every visitor with that key: rendered once, then reused (a campaign's
+        fragment is the same for everyone who sees the same copy)."""
         template = self.select(names)
         if group_prices:
             context["card"] = lambda item, shop, size=200: self.card(item, shop, size, site, group_prices.get(item.item_id))
         elif site:
             context["card"] = lambda item, shop, size=200: self.card(item, shop, size, site)
-        return template.render(**context), template.name or names[-1]
+        html = template.render(**context)
+        if shared is not None and self._shareable(template, shared):
+            if len(self._shared) >= MAX_SHARED:
+                self._shared.clear()
+            self._shared[(template.name, shared.key)] = (template, shared.objects, html)
+        return html, template.name or names[-1]
 
     def select(self, names: list[str]) -> jinja2.Template:
         """The first of `names` that exists, compiled; remembered until an override changes."""
@@ -223,6 +250,50 @@ class Templates:
         if template is None:
             template = self._chosen[key] = self.env.select_template(names)
         return template
+
+    def reuse(self, names: list[str], shared: Shared) -> tuple[str, str] | None:
+        """The HTML render(names, shared=shared, ...) made before, if it may be reused."""
+        template = self.select(names)
+        found = self._shared.get((template.name, shared.key))
+        if (found is None or found[0] is not template or any(a is not b for a, b in zip(found[1], shared.objects))
+                or not self._shareable(template, shared)):
+            return None
+        return found[2], template.name or names[-1]
+
+    def _shareable(self, template: jinja2.Template, shared: Shared) -> bool:
+        reads = self.reads(template)
+        return reads is not None and not (reads & shared.personal)
+
+    def reads(self, template: jinja2.Template) -> frozenset[str] | None:
+        """The context names a template reads, with those of the templates it extends,
+        includes or imports with the context (a macro imported without it sees none); None
+        when that cannot be told (a template named by an expression)."""
+        name = template.name or ""
+        if name not in self._reads:
+            self._reads[name] = self._names_read(name, set())
+        return self._reads[name]
+
+    def _names_read(self, name: str, seen: set[str]) -> frozenset[str] | None:
+        if name in seen:
+            return frozenset()
+        seen.add(name)
+        try:
+            source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+        except jinja2.TemplateNotFound:
+            return None
+        tree = self.env.parse(source)
+        found = set(jinja2.meta.find_undeclared_variables(tree))
+        nodes = jinja2.nodes
+        for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+            if isinstance(node, (nodes.Import, nodes.FromImport)) and not node.with_context:
+                continue
+            if not isinstance(node.template, nodes.Const) or not isinstance(node.template.value, str):
+                return None
+            inner = self._names_read(node.template.value, seen)
+            if inner is None:
+                return None
+            found |= inner
+        return frozenset(found)
 
     def card(self, item: Any, shop: Any, size: int = 200, site: str = "", group_price: "GroupPrice | None" = None) -> Any:
         """`{{ card(item, shop) }}`: the `item_card` macro of item-card.html (an override's, if
@@ -262,6 +333,8 @@ class Templates:
                 self.env.cache.clear()
                 self._chosen = {}
                 self._cards = {}
+                self._shared = {}
+                self._reads = {}
                 self._signature = signature
             self._checked_at = now
 
@@ -277,6 +350,36 @@ class Templates:
             except OSError:
                 continue
         return tuple(sorted(found))
+
+
+def shared_context(rc: RenderContext, slot: "Slot | None", why: "Why | None", *values: Any,
+                   personal: frozenset[str] = frozenset({"visitor"}), objects: tuple = ()) -> Shared:
+    """A fragment's render context as a key (Templates.render, shared=): the shop, the slot, the
+    reasons shown and `values` (the rest of what the template gets, hashable) render the same
+    HTML for everyone whose template reads none of the `personal` names (the visitor's own)."""
+    key = (
+        id(rc.shop), rc.site, rc.standalone,
+        (slot.id, slot.widget, tuple(sorted(slot.attrs.items()))) if slot is not None else None,
+        (why.reasons, why.personalized) if why is not None else None, *(id(o) for o in objects), *values,
+    )
+    return Shared(key, personal, (rc.shop, *objects))
+
+
+def _campaign_shared(rc: RenderContext, campaign: Campaign, copy: dict[str, str], slot: "Slot | None", why: "Why | None",
+                     signup: dict | None, issued: bool, countdown: Any, cart: Any) -> Shared | None:
+    """A campaign fragment's key: its copy and sign-up (as configured) are the same for every
+    visitor shown them; a running countdown and a cart are each visitor's own. None: not keyed."""
+    try:
+        form = orjson.dumps(signup, option=orjson.OPT_SORT_KEYS) if signup is not None else None
+    except TypeError:
+        return None
+    personal = {"visitor"}
+    if countdown is not None:
+        personal.add("countdown")
+    if cart is not None:
+        personal.add("cart")
+    return shared_context(rc, slot, why, tuple(copy.items()), issued, form, personal=frozenset(personal),
+                          objects=(campaign,))
 
 
 def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
@@ -343,7 +446,7 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
             shown.append(decision)
     parts = []
     for decision in shown:
-        campaign = decision.campaign
+        campaign = configured = decision.campaign
         names = Templates.names(kind, rc.shop.id, campaign.id)
         why = explain.campaign(rc, campaign) if explain.wanted(rc) else None
         fragment.why = fragment.why or why
@@ -363,11 +466,19 @@ def render_campaign(rc: RenderContext, kind: str, decision_list: list[Decision],
             copy["code"] = copy["reveal_text"] = ""
             campaign = campaign.model_copy(update={"code": "", "reveal_text": ""})
             signup = {**campaign.signup.model_dump(), "interests": interests_offered(campaign, rc.shop_catalog())}
-        html, used = rc.templates.render(
-            names, site=rc.site, campaign=campaign, copy=copy, visitor=rc.ctx.as_dict(campaign.geo_detail),
-            shop=rc.shop, slot=slot, standalone=rc.standalone, why=explain.shown(rc, why), signup=signup, issued=issued,
-            countdown=countdown_context(campaign, rc.ctx), cart=cart_context(rc) if campaign.show_cart else None,
-        )
+        shown_why = explain.shown(rc, why)
+        countdown = countdown_context(campaign, rc.ctx)
+        cart = cart_context(rc) if campaign.show_cart else None
+        shared = _campaign_shared(rc, configured, copy, slot, shown_why, signup, issued, countdown, cart)
+        reused = rc.templates.reuse(names, shared) if shared is not None else None
+        if reused is not None:
+            html, used = reused
+        else:
+            html, used = rc.templates.render(
+                names, site=rc.site, shared=shared, campaign=campaign, copy=copy,
+                visitor=rc.ctx.as_dict(campaign.geo_detail), shop=rc.shop, slot=slot, standalone=rc.standalone,
+                why=shown_why, signup=signup, issued=issued, countdown=countdown, cart=cart,
+            )
         parts.append(html)
         fragment.templates, fragment.template = names, used
         fragment.campaigns.append(campaign.id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from server.recommend.serving import STRATEGIES, Filters
 from widgets import why as explain
-from widgets.base import Fragment, RenderContext, Slot, Templates, asked_number, group_prices
+from widgets.base import Fragment, RenderContext, Slot, Templates, asked_number, group_prices, shared_context
 
 TITLES = {
     "top_picks": "Top picks for you",
@@ -48,10 +48,19 @@ class RecommendationsWidget:
             return fragment
         if explain.wanted(rc):
             fragment.why = explain.recommendations(rc, found, filters.category)
+        title = attrs.get("title") or TITLES[found.strategy]
+        prices, why = group_prices(rc), explain.shown(rc, fragment.why)
+        # The same items under the same title are the same panel for every visitor shown them
+        # (a customer group's prices are the group's: drawn for each).
+        shared = None if prices else shared_context(rc, slot, why, tuple(found.items), title, found.strategy, strategy)
+        reused = rc.templates.reuse(names, shared) if shared is not None else None
+        if reused is not None:
+            fragment.html, fragment.template = reused
+            return fragment
         fragment.html, fragment.template = rc.templates.render(
-            names, site=rc.site, group_prices=group_prices(rc), items=found.items, title=attrs.get("title") or TITLES[found.strategy],
+            names, site=rc.site, group_prices=prices, shared=shared, items=found.items, title=title,
             strategy=found.strategy, requested=strategy, visitor=rc.ctx.as_dict(), shop=rc.shop, slot=slot,
-            standalone=rc.standalone, why=explain.shown(rc, fragment.why),
+            standalone=rc.standalone, why=why,
         )
         return fragment
 
