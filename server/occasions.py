@@ -111,14 +111,9 @@ def _occasion(calendar: Calendar, ctx: "VisitorContext", shop_zone: str) -> tupl
     # Nearest first: today, then a day after and a day before, and so on.
     days = [today + timedelta(days=d) for d in _offsets(calendar.days_before, calendar.days_after)]
     if calendar.holidays and ctx.geo.country:
-        wanted = None if calendar.any_holiday else {n.lower() for n in calendar.holidays}
-        subdiv = region_code(ctx)
-        for day in days:
-            name = _holidays(ctx.geo.country, subdiv, day.year).get(day)
-            if name is not None:
-                for each in name.split("; "):  # two holidays on one day
-                    if wanted is None or _plain(each) in wanted:
-                        return day, each
+        found = _holiday_near(calendar, ctx.geo.country, region_code(ctx), days)
+        if found is not None:
+            return found
     if calendar.birthday and ctx.consent.personalization:
         born = birthday(ctx)
         if born is not None:
@@ -133,6 +128,33 @@ def _occasion(calendar: Calendar, ctx: "VisitorContext", shop_zone: str) -> tupl
                     years = day.year - joined.year
                     return day, f"{years} year{'s' if years > 1 else ''} with us"
     return None
+
+
+_NEAR: dict[tuple, tuple[Calendar, tuple[date, str] | None]] = {}  # _holiday_near's answers
+MAX_NEAR = 4096
+
+
+def _holiday_near(calendar: Calendar, country: str, subdiv: str, days: list[date]) -> tuple[date, str] | None:
+    """The first of `days` that is one of the calendar's holidays where the visitor is, with
+    its name: the same for every visitor of a region on a date, so worked out once for them
+    (the calendar kept with the answer: a reloaded config's is another object)."""
+    key = (id(calendar), country, subdiv, days[0])
+    kept = _NEAR.get(key)
+    if kept is not None and kept[0] is calendar:
+        return kept[1]
+    wanted = None if calendar.any_holiday else {n.lower() for n in calendar.holidays}
+    found = None
+    for day in days:
+        name = _holidays(country, subdiv, day.year).get(day)
+        if name is not None:
+            found = next(((day, each) for each in name.split("; ")  # two holidays on one day
+                          if wanted is None or _plain(each) in wanted), None)
+            if found is not None:
+                break
+    if len(_NEAR) >= MAX_NEAR:
+        _NEAR.clear()
+    _NEAR[key] = (calendar, found)
+    return found
 
 
 def local_date(calendar: Calendar, ctx: "VisitorContext", shop_zone: str) -> tuple[date, str]:

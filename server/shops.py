@@ -171,7 +171,7 @@ class ShopConfig(BaseModel):
 
     def model_post_init(self, context: Any) -> None:
         for campaign in self.campaigns:
-            campaign._shop_zone = self.timezone
+            campaign.in_shop_zone(self.timezone)
         if any(c.calendar is not None for c in self.campaigns):
             warm_calendars()  # the holiday tables load here, not on a visitor's request
 

@@ -21,7 +21,7 @@ from test_campaigns import visitor
 def at(now: str, zone: str = "", **schedule):
     """The decision on a banner with this schedule, for a visitor in `zone` at `now` (UTC)."""
     campaign = Campaign(id="s", widget="banner", schedule=schedule)
-    campaign._shop_zone = "Europe/London"
+    campaign.in_shop_zone("Europe/London")
     ctx = dataclasses.replace(visitor(), geo=Geo("US", "United States", timezone=zone), now=datetime.fromisoformat(now))
     return decide(campaign, ctx)
 

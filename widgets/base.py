@@ -388,7 +388,7 @@ def campaign_copy(campaign: Campaign, ctx: VisitorContext) -> dict[str, str]:
     is not valid copy anyway is shown as written, never an error."""
     values = copy_values(ctx)
     if campaign.calendar is not None:
-        found = occasion(campaign.calendar, ctx, campaign._shop_zone)
+        found = occasion(campaign.calendar, ctx, campaign.shop_zone)
         values = {**values, "occasion": found[1] if found else ""}
     return {f: fill_copy(getattr(campaign, f), values) for f in COPY_FIELDS}
 
@@ -399,7 +399,7 @@ def countdown_context(campaign: Campaign, ctx: VisitorContext) -> dict[str, Any]
     countdown = campaign.countdown
     if countdown is None:
         return None
-    end = countdown.end(campaign._shop_zone)
+    end = countdown.end(campaign.shop_zone)
     now = ctx.now or utcnow()
     left = (end - now).total_seconds() if end is not None else (countdown.minutes or 0) * 60
     return {"ends_at": end.isoformat(timespec="seconds") + "Z" if end else "", "minutes": countdown.minutes or "",
