@@ -535,7 +535,8 @@ class SqlStore:
         found: dict[tuple[str, str], tuple[VisitorState, str]] = {}
         for shop in sorted({k[0] for k in keys}):
             ids = [v for s, v in keys if s == shop]
-            ids = [v for v in ids if v not in self._forgotten(conn, shop, ids)]
+            gone = self._forgotten(conn, shop, ids)  # one query for them all
+            ids = [v for v in ids if v not in gone]
             if not ids:
                 continue
             conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
