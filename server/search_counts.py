@@ -22,8 +22,10 @@ Tally = dict[tuple[str, date, str], list[int]]
 
 
 def counted_term(term: str) -> str:
-    """The term as counted: lowercased, spaces squeezed, at most MAX_TERM_CHARS characters."""
-    return " ".join(term.lower().split())[:MAX_TERM_CHARS].rstrip()
+    """The term as counted: lowercased, spaces squeezed, at most MAX_TERM_CHARS characters;
+    control characters are spaces (the dashboard shows no invisible difference between terms)."""
+    printable = "".join(c if c.isprintable() else " " for c in term)
+    return " ".join(printable.lower().split())[:MAX_TERM_CHARS].rstrip()
 
 
 def add_search(tally: Tally, shop: str, day: date, term: str, results: int) -> bool:

@@ -169,6 +169,11 @@ def test_no_visitor_and_no_long_term_is_kept_and_old_days_are_purged(both) -> No
     assert set(rows(services)) == {term}
 
 
+def test_terms_are_counted_as_one_however_they_were_typed() -> None:
+    assert counted_term("  Hot\tWATER\u0007bottle ") == "hot water bottle"
+    assert counted_term("\u200b") == "" and counted_term("x" * 300) == "x" * MAX_TERM_CHARS
+
+
 def test_a_visitor_whose_consent_forbids_it_and_bots_are_not_counted(both) -> None:
     services, client = both
     r = client.get("/v1/fragments/search", params={"shop": "demo", "q": "lantern", "consent": "none"})
