@@ -178,15 +178,19 @@ def test_an_address_is_limited_across_servers_and_a_sign_in_clears_only_its_emai
     assert sign_in(one).status_code == 303  # another address: ann's one failure is under 5
 
 
-def test_failed_sign_ins_are_counted_in_the_store_by_hash_and_forgotten_after_the_window(tmp_path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'v.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def test_failed_sign_ins_are_counted_in_the_store_by_hash_and_forgotten_after_the_window(store_url) -> None:
     import sqlalchemy as sa
 
     from server.admin.auth import FailedSignIns
     from server.store import open_store
     from server.store.schema import admin_sign_in_failures
 
-    url = f"sqlite:///{tmp_path / 'v.db'}"
-    first, second = open_store(url), open_store(url)
+    first, second = open_store(store_url), open_store(store_url)
     first.migrate()
     now = [utcnow()]
     here = FailedSignIns(first, "test-key-1", clock=lambda: now[0])
@@ -213,6 +217,33 @@ def test_failed_sign_ins_are_counted_in_the_store_by_hash_and_forgotten_after_th
     finally:
         first.close()
         second.close()
+
+
+def test_failures_made_at_once_through_two_stores_all_count(store_url) -> None:
+    import threading
+
+    from server.admin.auth import FailedSignIns
+    from server.store import open_store
+
+    stores = [open_store(store_url, busy_timeout_ms=10_000), open_store(store_url, busy_timeout_ms=10_000)]
+    stores[0].migrate()
+    limits = [FailedSignIns(store, "test-key-1", per_email=40) for store in stores]
+    try:
+        def fail(limit: FailedSignIns) -> None:
+            for _ in range(20):
+                limit.failed("ann@shop.example", "198.51.100.7")
+
+        threads = [threading.Thread(target=fail, args=(limit,)) for limit in limits for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        key = limits[0]._key("e", "ann@shop.example")
+        assert stores[1].sign_in_failures([key], utcnow() - timedelta(minutes=15)) == {key: 80}
+        assert limits[1].blocked("ann@shop.example", "10.0.0.1")
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_a_tampered_or_foreign_session_is_sent_to_sign_in(client, ann) -> None:
