@@ -174,8 +174,14 @@ def test_terms_are_counted_as_one_however_they_were_typed() -> None:
     assert counted_term("\u200b") == "" and counted_term("x" * 300) == "x" * MAX_TERM_CHARS
 
 
-def test_a_visitor_whose_consent_forbids_it_and_bots_are_not_counted(both) -> None:
+def test_a_visitor_whose_consent_forbids_it_bots_and_qa_are_not_counted(both) -> None:
+    from conftest import qa_headers
+
     services, client = both
+    qa = qa_headers(client, "demo")
+    for params in ({"_context": "1"}, {"_debug": "1"}, {"visitor": "returning"}):
+        r = client.get("/v1/fragments/search", params={"shop": "demo", "q": "lantern", **params}, headers=qa)
+        assert r.status_code == 200, (params, r.text)
     r = client.get("/v1/fragments/search", params={"shop": "demo", "q": "lantern", "consent": "none"})
     assert r.status_code == 200
     bot = client.get("/v1/fragments/search", params={"shop": "demo", "q": "lantern"},
