@@ -20,7 +20,8 @@ its top results.
 
 Popular searches (what an empty box suggests) are counted off the request path, by the
 `popular-searches` job of `vitrine worker` (`jobs()` below), into the `popular_searches`
-table; the search box reads that table.
+table; the search box reads that table. Each search served is counted for the dashboard
+(`count_served`: searches and zero-result searches per day and term, server/search_counts.py).
 """
 
 from __future__ import annotations
