@@ -477,6 +477,7 @@ async def fragment(request: Request) -> Response:
         if now is not None:
             ctx = dataclasses.replace(ctx, now=now)
         rc = _render_context(svc, ctx, shop, standalone=True)
+        rc.count_searches = not (overrides or now is not None or params.get("_context") or params.get("_debug"))
         return ctx, render_slot(rc, slot)
 
     ctx, frag = await run_in_threadpool(render)

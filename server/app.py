@@ -100,6 +100,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     catalog = Catalog(store, check_interval_s=interval)
     recommender = Recommender(catalog, models)
     navigator = Navigator(catalog, recommender, settings.affinity_half_life_hours)
+    page_views = PageViewWriter(store, settings.page_view_flush_ms / 1000, wait_s=settings.store_busy_timeout_ms / 1000)
     return Services(
         settings=settings,
         store=store,
@@ -109,18 +110,17 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         geo=geo,
         signer=TokenSigner(settings.signing_keys(), settings.token_max_age_days * 86400),
         contexts=ContextBuilder(
-            store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60,
-            PageViewWriter(store, settings.page_view_flush_ms / 1000, wait_s=settings.store_busy_timeout_ms / 1000),
-            catalog,
+            store, geo, settings.trusted_proxies, settings.visit_timeout_minutes * 60, page_views, catalog,
         ),
         recommender=recommender,
         search=SearchService(
             store, models, settings.resolved_data_dir / "search", settings.search_personal_weight,
             settings.affinity_half_life_hours, settings.popular_search_min_visitors, catalog,
+            counter=page_views.count_search,
         ),
         navigator=navigator,
         audiences=Audiences(catalog, navigator, settings.visit_timeout_minutes * 60),
-        admin=AdminGate(settings.signing_keys(), settings.admin_session_hours),
+        admin=AdminGate(settings.signing_keys(), settings.admin_session_hours, store),
         shop_keys=ShopKeys(store, settings.signing_keys()),
     )
 

@@ -27,6 +27,7 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 # run a day ahead. Anything outside is refused (422 naming the field), never guessed.
 MAX_EVENT_AGE = timedelta(days=7)
 MAX_CLOCK_SKEW = timedelta(hours=24)
+MAX_RESULTS = 1_000_000  # a search event's `results`
 
 
 class LineItem(BaseModel):
@@ -53,10 +54,23 @@ class EventIn(BaseModel):
     item_list_id: str | None = Field(default=None, max_length=128)
     item_list_name: str | None = Field(default=None, max_length=128)
     search_term: str | None = Field(default=None, max_length=200)
+    # How many results the shop's own search found (a search event's): counted per term for
+    # the dashboard's searches that find nothing (server/search_counts.py). A JSON integer.
+    results: int | None = None
     page_view_id: str | None = Field(default=None, max_length=64)
     # The experiment and variant of the fragment it happened in (the page call names them).
     experiment: Id | None = None
     variant: Id | None = None
+
+    @field_validator("results", mode="before")
+    @classmethod
+    def _whole_count(cls, results: object) -> object:
+        """A JSON integer, not a string, a fraction or a boolean that could be read as one."""
+        if results is None:
+            return None
+        if isinstance(results, bool) or not isinstance(results, int) or not 0 <= results <= MAX_RESULTS:
+            raise ValueError(f"must be how many results the search found, a whole number from 0 to {MAX_RESULTS}")
+        return results
 
     @field_validator("ts")
     @classmethod
@@ -105,6 +119,8 @@ class EventIn(BaseModel):
         for name in ("creative_slot", "search_term", "page_view_id", "item_list_id", "item_list_name", "experiment", "variant"):
             if getattr(self, name):
                 props[name] = getattr(self, name)
+        if self.type == "search" and self.results is not None:
+            props["results"] = self.results
         return Event(
             event_id=self.event_id,
             type=self.type,

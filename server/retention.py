@@ -6,6 +6,8 @@ promotion impressions (`view_item_list`, `view_promotion`) and clicks (`select_i
 `select_promotion`) feed only the recent visitor state, the category affinity (halved
 every week: a year-old view weighs nothing) and future reports; searches are what visitors
 typed, free text that may be personal, and count for popular searches over 30 days only.
+The dashboard's counts of searches per day and term (search_counts, no visitor in them) go
+with them: a day's counts once the day is older than `event_retention_days`.
 
 Events kept: what the recommendation model learns from, views of items, cart adds, purchases
 and ratings (`server.recommend.dataset.EVENT_WEIGHTS`): which items go together stays true
@@ -61,7 +63,9 @@ def _purge_events(services: Any) -> str:
         + store.purge_events(shop, sorted(ANALYTICS_EVENTS), before, PURGE_CHUNK, visitor_id=ANONYMOUS_VISITOR)
         for shop in services.shops.ids()
     }
-    return f"events older than {days} days deleted ({_per_shop(deleted)})"
+    # A day's counts of searches per term go with that day's search events.
+    counts = store.purge_search_counts(before.date())
+    return f"events older than {days} days deleted ({_per_shop(deleted)}; search counts: {counts})"
 
 
 def _purge_visitors(services: Any) -> str:

@@ -20,7 +20,8 @@ its top results.
 
 Popular searches (what an empty box suggests) are counted off the request path, by the
 `popular-searches` job of `vitrine worker` (`jobs()` below), into the `popular_searches`
-table; the search box reads that table.
+table; the search box reads that table. Each search served is counted for the dashboard
+(`count_served`: searches and zero-result searches per day and term, server/search_counts.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -141,8 +142,12 @@ class SearchService:
     def __init__(
         self, store: "Store", models: "ModelRegistry | None", root: Path, weight: float, half_life_hours: float,
         popular_min_visitors: int = 10, catalog: "Catalog | None" = None,
+        counter: "Callable[[str, str, int, datetime], None] | None" = None,
     ) -> None:
         self.store = store
+        # Where a served search is counted (PageViewWriter.count_search: with the next batch
+        # of page views, server/search_counts.py); None: not counted.
+        self.counter = counter
         self.catalog = catalog or Catalog(store)  # what a search reads of items: memory
         self.popular_min_visitors = max(1, popular_min_visitors)
         self.models = models
@@ -204,6 +209,14 @@ class SearchService:
         model = self.models.get(ctx.shop) if self.models else None
         barred = items_barred_for(self.catalog, ctx)
         return self.rank(ctx.shop, query, ctx.visitor_id, events, utcnow(), model, limit, offset, barred)
+
+    def count_served(self, ctx: "VisitorContext", query: str, results: int) -> None:
+        """Count a search this server answered (its first page) for the dashboard: how often
+        each term is searched and finds nothing. Not for a bot, nor for a visitor whose
+        consent does not allow their searches to be recorded."""
+        if self.counter is None or ctx.device.device_class == "bot" or not ctx.consent.allows("search"):
+            return
+        self.counter(ctx.shop, query[:MAX_QUERY_CHARS], results, utcnow())
 
     def rank(
         self, shop: str, query: str, visitor_id: str, events: Sequence[Event], now: datetime,

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from server.admin.auth import SESSION_COOKIE
+from server.admin.auth import SESSION_COOKIE, hash_password
 from server.admin.views import SIGN_IN_FAILED
 from server.cli import main
 from server.measure.attribution import Window
@@ -125,6 +125,125 @@ def test_failed_sign_ins_are_limited(client, ann) -> None:
     blocked = sign_in(client)  # the right password, too late
     assert blocked.status_code == 429 and "Too many failed sign-ins" in blocked.text
     assert client.get("/admin/demo/", follow_redirects=False).status_code == 303
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_servers(request, settings):
+    """Two server processes' services on one store (SQLite, then PostgreSQL), each with its
+    own engine and connections, as `vitrine serve --workers 2` has; ann is a user of both."""
+    import dataclasses
+
+    from server.app import build_services, create_app
+
+    if request.param == "postgresql":
+        settings = dataclasses.replace(settings, database_url=request.getfixturevalue("postgres_url"))
+    first, second = build_services(settings), build_services(settings)
+    first.store.save_admin_user("ann@shop.example", hash_password(PASSWORD), "demo", utcnow())
+    clients = [TestClient(create_app(settings, s), base_url="http://127.0.0.1:8000", client=("127.0.0.1", 40000))
+               for s in (first, second)]
+    yield clients
+    first.close()
+    second.close()
+
+
+def test_failures_through_one_server_block_the_sign_in_on_another(two_servers) -> None:
+    one, other = two_servers
+    for n in range(5):
+        assert sign_in(one if n % 2 else other, password="wrong password!").status_code == 401
+    blocked = sign_in(other)  # the right password, on the process that saw only some failures
+    assert blocked.status_code == 429 and "Too many failed sign-ins" in blocked.text
+    assert sign_in(one).status_code == 429
+
+
+def test_an_address_is_limited_across_servers_and_a_sign_in_clears_only_its_email(two_servers) -> None:
+    one, other = two_servers
+    address = {"X-Forwarded-For": "203.0.113.9"}
+    for n in range(19):
+        token = csrf_of(one.get("/admin/login").text)
+        r = one.post("/admin/login", data={"csrf": token, "email": f"guess{n}@shop.example", "password": "wrong!!!!!!"},
+                     headers=address, follow_redirects=False)
+        assert r.status_code == 401
+    token = csrf_of(other.get("/admin/login").text)
+    ok = other.post("/admin/login", data={"csrf": token, "email": "ann@shop.example", "password": PASSWORD},
+                    headers=address, follow_redirects=False)
+    assert ok.status_code == 303  # the 20th attempt from the address, and the right one
+    token = csrf_of(other.get("/admin/login").text)
+    twentieth = other.post("/admin/login", data={"csrf": token, "email": "ann@shop.example", "password": "wrong!!!!!"},
+                           headers=address, follow_redirects=False)
+    assert twentieth.status_code == 401
+    token = csrf_of(one.get("/admin/login").text)
+    late = one.post("/admin/login", data={"csrf": token, "email": "ann@shop.example", "password": PASSWORD},
+                    headers=address, follow_redirects=False)
+    assert late.status_code == 429  # 20 failures from that address, through both servers
+    assert sign_in(one).status_code == 303  # another address: ann's one failure is under 5
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'v.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def test_failed_sign_ins_are_counted_in_the_store_by_hash_and_forgotten_after_the_window(store_url) -> None:
+    import sqlalchemy as sa
+
+    from server.admin.auth import FailedSignIns
+    from server.store import open_store
+    from server.store.schema import admin_sign_in_failures
+
+    first, second = open_store(store_url), open_store(store_url)
+    first.migrate()
+    now = [utcnow()]
+    here = FailedSignIns(first, "test-key-1", clock=lambda: now[0])
+    there = FailedSignIns(second, "test-key-1", clock=lambda: now[0])
+    try:
+        for _ in range(4):
+            here.failed("ann@shop.example", "198.51.100.7")
+        assert not there.blocked("ann@shop.example", "198.51.100.7")
+        there.failed("ann@shop.example", "198.51.100.7")
+        assert here.blocked("ann@shop.example", "198.51.100.7") and there.blocked("ann@shop.example", "10.0.0.1")
+        assert not there.blocked("bob@shop.example", "10.0.0.1")
+        with first.engine.connect() as conn:
+            keys = [r.key for r in conn.execute(sa.select(admin_sign_in_failures))]
+        assert len(keys) == 10 and not [k for k in keys if "ann" in k or "198.51" in k]
+        assert FailedSignIns(first, "another-key").blocked("ann@shop.example", "1.2.3.4") is False  # keyed hashes
+        now[0] += timedelta(minutes=16)
+        assert not here.blocked("ann@shop.example", "198.51.100.7")  # the window passed
+        there.failed("bob@shop.example", "10.0.0.1")  # a failure purges the ones older than the window
+        with first.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(admin_sign_in_failures)).scalar() == 2
+        there.succeeded("bob@shop.example")
+        assert first.sign_in_failures([there._key("e", "bob@shop.example"), there._key("a", "10.0.0.1")],
+                                      now[0] - timedelta(minutes=15)) == {there._key("a", "10.0.0.1"): 1}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_failures_made_at_once_through_two_stores_all_count(store_url) -> None:
+    import threading
+
+    from server.admin.auth import FailedSignIns
+    from server.store import open_store
+
+    stores = [open_store(store_url, busy_timeout_ms=10_000), open_store(store_url, busy_timeout_ms=10_000)]
+    stores[0].migrate()
+    limits = [FailedSignIns(store, "test-key-1", per_email=40) for store in stores]
+    try:
+        def fail(limit: FailedSignIns) -> None:
+            for _ in range(20):
+                limit.failed("ann@shop.example", "198.51.100.7")
+
+        threads = [threading.Thread(target=fail, args=(limit,)) for limit in limits for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        key = limits[0]._key("e", "ann@shop.example")
+        assert stores[1].sign_in_failures([key], utcnow() - timedelta(minutes=15)) == {key: 80}
+        assert limits[1].blocked("ann@shop.example", "10.0.0.1")
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_a_tampered_or_foreign_session_is_sent_to_sign_in(client, ann) -> None:

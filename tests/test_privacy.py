@@ -496,7 +496,7 @@ def test_the_purge_deletes_visitors_unseen_for_the_retention_with_everything_abo
     ])
 
     assert run_purge(services) == (
-        "events older than 400 days deleted (demo: 0); visitors unseen for 395 days deleted (demo: 1); "
+        "events older than 400 days deleted (demo: 0; search counts: 0); visitors unseen for 395 days deleted (demo: 1); "
         "ids of visitors forgotten over 400 days ago deleted (all shops: 0)"
     )
     engine = services.store.engine
@@ -545,7 +545,7 @@ def test_the_anonymous_measurement_goes_by_its_age_never_with_a_visitor(client, 
     with services.store.engine.begin() as conn:  # a row an earlier version made, not seen for long
         conn.execute(sa.insert(visitors).values(shop="demo", visitor_id=ANONYMOUS_VISITOR, first_seen=old, last_seen=old))
     assert run_purge(services) == (
-        "events older than 400 days deleted (demo: 2); visitors unseen for 395 days deleted (demo: 0); "
+        "events older than 400 days deleted (demo: 2; search counts: 0); visitors unseen for 395 days deleted (demo: 0); "
         "ids of visitors forgotten over 400 days ago deleted (all shops: 0)"
     )
     assert [e["event_id"] for e in export_visitor(services.store, "demo", ANONYMOUS_VISITOR)["events"]] == ["anon-now-1"]

@@ -147,10 +147,10 @@ def test_the_purge_job_deletes_old_page_views_but_not_purchases(services) -> Non
         event("old-buy", "purchase", 900, item_id="71053", order_id="o1", value=3.39),
         event("old-item-view", "view_item", 900, item_id="71053"),
     ])
-    assert run_purge(services) == f"events older than 400 days deleted (demo: 2); {NO_VISITORS}"
+    assert run_purge(services) == f"events older than 400 days deleted (demo: 2; search counts: 0); {NO_VISITORS}"
     assert store.count_events("demo", "page_view") == 1 and store.count_events("demo", "search") == 0
     assert store.count_events("demo", "purchase") == 1 and store.count_events("demo", "view_item") == 1
-    assert run_purge(services) == f"events older than 400 days deleted (demo: 0); {NO_VISITORS}"  # idempotent
+    assert run_purge(services) == f"events older than 400 days deleted (demo: 0; search counts: 0); {NO_VISITORS}"  # idempotent
 
 
 def shop_data_dir(tmp_path: Path) -> Path:
@@ -233,7 +233,7 @@ def test_worker_once_counts_popular_searches_that_the_search_box_then_shows(serv
     lines = result.output.splitlines()
     assert any(re.search(r"popular-searches: demo: 2 terms \([\d.]+ s\)$", line) for line in lines), lines
     assert any(re.search(r"retrain: demo: 0 new interactions \(retrains at 1000\)", line) for line in lines), lines
-    assert any(re.search(r"purge: events older than 400 days deleted \(demo: 0\); visitors unseen for 395 days "
+    assert any(re.search(r"purge: events older than 400 days deleted \(demo: 0; search counts: 0\); visitors unseen for 395 days "
                          r"deleted \(demo: 0\)", line) for line in lines), lines
 
     services.search.popular_ttl_s = 0

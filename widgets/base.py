@@ -118,6 +118,9 @@ class RenderContext:
     # The experiments this page showed the visitor, with the slot (or "popup"): their
     # exposures, recorded once the page is rendered (ContextBuilder.record_exposures).
     exposures: "list[tuple[Assignment, str]]" = field(default_factory=list)
+    # False when QA looks (`_context`, `_debug`, another kind of visitor, another moment): a
+    # search rendered then is not a visitor's, and is not counted (server/search_counts.py).
+    count_searches: bool = True
 
     def shop_catalog(self):
         """This shop's catalog in memory (None without one)."""

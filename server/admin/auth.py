@@ -7,15 +7,18 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadData, URLSafeTimedSerializer
+
+from server.models import utcnow
+
+if TYPE_CHECKING:
+    from server.store import Store
 
 SESSION_COOKIE = "vitrine_admin"
 LOGIN_CSRF_COOKIE = "vitrine_admin_csrf"
@@ -113,40 +116,37 @@ def password_digest(password_hash: str) -> str:
 
 
 class FailedSignIns:
-    """Failed sign-ins of the last `window_s`, per email and per client address, in this
-    process: past `per_email` (or `per_address`) of them, sign-ins are refused until the
-    oldest is older than the window, whatever the password."""
+    """Failed sign-ins of the last `window_s`, per email and per client address, kept in the
+    store so that every server process (`vitrine serve --workers N`) counts the same ones:
+    past `per_email` (or `per_address`) of them, sign-ins are refused until the oldest is
+    older than the window, whatever the password. A sign-in clears its email's failures.
 
-    def __init__(self, per_email: int = 5, per_address: int = 20, window_s: float = 900.0,
-                 max_keys: int = 10_000) -> None:
+    Each failure is a row of its own (inserted, never a count read and written back), so
+    failures made at once in several processes all count. The email and the address are
+    stored only as keyed hashes (HMAC-SHA256 with the server's newest secret key): the table
+    names no one, and a new key starts the count afresh."""
+
+    def __init__(self, store: "Store", secret: str, per_email: int = 5, per_address: int = 20,
+                 window_s: float = 900.0, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
         self.per_email, self.per_address, self.window_s = per_email, per_address, window_s
-        self.max_keys = max_keys
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self._secret = secret.encode()
+        self._clock = clock
 
     def blocked(self, email: str, address: str) -> bool:
-        with self._lock:
-            return (self._count("e:" + email) >= self.per_email
-                    or self._count("a:" + address) >= self.per_address)
+        """Whether this email or this address failed too often lately (one read)."""
+        email_key, address_key = self._key("e", email), self._key("a", address)
+        counts = self.store.sign_in_failures([email_key, address_key], self._clock() - timedelta(seconds=self.window_s))
+        return counts.get(email_key, 0) >= self.per_email or counts.get(address_key, 0) >= self.per_address
 
     def failed(self, email: str, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) >= self.max_keys:  # bounded memory: forget the oldest keys
-                for key in list(self._failures)[: self.max_keys // 10]:
-                    del self._failures[key]
-            for key in ("e:" + email, "a:" + address):
-                self._failures.setdefault(key, deque()).append(now)
+        now = self._clock()
+        self.store.add_sign_in_failure([self._key("e", email), self._key("a", address)], now,
+                                       now - timedelta(seconds=self.window_s))
 
     def succeeded(self, email: str) -> None:
-        with self._lock:
-            self._failures.pop("e:" + email, None)
+        self.store.clear_sign_in_failures(self._key("e", email))
 
-    def _count(self, key: str) -> int:
-        times = self._failures.get(key)
-        if not times:
-            return 0
-        cutoff = time.monotonic() - self.window_s
-        while times and times[0] < cutoff:
-            times.popleft()
-        return len(times)
+    def _key(self, kind: str, value: str) -> str:
+        digest = hmac.new(self._secret, f"vitrine.admin.sign-in\0{kind}\0{value}".encode(), hashlib.sha256)
+        return f"{kind}:{digest.hexdigest()[:40]}"

@@ -41,11 +41,12 @@ HEADERS = {
 
 
 class AdminGate:
-    """The dashboard's sessions and its limit on failed sign-ins, one per process."""
+    """The dashboard's sessions and its limit on failed sign-ins (counted in the store, the
+    same for every process)."""
 
-    def __init__(self, keys: list[str], session_hours: float) -> None:
+    def __init__(self, keys: list[str], session_hours: float, store: Any) -> None:
         self.sessions = Sessions(keys, int(session_hours * 3600))
-        self.failures = FailedSignIns()
+        self.failures = FailedSignIns(store, keys[-1])
 
 
 def _money(value: float | None) -> str:
@@ -166,16 +167,16 @@ async def login(request: Request) -> Response:
     except ValueError:
         email = form.get("email", "").strip().lower()[:254]
     address = _address(request)
-    if gate.failures.blocked(email, address):
+    if await run_in_threadpool(gate.failures.blocked, email, address):
         return _login_form(request, gate, form.get("next"), status=429, email=email,
                            error="Too many failed sign-ins. Wait 15 minutes and try again.")
     password = form.get("password", "")
     user = await run_in_threadpool(request.app.state.services.store.admin_user, email)
     ok = await run_in_threadpool(password_matches, user["password_hash"] if user else None, password)
     if not ok or not user:
-        gate.failures.failed(email, address)
+        await run_in_threadpool(gate.failures.failed, email, address)
         return _login_form(request, gate, form.get("next"), status=401, email=email, error=SIGN_IN_FAILED)
-    gate.failures.succeeded(email)
+    await run_in_threadpool(gate.failures.succeeded, email)
     cookie, _ = gate.sessions.start(user["email"], user["password_hash"])
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303, headers=HEADERS)
     response.set_cookie(SESSION_COOKIE, cookie, max_age=gate.sessions.max_age_s, path="/admin", httponly=True,
@@ -338,12 +339,36 @@ async def audiences_page(request: Request, config: Any, user: SignedIn) -> dict[
 
 async def search_page(request: Request, config: Any, user: SignedIn) -> dict[str, Any]:
     store = request.app.state.services.store
+    span = _span(request)
+    counted = await run_in_threadpool(store.search_stats, config.id, span.first, span.last, 20)
     # The worker's popular-searches job keeps the top terms of the last days (server/search.py).
     terms = await run_in_threadpool(store.saved_popular_searches, config.id, 50, utcnow() - timedelta(days=2))
-    data = {"top_queries": [{"query": t, "visitors": v} for t, v in terms]}
+    data = {"from": span.first.isoformat(), "to": span.last.isoformat(), **search_numbers(counted),
+            "top_queries": [{"query": t, "visitors": v} for t, v in terms]}
     if _is_json(request):
         return data
-    return {"template": "search.html", "page": "search", **data}
+    return {"template": "search.html", "page": "search", "span": span, "presets": PRESETS, **data}
+
+
+def search_numbers(counted: dict[str, Any]) -> dict[str, Any]:
+    """The range's searches as the page shows them: the share of all searches that found
+    nothing, each zero-result query's share of all searches, and each query's result rate
+    (the share of its searches that found something)."""
+    total = counted["searches"]
+
+    def share(n: int, of: int) -> float | None:
+        return n / of if of else None
+
+    return {
+        "searches": total, "zero_results": counted["zero_results"],
+        "zero_result_share": share(counted["zero_results"], total),
+        "zero_result_queries": [{"query": r["term"], "zero_results": r["zero_results"], "searches": r["searches"],
+                                 "share_of_searches": share(r["zero_results"], total)}
+                                for r in counted["zero_result_terms"]],
+        "most_searched": [{"query": r["term"], "searches": r["searches"], "zero_results": r["zero_results"],
+                           "result_rate": share(r["searches"] - r["zero_results"], r["searches"])}
+                          for r in counted["top_terms"]],
+    }
 
 
 async def coupons_page(request: Request, config: Any, user: SignedIn) -> dict[str, Any]:

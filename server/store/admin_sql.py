@@ -1,14 +1,15 @@
-"""The dashboard users' SQL (server/admin/): who may sign in, with which hash, to which shops."""
+"""The dashboard users' SQL (server/admin/): who may sign in, with which hash, to which shops,
+and the failed sign-ins every server process counts."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from server.store.schema import admin_user_shops, admin_users
+from server.store.schema import admin_sign_in_failures, admin_user_shops, admin_users
 
 
 def save_user(conn: Connection, insert: Any, email: str, password_hash: str | None, shop: str, now: datetime) -> bool:
@@ -51,3 +52,22 @@ def remove_user(conn: Connection, email: str, shop: str | None) -> int:
     if not left:
         conn.execute(sa.delete(admin_users).where(admin_users.c.email == email))
     return removed
+
+
+def count_failures(conn: Connection, keys: Sequence[str], since: datetime) -> dict[str, int]:
+    """Failures of each key since `since` (keys without any are left out)."""
+    f = admin_sign_in_failures.c
+    query = (sa.select(f.key, sa.func.count()).where(f.key.in_(list(keys)), f.failed_at >= since).group_by(f.key))
+    return {key: n for key, n in conn.execute(query)}
+
+
+def add_failure(conn: Connection, keys: Sequence[str], at: datetime, forget_before: datetime) -> None:
+    """One failure for each key; the failures older than `forget_before` go (of every key), so
+    the table holds no more than the window's."""
+    f = admin_sign_in_failures.c
+    conn.execute(sa.delete(admin_sign_in_failures).where(f.failed_at < forget_before))
+    conn.execute(sa.insert(admin_sign_in_failures), [dict(key=k, failed_at=at) for k in keys])
+
+
+def clear_failures(conn: Connection, key: str) -> int:
+    return conn.execute(sa.delete(admin_sign_in_failures).where(admin_sign_in_failures.c.key == key)).rowcount or 0

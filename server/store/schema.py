@@ -175,6 +175,19 @@ popular_searches = sa.Table(
     sa.Column("computed_at", sa.DateTime, nullable=False),
 )
 
+# Searches per shop, UTC day and term (lowercased, spaces squeezed, at most 100 characters),
+# and how many of them found nothing: added to by the page-view and event writers
+# (server/search_counts.py), never a visitor's id. Purged with the search events.
+search_counts = sa.Table(
+    "search_counts",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("term", sa.String(100), primary_key=True),
+    sa.Column("searches", sa.Integer, nullable=False),
+    sa.Column("zero_results", sa.Integer, nullable=False),
+)
+
 forgotten_visitors = sa.Table(
     "forgotten_visitors",
     metadata,
@@ -356,6 +369,20 @@ admin_user_shops = sa.Table(
     sa.Column("shop", sa.String(64), primary_key=True),
     sa.Column("added_at", sa.DateTime, nullable=False),
     sa.Index("ix_admin_user_shops_shop", "shop"),
+)
+
+# Failed sign-ins to the dashboard of the last minutes, one row per failure and key: `e:` or
+# `a:` and a keyed hash (the server's secret) of the email typed or of the client address,
+# never either in clear. Every server process counts the same ones (server/admin/auth.py);
+# rows older than the window are purged as failures come.
+admin_sign_in_failures = sa.Table(
+    "admin_sign_in_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("failed_at", sa.DateTime, nullable=False),
+    sa.Index("ix_admin_sign_in_failures_key", "key", "failed_at"),
+    sa.Index("ix_admin_sign_in_failures_failed_at", "failed_at"),
 )
 
 # Each audience's size, once a day (the worker's audience_sizes job writes today's row, anew

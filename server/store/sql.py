@@ -33,7 +33,8 @@ from server.store.schema import events, forgotten_visitors, item_sales, item_tre
 from server.store.schema import popular_searches as popular_searches_table
 from server.store.schema import audience_members, customers, experiment_visitors, shop_keys, webhook_deliveries
 from server.store.schema import consent_history, worker_leases
-from server.store.schema import coupon_issues, coupon_redemptions
+from server.store.schema import coupon_issues, coupon_redemptions, search_counts
+from server.search_counts import Tally, add_search, merge as merge_searches
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -102,6 +103,7 @@ class _Additions:
 
     sales: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (shop, item): order lines
     trends: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)  # (shop, scope, item): log
+    searches: Tally = dataclasses.field(default_factory=dict)  # (shop, day, term): [searches, zero results]
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
@@ -350,19 +352,24 @@ class SqlStore:
             raise VisitorForgotten(shop, visitor_id)
         return written[0]
 
-    def record_page_views(self, views: Sequence[PageView], states: bool = False) -> list[VisitorProfile]:
+    def record_page_views(self, views: Sequence[PageView], states: bool = False,
+                          searches: Tally | None = None) -> list[VisitorProfile]:
         """Count page views (server/visitors/page_views.py) in one transaction: the visitors'
         rows locked in key order, each view counted on its row by `count_view`, one update
         per visitor and one insert for the page_view events. Returns each view's visitor
         after it; their visitor state only where a view changed it, or with `states` for all.
         Views of a visitor deleted at their request are dropped (and have no profile in the list).
+        `searches`: the searches served meanwhile, added to search_counts in the same transaction.
         Not durable (no fsync on SQLite): a page view was never acknowledged."""
-        if not views:
+        if not views and not searches:
             return []
-        return self._group.run(lambda conn: self._count_views(conn, views, states), durable=False)
+        return self._group.run(lambda conn: self._count_views(conn, views, states, searches), durable=False)
 
-    def _count_views(self, conn: Connection, views: Sequence[PageView], states: bool = False) -> list[VisitorProfile]:
+    def _count_views(self, conn: Connection, views: Sequence[PageView], states: bool = False,
+                     searches: Tally | None = None) -> list[VisitorProfile]:
         now = utcnow()
+        if searches:
+            self._add_searches(conn, searches)
         by_shop: dict[str, set[str]] = {}
         for view in views:
             by_shop.setdefault(view.shop, set()).add(view.visitor_id)
@@ -485,11 +492,15 @@ class SqlStore:
             stored: list[Event] = []
             sold: list[str] = []
             trends: list[tuple[str, str, datetime]] = []
+            searched: Tally = {}
             for event in b.events:
                 if (b.shop, event.event_id) not in inserted:
                     continue
                 inserted.discard((b.shop, event.event_id))  # the same id twice is stored once
                 stored.append(event)
+                if event.type == "search" and isinstance((event.props or {}).get("results"), int):
+                    add_search(searched, b.shop, event.ts.date(), str(event.props.get("search_term", "")),
+                               event.props["results"])
                 if event.type == "purchase":
                     if key in found:  # the shared measurement visitor has no orders to count
                         self._count_order(conn, b.shop, b.visitor_id, event, now)
@@ -498,6 +509,8 @@ class SqlStore:
                     trends += [(item, event.type, event.ts) for item in event.item_ids()]
             counts.append(len(stored))
             self._add_sales(conn, b.shop, sold)
+            if searched:
+                self._add_searches(conn, searched)
             if key not in found:  # the shared measurement visitor: no row, no state
                 if trends:
                     self._add_trends(conn, b.shop, [(i, t, ts, b.country) for i, t, ts in trends])
@@ -571,6 +584,13 @@ class SqlStore:
         if now:
             self._write_additions(conn, additions)
 
+    def _add_searches(self, conn: Connection, tally: Tally) -> None:
+        """Add searches and zero-result searches to search_counts, when the transaction's work is done."""
+        additions, now = self._additions(conn)
+        merge_searches(additions.searches, [tally])
+        if now:
+            self._write_additions(conn, additions)
+
     def _additions(self, conn: Connection) -> tuple[_Additions, bool]:
         """The additions of this connection's write transaction, and False; outside one
         (_writing), new ones and True: write them at once."""
@@ -578,11 +598,11 @@ class SqlStore:
         return (additions, False) if additions is not None else (_Additions(), True)
 
     def _write_additions(self, conn: Connection, additions: _Additions) -> None:
-        """Add to the sales counters and trending scores, each table in key order.
+        """Add to the sales counters, trending scores and search counts, each table in key order.
 
         Each upsert adds to the stored value itself (an increment, a log-add computed by the
         database): writers in several processes never overwrite each other's additions."""
-        if not additions.sales and not additions.trends:
+        if not additions.sales and not additions.trends and not additions.searches:
             return
         sales = self._insert(item_sales)
         sales = sales.on_conflict_do_update(
@@ -591,15 +611,23 @@ class SqlStore:
         trends = self._insert(item_trends)
         summed = self._log_add(item_trends.c.log_score, trends.excluded.log_score)
         trends = trends.on_conflict_do_update(index_elements=["shop", "scope", "item_id"], set_={"log_score": summed})
+        searched = self._insert(search_counts)
+        searched = searched.on_conflict_do_update(index_elements=["shop", "day", "term"], set_={
+            "searches": search_counts.c.searches + searched.excluded.searches,
+            "zero_results": search_counts.c.zero_results + searched.excluded.zero_results,
+        })
         batches = [
             (sales, [dict(shop=s, item_id=i, purchases=n) for (s, i), n in sorted(additions.sales.items())]),
             (trends, [dict(shop=s, scope=c, item_id=i, log_score=v) for (s, c, i), v in sorted(additions.trends.items())]),
+            (searched, [dict(shop=s, day=d, term=t, searches=n, zero_results=z)
+                        for (s, d, t), (n, z) in sorted(additions.searches.items())]),
         ]
         for stmt, rows in batches:
             for start in range(0, len(rows), 500):
                 conn.execute(stmt, rows[start : start + 500])
         additions.sales.clear()
         additions.trends.clear()
+        additions.searches.clear()
 
     def _log_add(self, a: Any, b: Any) -> Any:
         """log(exp(a) + exp(b)) in SQL: trending.log_add itself on SQLite (a function each
@@ -689,6 +717,27 @@ class SqlStore:
         )
         with self._reading() as conn:
             return [(r[0], r[1]) for r in conn.execute(query)]
+
+    def search_stats(self, shop: str, first: date, last: date, limit: int = 20) -> dict[str, Any]:
+        """The shop's counted searches from day `first` to `last` (both included): the totals,
+        the `limit` terms that most often found nothing and the `limit` most searched terms,
+        each with its searches and zero-result searches."""
+        c = search_counts.c
+        where = (c.shop == shop, c.day >= first, c.day <= last)
+        searches, zero = sa.func.sum(c.searches), sa.func.sum(c.zero_results)
+        by_term = sa.select(c.term, searches.label("searches"), zero.label("zero_results")).where(*where).group_by(c.term)
+        with self._reading() as conn:
+            total, total_zero = conn.execute(sa.select(searches, zero).where(*where)).one()
+            zero_terms = conn.execute(by_term.having(zero > 0).order_by(zero.desc(), searches.desc(), c.term).limit(limit))
+            zero_rows = [dict(r._mapping) for r in zero_terms]
+            top_rows = [dict(r._mapping) for r in conn.execute(by_term.order_by(searches.desc(), c.term).limit(limit))]
+        return {"searches": int(total or 0), "zero_results": int(total_zero or 0),
+                "zero_result_terms": zero_rows, "top_terms": top_rows}
+
+    def purge_search_counts(self, before: date) -> int:
+        """Delete the search counts of the days before `before` (every shop's); how many rows went."""
+        with self._writing() as conn:
+            return conn.execute(sa.delete(search_counts).where(search_counts.c.day < before)).rowcount or 0
 
     def count_events_received(self, shop: str, types: Sequence[str], since: datetime | None = None) -> int:
         """Events of these types received since `since` (all of them without it). Imported
@@ -1170,6 +1219,27 @@ class SqlStore:
 
         with self._writing() as conn:
             return remove_user(conn, email, shop)
+
+    def sign_in_failures(self, keys: Sequence[str], since: datetime) -> dict[str, int]:
+        """The dashboard's failed sign-ins of each key since `since` (server/admin/auth.py)."""
+        from server.store.admin_sql import count_failures
+
+        with self._reading() as conn:
+            return count_failures(conn, keys, since)
+
+    def add_sign_in_failure(self, keys: Sequence[str], at: datetime, forget_before: datetime) -> None:
+        """One failed sign-in for each key, in one transaction with the purge of those older
+        than `forget_before`: rows of their own, so writers in several processes add up."""
+        from server.store.admin_sql import add_failure
+
+        with self._writing() as conn:
+            add_failure(conn, keys, at, forget_before)
+
+    def clear_sign_in_failures(self, key: str) -> int:
+        from server.store.admin_sql import clear_failures
+
+        with self._writing() as conn:
+            return clear_failures(conn, key)
 
     # -- B2B price lists and reorders (server/b2b/, server/store/b2b_sql.py) ------------
     def import_price_list(self, shop: str, tiers: Sequence[tuple[str, str, int, float]],

@@ -13,6 +13,10 @@ on this worker counts it on top of what it reads: two page calls a moment apart 
 other. The store applies the same `count_view` to the row it locks, so views of one
 visitor written by several workers at once are all counted, none twice.
 
+The searches Vitrine serves are counted the same way (`count_search`): each process adds
+them up by shop, day and term, and the next batch adds those numbers to the store's
+(server/search_counts.py), in the same transaction as the views.
+
 What a crash can lose: the page views of the last flush interval (50 ms by default) and
 of a batch being written, on this worker. Never an event a client was answered 202 for:
 event batches are committed before their answer (Store.record_events). If the store is
@@ -31,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable
 
 from server.models import Event, VisitorProfile
+from server.search_counts import Tally, add_search, counted_term, merge
 from server.store import VisitorForgotten
 from server.visitors.state import EMPTY as EMPTY_STATE
 
@@ -42,6 +47,7 @@ log = logging.getLogger("vitrine")
 MAX_BATCH = 1000  # page views one transaction writes
 MAX_PENDING = 50_000  # page views kept while the store cannot take them
 KEEP_COMMITTED_S = 10.0  # how long a visitor's entry outlives its last commit (see record())
+MAX_SEARCH_KEYS = 10_000  # (shop, day, term) counts kept while the store cannot take them
 
 
 @dataclass(frozen=True)
@@ -146,12 +152,15 @@ class PageViewWriter:
         self._cond = threading.Condition()
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._pending = 0  # views waiting for a flush
+        self._searches: Tally = {}  # searches counted since the last flush (count_search)
+        self._searches_in_flight = False
         self._seq = 0  # flushes committed
         self._closing = False
         self._now = False  # write what is waiting without waiting for the interval (flush())
         self._thread: threading.Thread | None = None
         self.written = 0  # views committed (for tests and benchmarks)
         self.dropped = 0
+        self.dropped_searches = 0
 
     # -- the request side ------------------------------------------------------------
     def record(self, view: PageView, known: bool = True) -> VisitorProfile:
@@ -202,6 +211,20 @@ class PageViewWriter:
         with self._cond:
             self._queue((shop, visitor_id), self._entries.get((shop, visitor_id)), None, view)
 
+    def count_search(self, shop: str, term: str, results: int, at: datetime) -> None:
+        """Count a search served now (how many results it had) with the next batch: no
+        statement on the request's time, no visitor id."""
+        with self._cond:
+            if len(self._searches) >= MAX_SEARCH_KEYS and (shop, at.date(), counted_term(term)) not in self._searches:
+                self.dropped_searches += 1  # the store has not taken a batch for long: bounded memory
+                return
+            if add_search(self._searches, shop, at.date(), term, results):
+                self._ensure_thread()
+                self._cond.notify_all()
+
+    def _waiting(self) -> bool:
+        return bool(self._pending or self._searches)
+
     def _writing(self, key: tuple[str, str]) -> bool:
         entry = self._entries.get(key)
         return entry is not None and entry.in_flight > 0
@@ -226,14 +249,14 @@ class PageViewWriter:
         """Write every view queued so far; True once they are all committed (tests, shutdown)."""
         deadline = self._clock() + timeout
         with self._cond:
-            target = self._seq + 1 if self._pending or self._in_flight() else self._seq
+            target = self._seq + 1 if self._waiting() or self._in_flight() else self._seq
             self._now = True
             self._cond.notify_all()
-            while (self._pending or self._in_flight()) and self._clock() < deadline:
+            while (self._waiting() or self._in_flight()) and self._clock() < deadline:
                 if self._thread is None or not self._thread.is_alive():
                     break
                 self._cond.wait(timeout=0.05)
-            return self._seq >= target and not self._pending and not self._in_flight()
+            return self._seq >= target and not self._waiting() and not self._in_flight()
 
     def forget(self, shop: str, visitor_id: str) -> int:
         """Drop the visitor's views not written yet (their data is being deleted); a batch of
@@ -257,7 +280,7 @@ class PageViewWriter:
             self._thread.join(timeout=5)
 
     def _in_flight(self) -> bool:
-        return any(e.in_flight for e in self._entries.values())
+        return self._searches_in_flight or any(e.in_flight for e in self._entries.values())
 
     def _ensure_thread(self) -> None:  # called with the condition held
         if self._thread is None or not self._thread.is_alive():
@@ -268,8 +291,8 @@ class PageViewWriter:
         failures = 0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._closing)
-                if self._closing and not self._pending:
+                self._cond.wait_for(lambda: self._waiting() or self._closing)
+                if self._closing and not self._waiting():
                     return
             # Let the batch fill for one interval, unless it is full or a flush is asked for
             # (after a failure, longer each time: the store is not taking writes).
@@ -277,19 +300,21 @@ class PageViewWriter:
                 self._cond.wait_for(lambda: self._now or (not failures and self._pending >= MAX_BATCH),
                                     timeout=min(2.0, self.flush_interval_s * (2 ** failures)))
                 self._now = False
-            batch, taken = self._take()
+            batch, taken, searches = self._take()
             try:
-                self.store.record_page_views(batch)
+                self.store.record_page_views(batch, searches=searches)
             except Exception as exc:  # noqa: BLE001 - the views are kept and written again
                 failures = min(failures + 1, 6)
                 log.warning("page views not written yet (%d kept): %s", len(batch), exc)
-                self._give_back(taken)
+                self._give_back(taken, searches)
                 continue
             failures = 0
             self._done(taken)
 
-    def _take(self) -> tuple[list[PageView], dict[tuple[str, str], list[PageView]]]:
+    def _take(self) -> tuple[list[PageView], dict[tuple[str, str], list[PageView]], Tally]:
         with self._cond:
+            searches, self._searches = self._searches, {}
+            self._searches_in_flight = bool(searches)
             batch: list[PageView] = []
             taken: dict[tuple[str, str], list[PageView]] = {}
             for key, entry in self._entries.items():
@@ -300,11 +325,12 @@ class PageViewWriter:
                 taken[key] = views
                 batch += views
             self._pending -= len(batch)
-            return batch, taken
+            return batch, taken, searches
 
     def _done(self, taken: dict[tuple[str, str], list[PageView]]) -> None:
         with self._cond:
             self._seq += 1
+            self._searches_in_flight = False
             now = self._clock()
             for key, views in taken.items():
                 entry = self._entries[key]
@@ -318,8 +344,10 @@ class PageViewWriter:
                 del self._entries[key]
             self._cond.notify_all()
 
-    def _give_back(self, taken: dict[tuple[str, str], list[PageView]]) -> None:
+    def _give_back(self, taken: dict[tuple[str, str], list[PageView]], searches: Tally) -> None:
         with self._cond:
+            self._searches = merge(searches, [self._searches])
+            self._searches_in_flight = False
             for key, views in taken.items():
                 entry = self._entries[key]
                 entry.in_flight -= len(views)

@@ -47,6 +47,8 @@ class SearchWidget:
         count = self.items_asked(slot, rc.default_count)
         page = asked_number(attrs, ("page",), 1, MAX_PAGE)
         results = rc.search.search(rc.ctx, query, limit=count, offset=(page - 1) * count)
+        if page == 1 and rc.count_searches:  # the next pages of a search are the same search
+            rc.search.count_served(rc.ctx, query, results.total)
         pages = max(1, math.ceil(results.total / count))
         context: dict[str, Any] = dict(
             query=query, results=results.items, items=[r.item for r in results.items], total=results.total,
