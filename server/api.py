@@ -468,6 +468,9 @@ async def fragment(request: Request) -> Response:
     except SlotLimit as exc:
         raise ApiError(422, str(exc)) from None
 
+    # The decisions' reasons are worded only for whoever reads them (QA).
+    explain = bool(params.get("_context") or params.get("_debug") or (svc.settings.debug and qa))
+
     def render():
         ctx = svc.contexts.build(
             request, shop.id, identity, page_ctx, overrides=overrides, consent=consent,
@@ -476,7 +479,7 @@ async def fragment(request: Request) -> Response:
         )
         if now is not None:
             ctx = dataclasses.replace(ctx, now=now)
-        rc = _render_context(svc, ctx, shop, standalone=True)
+        rc = _render_context(svc, ctx, shop, standalone=True, explain=explain)
         rc.count_searches = not (overrides or now is not None or params.get("_context") or params.get("_debug"))
         return ctx, render_slot(rc, slot)
 
@@ -526,10 +529,11 @@ def _check_work(slots: list[Slot], default_count: int, most_items: int) -> None:
         )
 
 
-def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool = False) -> RenderContext:
+def _render_context(svc, ctx: VisitorContext, shop: ShopConfig, standalone: bool = False,
+                    explain: bool = False) -> RenderContext:
     """What every slot of the request renders with; a hold-out visitor's shows nothing of them."""
     return RenderContext(
-        ctx=non_personal(ctx) if ctx.holdout else ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone,
+        ctx=non_personal(ctx) if ctx.holdout else ctx, shop=shop, templates=svc.templates, closed=set(ctx.closed_campaigns), standalone=standalone, explain=explain,
         recommender=svc.recommender, default_count=svc.settings.recommendation_count, search=svc.search,
         navigator=svc.navigator, catalog=svc.catalog,
         coupon_code=lambda campaign, visitor: banner_code(svc.store, campaign, visitor),

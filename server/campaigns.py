@@ -370,9 +370,9 @@ class _Stop(Exception):
 
 class Reasons:
     """A decision's reasons, "ok: ..." or "no: ...", each given as its words or a function
-    making them. Explained (a fragment URL, whose `_context=1` and `_debug=1` QA reads):
-    every check, in words. Not explained (the page call, which reads only whether each
-    campaign shows): no words, and the checks stop at the first no. Wording checks no one
+    making them. Explained (QA's `_context=1` and `_debug=1` on a fragment URL, which show
+    them): every check, in words. Not explained (the page call and fragment URLs, which read
+    only whether each campaign shows): no words, and the checks stop at the first no. Wording checks no one
     reads was most of a decision's time."""
 
     __slots__ = ("explain", "said")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime
 from pathlib import Path
@@ -280,3 +281,26 @@ def test_a_popups_caps_are_named_in_its_reasons() -> None:
     assert decision.show
     assert decision.reasons[-1] == "ok: its caps are counted in the visitor's browser: at most 1 per session, 3 in all; back 7 days after a close"
     assert capped.once_closed is False  # days_after_close decides when it comes back
+
+
+# -- decisions without words (the page call) decide as the worded ones (QA) ----------------
+def test_a_decision_without_reasons_shows_exactly_what_the_explained_one_shows() -> None:
+    """The page call decides without wording its reasons and stops at the first no
+    (server/campaigns.py Reasons); QA's _context=1 words every check. Both must agree on every
+    campaign of the shipped demo shop, for every kind of visitor, page and time."""
+    shop = parse_shop_config("demo", Path(__file__).parents[1] / "server" / "demo" / "demo.toml")
+    assert len(shop.campaigns) > 15
+    shown = 0
+    for kind in ("new", "returning", "customer"):
+        for device in ("desktop", "mobile"):
+            for country in ("GB", "IE", "US", ""):
+                for page_type in ("home", "cart", "product"):
+                    for now in (datetime(2026, 3, 16, 9), datetime(2026, 12, 24, 20), datetime(2026, 7, 4, 3)):
+                        ctx = visitor(kind, device, country, page_type, "paid" if kind == "new" else "direct")
+                        ctx = dataclasses.replace(ctx, now=now)
+                        for c in shop.campaigns:
+                            worded, quick = decide(c, ctx), decide(c, ctx, explain=False)
+                            assert quick.show == worded.show, (c.id, kind, device, country, page_type, now)
+                            assert quick.reasons == [] and worded.reasons
+                            shown += worded.show
+    assert shown > 100  # the grid reaches campaigns that show, not only ones that do not

@@ -51,7 +51,7 @@ def render_slot(rc: RenderContext, slot: Slot) -> Fragment:
         rc = dataclasses.replace(rc, ctx=non_personal(rc.ctx))  # the shop's default content
     elif assignment is not None and assignment.variant.fills():
         variant = assignment.variant
-        problem = isolated(rc.shop.id, "experiment variant", lambda: variant.fill_problem(rc.shop, rc.ctx, rc.closed, True, rc.standalone),
+        problem = isolated(rc.shop.id, "experiment variant", lambda: variant.fill_problem(rc.shop, rc.ctx, rc.closed, True, rc.explain),
                            lambda: "its variant could not be worked out")
         if not problem:
             slot = Slot(slot.id, variant.widget or slot.widget, {**slot.attrs, **variant.filled_attrs(rc.ctx)})
@@ -59,7 +59,7 @@ def render_slot(rc: RenderContext, slot: Slot) -> Fragment:
     else:
         rules = None if rc.ctx.holdout else rc.shop.slot_rules(slot.id)
         if rules is not None:  # the shop's content for this slot, by audience (server/slots.py)
-            choice = isolated(rc.shop.id, "slot content", lambda: choose(rules, rc.shop, rc.ctx, rc.closed, rc.standalone), lambda: None)
+            choice = isolated(rc.shop.id, "slot content", lambda: choose(rules, rc.shop, rc.ctx, rc.closed, rc.explain), lambda: None)
             if choice is not None and choice.entry is not None:
                 slot = Slot(slot.id, choice.widget or slot.widget, {**slot.attrs, **choice.attrs})
                 campaign = choice.campaign

@@ -105,6 +105,9 @@ class RenderContext:
     templates: "Templates"
     closed: set[str] = field(default_factory=set)  # campaigns this visitor closed
     standalone: bool = False  # rendered for a fragment URL, not injected by the embed script
+    # Every check of a decision in words (server/campaigns.py Reasons): what QA's _context=1
+    # and _debug=1 read; a page call or a fragment for a shop's page needs none.
+    explain: bool = False
     recommender: "Recommender | None" = None
     catalog: "Catalog | None" = None
     search: "SearchService | None" = None

@@ -19,14 +19,14 @@ class PopupWidget:
 
     def render(self, rc: RenderContext, slot: Slot) -> Fragment:
         """All popups this visitor qualifies for (what a fragment URL shows)."""
-        found = decisions(rc.shop.campaigns, rc.ctx, "popup", closed=rc.closed, explain=rc.standalone)
+        found = decisions(rc.shop.campaigns, rc.ctx, "popup", closed=rc.closed, explain=rc.explain)
         return render_campaign(rc, self.kind, found, self.shadow, limit=None, slot=slot)
 
     def page_popups(self, rc: RenderContext) -> list[dict[str, Any]]:
         """The popups this page view may open, highest priority first, each with its trigger and
         caps: the browser opens the first whose trigger fires and whose caps allow it, and at
         most one per page view, so no one is nagged."""
-        found = decisions(rc.shop.campaigns, rc.ctx, "popup", closed=rc.closed, explain=rc.standalone)
+        found = decisions(rc.shop.campaigns, rc.ctx, "popup", closed=rc.closed, explain=rc.explain)
         popups = []
         for decision in [d for d in found if d.show][:PAGE_CANDIDATES]:
             fragment = render_campaign(rc, self.kind, [decision], self.shadow, limit=1, slot=None)
