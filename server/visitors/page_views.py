@@ -249,7 +249,9 @@ class PageViewWriter:
         """Write every view queued so far; True once they are all committed (tests, shutdown)."""
         deadline = self._clock() + timeout
         with self._cond:
-            target = self._seq + 1 if self._waiting() or self._in_flight() else self._seq
+            if not (self._waiting() or self._in_flight()):
+                return True  # nothing to write (and no "now" left set for the next batch)
+            target = self._seq + 1
             self._now = True
             self._cond.notify_all()
             while (self._waiting() or self._in_flight()) and self._clock() < deadline:
