@@ -123,20 +123,16 @@ def _one_batch(conn: Connection, insert, windows, audiences, now: datetime, unti
     in_batch = sa.and_(e.id > mark, e.id <= last, e.received_at < until)
     counts = _Counts()
     days: set[tuple[str, datetime]] = set()
-    read = _count_groups(conn, in_batch, counts, days, run)
+    shops: set[str] = set()
+    read = _count_groups(conn, in_batch, counts, days, shops)
+    run.shops |= shops
     purchases: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    exposures: list[tuple[str, str, Event]] = []
     adds: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    # What is counted one event at a time (orders, exposures, add to carts: a few in a hundred).
-    query = sa.select(events).where(in_batch, e.type.in_(("purchase", EXPOSURE, CART))).order_by(e.id)
+    # What is credited one event at a time (orders, add to carts: a few in a hundred).
+    query = sa.select(events).where(in_batch, e.type.in_(("purchase", CART))).order_by(e.id)
     for row in conn.execute(query):
-        if row.type == "purchase":
-            purchases[(row.shop, row.visitor_id)].append(_event(row))
-        elif row.type == EXPOSURE:
-            exposures.append((row.shop, row.visitor_id, _event(row)))
-        else:
-            adds[(row.shop, row.visitor_id)].append(_event(row))
-    run.exposures += _expose(conn, insert, exposures, mark)
+        (purchases if row.type == "purchase" else adds)[(row.shop, row.visitor_id)].append(_event(row))
+    run.exposures += _expose(conn, insert, in_batch, mark)
     histories = _histories(conn, purchases, windows)
     for (shop, visitor_id), bought in purchases.items():
         window = windows(shop)
@@ -144,7 +140,9 @@ def _one_batch(conn: Connection, insert, windows, audiences, now: datetime, unti
             run.orders += 1
             _credit_order(counts, shop, purchase, credits(purchase, histories.get((shop, visitor_id), ()), window), run)
     _credit_carts(conn, counts, adds, windows)
-    _count_audiences(conn, in_batch, mark, counts, audiences, windows, now)
+    books = {shop: book for shop in sorted(shops) if (book := audiences(shop)) is not None}
+    if books:
+        _count_audiences(conn, in_batch, mark, counts, books, windows, now)
     _credit_experiments(conn, purchases)
     _write_counts(conn, insert, counts.rows)
     run.days |= days
@@ -171,7 +169,7 @@ def _start(value: Any) -> datetime:
     return value if isinstance(value, datetime) else _parse_start(value)
 
 
-def _count_groups(conn: Connection, in_batch: Any, counts: _Counts, days: set, run: RollupRun) -> int:
+def _count_groups(conn: Connection, in_batch: Any, counts: _Counts, days: set, shops: set) -> int:
     """The batch's page views, impressions, clicks, closes, add to carts and orders, counted in
     SQL: one row per shop, type, hour and what a touch names (its campaign, slot, strategy,
     experiment and variant), each turned into the counters its events would have added to
@@ -187,7 +185,7 @@ def _count_groups(conn: Connection, in_batch: Any, counts: _Counts, days: set, r
     for row in conn.execute(query):
         shop, kind, at, simulated, campaign, *props, n, value = row
         read += n
-        run.shops.add(shop)
+        shops.add(shop)
         at = _start(at)
         # Simulated traffic (server/demo/simulate.py) is counted apart as well, for the
         # dashboard to say how much of what it shows is simulated.
@@ -264,7 +262,7 @@ def _credit_carts(conn: Connection, counts: _Counts, adds: dict[tuple[str, str],
                         counts.add(shop, add.ts, CREDITED, "", "carts")
 
 
-def _count_audiences(conn: Connection, in_batch: Any, mark: int, counts: _Counts, audiences, windows,
+def _count_audiences(conn: Connection, in_batch: Any, mark: int, counts: _Counts, books: dict[str, Any], windows,
                      now: datetime) -> None:
     """The batch's page views, orders and revenue per audience, and each day's visitors: each
     event counted under the audiences its visitor is in when the job reads it (their stored
@@ -279,11 +277,8 @@ def _count_audiences(conn: Connection, in_batch: Any, mark: int, counts: _Counts
              .where(in_batch, e.type.in_(("page_view", "purchase")))
              .group_by(*(sa.literal_column(str(n)) for n in range(1, 5))))
     by_shop: dict[str, list[Any]] = defaultdict(list)
-    books: dict[str, Any] = {}
     for row in conn.execute(query):
-        if row.shop not in books:
-            books[row.shop] = audiences(row.shop)
-        if books[row.shop] is not None:
+        if row.shop in books:
             by_shop[row.shop].append(row)
     for shop, rows in by_shop.items():
         visitor_ids = sorted({r.visitor_id for r in rows})
@@ -353,27 +348,28 @@ def _histories(conn: Connection, purchases: dict[tuple[str, str], list[Event]], 
     return found
 
 
-def _expose(conn: Connection, insert, exposures: list[tuple[str, str, Event]], mark: int) -> int:
-    """Count each visitor's first exposure to an experiment, once: one insert for the batch,
-    and each variant's totals added to once with what it took. A purchase of theirs after
-    the exposure that an earlier batch read (an exposure is written behind the page call,
-    so a purchase right after it can be stored first) is credited to it now."""
-    rows: dict[tuple[str, str, str], dict] = {}
-    for shop, visitor_id, event in exposures:
-        props = event.props or {}
-        experiment, variant = str(props.get("experiment", ""))[:64], str(props.get("variant", ""))[:64]
-        if experiment and variant and (shop, experiment, visitor_id) not in rows:
-            rows[(shop, experiment, visitor_id)] = dict(shop=shop, experiment=experiment, visitor_id=visitor_id,
-                                                        variant=variant, exposed_at=event.ts)
-    if not rows:
-        return 0
+def _expose(conn: Connection, insert, in_batch: Any, mark: int) -> int:
+    """Count each visitor's first exposure to an experiment, once: one insert of the batch's
+    exposures straight from the events (in the order they were stored, so a visitor's first
+    one in the batch is the one kept), and each variant's totals added to once with what it
+    took. A purchase of theirs after the exposure that an earlier batch read (an exposure is
+    written behind the page call, so a purchase right after it can be stored first) is
+    credited to it now."""
+    e = events.c
+    experiment = sa.func.substr(e.props["experiment"].as_string(), 1, 64)
+    variant = sa.func.substr(e.props["variant"].as_string(), 1, 64)
+    exposed = (sa.select(e.shop, experiment, e.visitor_id, variant, e.ts)
+               .where(in_batch, e.type == EXPOSURE, sa.func.coalesce(experiment, "") != "",
+                      sa.func.coalesce(variant, "") != "")
+               .order_by(e.id))
     ev = experiment_visitors.c
-    stmt = insert(experiment_visitors).on_conflict_do_nothing().returning(
-        ev.shop, ev.experiment, ev.visitor_id, ev.variant, ev.exposed_at)
+    stmt = insert(experiment_visitors).from_select(
+        ["shop", "experiment", "visitor_id", "variant", "exposed_at"], exposed,
+    ).on_conflict_do_nothing().returning(ev.shop, ev.experiment, ev.visitor_id, ev.variant, ev.exposed_at)
     added: dict[tuple[str, str, str], list[datetime]] = defaultdict(list)
     new: dict[tuple[str, str], datetime] = {}
     fresh: set[tuple[str, str, str]] = set()
-    for row in conn.execute(stmt, list(rows.values())):
+    for row in conn.execute(stmt):
         added[(row.shop, row.experiment, row.variant)].append(row.exposed_at)
         fresh.add((row.shop, row.experiment, row.visitor_id))
         key = (row.shop, row.visitor_id)
