@@ -162,7 +162,7 @@ def _hour(conn: Connection, column: Any, unit: str = "hour") -> Any:
 
 @functools.lru_cache(maxsize=4096)
 def _parse_start(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%d %H" if len(text) > 10 else "%Y-%m-%d")
+    return datetime.fromisoformat(text if len(text) <= 10 else text + ":00")
 
 
 def _start(value: Any) -> datetime:
