@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,8 +93,9 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     results: dict = {"machine": platform.processor() or platform.machine(), "at": datetime.utcnow().isoformat(timespec="seconds"),
-                     "events_asked": args.events, "runs": {}}
+                     "commit": commit, "events_asked": args.events, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend in ("sqlite", "both"):
             results["runs"]["sqlite"] = run(f"sqlite:///{tmp}/rollups.db", args.events)

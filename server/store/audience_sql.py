@@ -78,7 +78,7 @@ def audience_members(
     visitor_ids: list[str],
 ) -> dict[str, tuple[str, ...]]:
     """The audiences each of these visitors is in at `now`, by the conditions the sizes are
-    counted with, five hundred visitors a statement: {visitor id: audience ids}, for those in
+    counted with, up to 5,000 visitors a statement: {visitor id: audience ids}, for those in
     any (a visitor without a row is in none; an audience that cannot be sized, in none)."""
     not_sized = book.not_sized()
     sized = [a for a in book.ordered if a.id not in not_sized]
@@ -87,8 +87,8 @@ def audience_members(
         return found
     if dialect == "postgresql":
         conn.execute(sa.text("SET LOCAL jit = off"))  # as count_audiences
-    for start in range(0, len(visitor_ids), 500):
-        part = visitor_ids[start : start + 500]
+    for start in range(0, len(visitor_ids), 5000):
+        part = visitor_ids[start : start + 5000]
         compiler = _Compiler(dialect, shop, now, visit_timeout_s)
         history = compiler.read_history([a.rule for a in sized], only=part)
         conditions: dict[str, Any] = {}
