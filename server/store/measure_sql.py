@@ -459,8 +459,8 @@ def _credit_experiments(conn: Connection, purchases: dict[tuple[str, str], list[
 
 
 def _write_counts(conn: Connection, insert, counts: dict[tuple, dict[str, float]]) -> None:
-    """The batch's counters added to the rollups' rows, five hundred rows a statement (one
-    VALUES list each: a statement per row was most of a batch's time on PostgreSQL)."""
+    """The batch's counters added to the rollups' rows: one statement, executed for every row
+    (a VALUES list of hundreds of rows took longer to compile than to run)."""
     if not counts:
         return
     merged: dict[tuple, dict[str, float]] = {}
@@ -470,12 +470,12 @@ def _write_counts(conn: Connection, insert, counts: dict[tuple, dict[str, float]
             row[name] += value
     rows = [dict(shop=k[0], period=k[1], start=k[2], dimension=k[3], key=k[4], **v) for k, v in merged.items()]
     r = rollups.c
-    for start in range(0, len(rows), 500):
-        stmt = insert(rollups).values(rows[start : start + 500])
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=["shop", "period", "start", "dimension", "key"],
-            set_={name: getattr(r, name) + getattr(stmt.excluded, name) for name in ADDED},
-        ))
+    stmt = insert(rollups)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["shop", "period", "start", "dimension", "key"],
+        set_={name: getattr(r, name) + getattr(stmt.excluded, name) for name in ADDED},
+    )
+    conn.execute(stmt, rows)
 
 
 def _count_visitors(conn: Connection, insert, shop: str, day: datetime) -> None:
