@@ -8,9 +8,9 @@ row in the order the job reads them. Then the reports' reads from the rollups: a
 the shop's daily totals, and the experiment report (the statistics included).
 
     .venv/bin/python bench/rollups.py [--events 1000000] [--backend sqlite|postgresql|both]
-        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--results PATH]
 
-Prints the timings and writes bench/results/rollups.json.
+Prints the timings and writes bench/results/rollups.json (or --results).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +61,8 @@ def run(url: str, n_events: int) -> dict:
             rows += 1
         baseline_s = time.perf_counter() - started
     started = time.perf_counter()
-    rolled = store.roll_up(lambda s: Window(), utcnow(), lag_s=0, budget_s=1e9)
+    books = lambda s: shop.audience_book  # noqa: E731
+    rolled = store.roll_up(lambda s: Window(), utcnow(), lag_s=0, budget_s=1e9, audiences=books)
     rollup_s = time.perf_counter() - started
     now = utcnow()
     started = time.perf_counter()
@@ -70,7 +72,7 @@ def run(url: str, n_events: int) -> dict:
     report = build_report(store, shop)
     report_ms = (time.perf_counter() - started) * 1000
     again = time.perf_counter()
-    idle = store.roll_up(lambda s: Window(), utcnow(), lag_s=0)
+    idle = store.roll_up(lambda s: Window(), utcnow(), lag_s=0, audiences=books)
     idle_ms = (time.perf_counter() - again) * 1000
     store.close()
     return {
@@ -89,9 +91,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
     parser.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     results: dict = {"machine": platform.processor() or platform.machine(), "at": datetime.utcnow().isoformat(timespec="seconds"),
-                     "events_asked": args.events, "runs": {}}
+                     "commit": commit, "events_asked": args.events, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend in ("sqlite", "both"):
             results["runs"]["sqlite"] = run(f"sqlite:///{tmp}/rollups.db", args.events)
@@ -108,8 +112,8 @@ def main() -> None:
                 with admin.connect() as conn:
                     conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.results}")
 
 
 def print_run(backend: str, r: dict) -> None:

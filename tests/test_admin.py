@@ -507,3 +507,51 @@ def test_a_broken_shop_config_is_a_503_saying_so(client, settings, ann) -> None:
     r = client.get("/admin/demo/overview.json")
     assert r.status_code == 503 and "vitrine shops check demo" in r.json()["error"]
     assert client.get("/admin/demo/").status_code == 503
+
+
+def test_the_campaigns_page_shows_the_funnel_from_impressions_to_orders(client, services, ann) -> None:
+    _traffic(services.store)
+    at0 = (utcnow() - timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    # Alice adds to her cart a minute after clicking the hero; Bob, who only saw the panel, too.
+    services.store.record_events("demo", "alice", [Event("ac-a1", "add_to_cart", at0 + timedelta(minutes=3), item_id="x")])
+    services.store.record_events("demo", "bob", [Event("ac-b1", "add_to_cart", at0 + timedelta(minutes=6), item_id="x")])
+    services.store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
+    assert sign_in(client).status_code == 303
+    data = client.get("/admin/demo/campaigns.json?days=7").json()
+    assert [(s["step"], s["count"]) for s in data["funnel"]] == [("impressions", 3), ("clicks", 1), ("carts", 1), ("orders", 2)]
+    assert [s["rate"] for s in data["funnel"]] == [None, pytest.approx(1 / 3), 1.0, 2.0]
+    new_in = next(r for r in data["campaign"] if r["key"] == "new-in")
+    assert (new_in["carts"], new_in["click_to_cart"], new_in["cart_to_order"]) == (1, 1.0, 2.0)
+    recs = next(r for r in data["slot"] if r["key"] == "home-recs")
+    assert (recs["carts"], recs["click_to_cart"], recs["cart_to_order"]) == (0, None, None)  # seen, never clicked
+    page = " ".join(client.get("/admin/demo/campaigns?days=7").text.split())
+    assert ('<th scope="row">Clicks</th><td class="n" data-label="Count">1</td> <td class="n" data-label="Rate">33.3%</td>'
+            in page)
+    assert ('<th scope="row">Added to cart after a click</th><td class="n" data-label="Count">1</td> '
+            '<td class="n" data-label="Rate">100.0%</td>') in page
+    assert ('<td class="n" data-label="Carts by click">1</td><td class="n" data-label="Click to cart">100.0%</td> '
+            '<td class="n" data-label="Cart to order">200.0%</td>') in page
+
+
+def test_the_audiences_page_shows_what_each_audiences_visitors_did(client, services, ann) -> None:
+    from server.measure.rollups import run_rollups
+    from server.visitors.page_views import PageView
+
+    at = (utcnow() - timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    services.store.record_page_views([
+        PageView("demo", v, at + timedelta(minutes=n), 1800, event=Event(f"pv-{v}-{n}", "page_view", at + timedelta(minutes=n)))
+        for v, n in (("erin", 0), ("erin", 1), ("finn", 2))])
+    services.store.record_events("demo", "finn", [Event("pu-f1", "purchase", at + timedelta(minutes=3), value=20.0,
+                                                        order_id="F1")])
+    run_rollups(services, lag_s=0)  # the worker's job, with the shop's audiences
+    assert sign_in(client).status_code == 303
+    data = client.get("/admin/demo/audiences.json?days=7").json()
+    # Read after Finn's order: he is a first-time customer, Erin is new.
+    assert data["counted"]["new"] == {"page_views": 2, "visitors": 1, "orders": 0, "revenue": 0}
+    assert data["counted"]["first_time_customer"] == {"page_views": 1, "visitors": 1, "orders": 1, "revenue": 20.0}
+    assert data["counted"]["returning"] == {"page_views": 0, "visitors": 0, "orders": 0, "revenue": 0}
+    assert data["sizes"]["new"] == 1 and data["from"] == (utcnow() - timedelta(days=6)).date().isoformat()
+    page = " ".join(client.get("/admin/demo/audiences?days=7").text.split())
+    assert ('<td class="n" data-label="Visitors by day">1</td><td class="n" data-label="Page views">1</td> '
+            '<td class="n" data-label="Orders">1</td><td class="n" data-label="Revenue">20.00</td>') in page
+    assert client.get("/admin/demo/audiences?days=12").status_code == 400

@@ -223,6 +223,28 @@ class OneShop:
         return self.catalog
 
 
+def test_the_rollups_classify_a_batchs_visitors_as_the_sizes_count_them(store) -> None:
+    """audience_members (the rollup job's read of a batch's visitors) puts each visitor in the
+    audiences the sizes count them in, whether asked for all visitors or a few at a time."""
+    from server.store.audience_sql import audience_members
+
+    now = utcnow()
+    make_visitors(store, now)
+    audiences = book()
+    sizes = store.audience_sizes(SHOP, audiences, now, TIMEOUT_S)
+    visitor_ids = sorted(store.visitor_attributes(SHOP)) + ["never-seen"]
+    with store.engine.begin() as conn:
+        every = audience_members(conn, store.dialect, SHOP, audiences, now, TIMEOUT_S, visitor_ids)
+        few = audience_members(conn, store.dialect, SHOP, audiences, now, TIMEOUT_S, ["browser", "abandoner", "never-seen"])
+    assert "never-seen" not in every
+    for audience, members in EXPECTED.items():
+        assert {v for v, ids in every.items() if audience in ids} == set(members), audience
+    assert {a: sum(a in ids for ids in every.values()) for a in sizes.sizes if sizes.sizes[a] is not None} == \
+        {a: n for a, n in sizes.sizes.items() if n is not None}
+    assert not NOT_SIZED & {a for ids in every.values() for a in ids}
+    assert few == {v: every[v] for v in ("browser", "abandoner") if v in every}
+
+
 def test_an_empty_shop_has_every_audience_empty(store) -> None:
     sizes = store.audience_sizes("nobody", book(), utcnow(), TIMEOUT_S)
     assert sizes.visitors == 0

@@ -12,10 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from server.cli import main
-from server.measure.attribution import Credit, Window, credits
+from server.audiences import AudiencesConfig, compile_audiences
+from server.measure.attribution import Credit, Window, cart_credits, credits
 from server.measure.experiments import EXPOSURE
 from server.models import Event, utcnow
 from server.store import open_store
+from server.visitors.page_views import PageView
 
 from servers import demo_experiments
 
@@ -61,6 +63,23 @@ def test_a_click_outranks_a_view_and_what_came_after_counts_not() -> None:
     chain = [ev("view_promotion", 0, campaign="early", props={}), ev("page_view", 40), ev("page_view", 65)]
     assert credits(purchase(90), chain) == []
     assert credits(purchase(90), chain, Window(visit_timeout=timedelta(minutes=45))) == [Credit("campaign", "early", "view")]
+
+
+def test_an_add_to_cart_is_credited_to_the_clicks_of_the_click_window_before_it() -> None:
+    clicked = ev("select_promotion", 0, campaign="xmas", props={"creative_slot": "home-hero", "experiment": "hero",
+                                                                 "variant": "b"})
+    panel = ev("select_item", 3, campaign="home-recs", props={"item_list_id": "home-recs", "item_list_name": "top_picks"})
+    seen = ev("view_promotion", 4, campaign="seen", props={"creative_slot": "top"})
+    add = ev("add_to_cart", 5)
+    assert cart_credits(add, [clicked, panel, seen, ev("select_promotion", 6, campaign="later", props={})]) == [
+        ("campaign", "xmas"), ("slot", "home-hero"), ("slot", "home-recs"), ("strategy", "top_picks"),
+        ("variant", "hero:b")]
+    # A view credits no cart; eight days on the click is out of the window, unless it is wider.
+    assert cart_credits(ev("add_to_cart", 10), [seen]) == []
+    late = ev("add_to_cart", 60 * 24 * 8)
+    assert cart_credits(late, [clicked]) == []
+    assert cart_credits(late, [clicked], Window(click=timedelta(days=10))) == [
+        ("campaign", "xmas"), ("slot", "home-hero"), ("variant", "hero:b")]
 
 
 # -- the rollup job ------------------------------------------------------------------------
@@ -233,3 +252,95 @@ def test_a_purchase_stored_before_its_buyers_exposure_still_counts(services) -> 
     assert (b["visitors"], b["conversions"], b["orders"], b["revenue"], b["revenue_sq"]) == (1, 1, 1, 12.0, 144.0)
     store.roll_up(_windows, utcnow(), lag_s=0)  # and only once
     assert store.experiment_totals("demo", "hero")[0]["orders"] == 1
+
+
+# -- add to carts and audiences, on both stores ---------------------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    store = open_store(url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def _yesterday(hour: int = 10) -> datetime:
+    return (utcnow() - timedelta(days=1)).replace(hour=hour, minute=0, second=0, microsecond=0)
+
+
+def _sums(store, dimension: str, days: int = 12) -> dict[str, dict]:
+    since = (utcnow() - timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return {r["key"]: r for r in store.rollup_sums("demo", "day", since, utcnow() + timedelta(days=1), [dimension])}
+
+
+def test_add_to_carts_are_counted_and_credited_to_the_clicks_before_them(any_store) -> None:
+    store = any_store
+    start = _yesterday() - timedelta(days=9)
+    at = lambda m: start + timedelta(minutes=m)  # noqa: E731
+    hero = {"creative_slot": "home-hero"}
+    store.record_events("demo", "cara", [
+        Event("c-pv", "page_view", at(0)),
+        Event("c-vp", "view_promotion", at(1), campaign="xmas", props=hero),
+        Event("c-sp", "select_promotion", at(2), campaign="xmas", props=hero),
+        Event("c-a1", "add_to_cart", at(5), item_id="tree"),
+        Event("c-a2", "add_to_cart", at(6), item_id="star"),
+        Event("c-pu", "purchase", at(10), value=25.0, order_id="C1"),
+        Event("c-a3", "add_to_cart", at(60 * 24 * 8), item_id="star"),  # eight days on: out of the window
+    ])
+    # Saw the banner and added to the cart without a click: a cart, credited to nothing.
+    store.record_events("demo", "dan", [Event("d-vp", "view_promotion", at(0), campaign="xmas", props=hero),
+                                        Event("d-a1", "add_to_cart", at(1), item_id="tree")])
+    assert store.roll_up(_windows, utcnow(), lag_s=0, batch=3).events == 9
+    assert store.roll_up(_windows, utcnow(), lag_s=0).events == 0
+    total, campaign, slot = _sums(store, "total")[""], _sums(store, "campaign"), _sums(store, "slot")
+    credited = _sums(store, "credited")[""]
+    assert (total["impressions"], total["clicks"], total["carts"], total["orders"]) == (2, 1, 4, 1)
+    assert (campaign["xmas"]["impressions"], campaign["xmas"]["clicks"], campaign["xmas"]["carts"],
+            campaign["xmas"]["orders"]) == (2, 1, 2, 1)
+    assert slot["home-hero"]["carts"] == 2 and credited["carts"] == 2 and credited["orders"] == 1
+    # With a ten-day click window the late cart is credited too (a shop's own window).
+    store.record_events("demo", "cara", [Event("c-a4", "add_to_cart", at(60 * 24 * 8 + 1), item_id="tree")])
+    store.roll_up(lambda shop: Window(click=timedelta(days=10)), utcnow(), lag_s=0)
+    assert _sums(store, "campaign")["xmas"]["carts"] == 3 and _sums(store, "total")[""]["carts"] == 5
+
+
+AUDIENCES = AudiencesConfig.model_validate({"custom": [{"id": "uk", "country": "gb"}, {"id": "buyers", "orders": {"min": 1}},
+                                                       {"id": "chrome", "browser": "Chrome"}]})
+
+
+def _view(visitor: str, at: datetime, country: str, n: int) -> PageView:
+    return PageView("demo", visitor, at, 1800, country=country, event=Event(f"pv-{visitor}-{n}", "page_view", at))
+
+
+def test_the_rollups_count_each_audience_by_what_its_visitors_were_in_when_read(any_store) -> None:
+    store = any_store
+    book, problems = compile_audiences(AUDIENCES)
+    assert not problems
+    audiences = lambda shop: book  # noqa: E731
+    at = lambda m: _yesterday() + timedelta(minutes=m)  # noqa: E731
+    store.record_page_views([_view("ann", at(0), "GB", 1), _view("ann", at(70), "GB", 2), _view("ben", at(5), "FR", 1)])
+    store.record_events("demo", "ann", [Event("a-pu", "purchase", at(75), value=30.0, order_id="A1")])
+    # No row: a visitor the store forgot (or simulated traffic, stored as it is) is in no audience.
+    store.add_measurement_events("demo", [("nobody", Event("n-pu", "purchase", at(8), value=9.0, order_id="N1"))])
+    assert store.roll_up(_windows, utcnow(), lag_s=0, audiences=audiences).events == 5
+    rows = _sums(store, "audience", days=3)
+    assert (rows["uk"]["page_views"], rows["uk"]["visitors"], rows["uk"]["orders"], rows["uk"]["revenue"]) == (2, 1, 1, 30.0)
+    assert (rows["buyers"]["page_views"], rows["buyers"]["visitors"], rows["buyers"]["orders"]) == (2, 1, 1)
+    assert "chrome" not in rows  # known only during a request: not counted, as it is not sized
+    # Built in: Ann's two page views 70 minutes apart are two visits, so only Ben is new.
+    assert (rows["new"]["visitors"], rows["new"]["page_views"]) == (1, 1)
+    hours = {r["start"].hour: r for r in store.rollups("demo", "hour", at(0), at(120), "audience") if r["key"] == "uk"}
+    assert (hours[10]["page_views"], hours[11]["page_views"], hours[11]["orders"]) == (1, 1, 1)
+    # Ben buys later the same day: from then on he is a buyer. His page view is counted in
+    # `buyers`, his visit of that day is not (his day's first page view was read when he was not).
+    store.record_page_views([_view("ben", at(120), "FR", 2)])
+    store.record_events("demo", "ben", [Event("b-pu", "purchase", at(121), value=5.0, order_id="B1")])
+    store.roll_up(_windows, utcnow(), lag_s=0, audiences=audiences)
+    store.roll_up(_windows, utcnow(), lag_s=0, audiences=audiences)  # and nothing twice
+    rows = _sums(store, "audience", days=3)
+    assert (rows["buyers"]["page_views"], rows["buyers"]["visitors"], rows["buyers"]["orders"], rows["buyers"]["revenue"]) \
+        == (3, 1, 2, 35.0)
+    assert (rows["uk"]["page_views"], rows["uk"]["visitors"], rows["uk"]["orders"]) == (2, 1, 1)
+    # The total still counts everyone, once a day.
+    total = _sums(store, "total", days=3)[""]
+    assert (total["page_views"], total["orders"], total["revenue"]) == (4, 3, 44.0)

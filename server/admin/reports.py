@@ -1,5 +1,6 @@
 """What the dashboard's pages show, read from the rollups (never the events): a date range,
-the shop's totals and days, and the numbers of each campaign, slot, strategy and variant."""
+the shop's totals and days, the numbers of each campaign, slot, strategy and variant with
+their funnel, and each audience's."""
 
 from __future__ import annotations
 
@@ -117,12 +118,40 @@ def breakdown(store: "Store", shop: str, span: DateRange) -> dict[str, list[dict
     for row in store.rollup_sums(shop, "day", span.since, span.until, list(DIMENSIONS)):
         found[row["dimension"]][row["key"]] = {
             "key": row["key"], **{name: row[name] or 0 for name in
-                                  ("impressions", "clicks", "closes", "orders", "revenue", "view_orders", "view_revenue")}}
+                                  ("impressions", "clicks", "closes", "carts", "orders", "revenue", "view_orders",
+                                   "view_revenue")}}
     out = {}
     for dimension, entries in found.items():
         listed = sorted(entries.values(), key=lambda e: (-e["impressions"], -e["clicks"], e["key"]))
         for entry in listed:
             entry["click_through"] = ratio(entry["clicks"], entry["impressions"])
+            entry["click_to_cart"] = ratio(entry["carts"], entry["clicks"])
+            entry["cart_to_order"] = ratio(entry["orders"], entry["carts"])
             entry["revenue"], entry["view_revenue"] = round(entry["revenue"], 2), round(entry["view_revenue"], 2)
         out[dimension] = listed
     return out
+
+
+FUNNEL = (("impressions", "Impressions"), ("clicks", "Clicks"), ("carts", "Added to cart after a click"),
+          ("orders", "Orders after a click"))
+
+
+def funnel(store: "Store", shop: str, span: DateRange) -> list[dict[str, Any]]:
+    """The shop's funnel over the range: impressions, clicks, add to carts credited to a click
+    (within the click window) and orders credited to a click, each add to cart and order once
+    however many things were clicked before it; each step with its rate from the one before."""
+    sums = {(r["dimension"], r["key"]): r for r in store.rollup_sums(shop, "day", span.since, span.until,
+                                                                     ["total", CREDITED_BY])}
+    total, credited = sums.get(("total", ""), {}), sums.get((CREDITED_BY, ""), {})
+    counts = [total.get("impressions") or 0, total.get("clicks") or 0, credited.get("carts") or 0,
+              credited.get("orders") or 0]
+    return [{"step": step, "label": label, "count": count, "rate": ratio(count, counts[n - 1]) if n else None}
+            for n, ((step, label), count) in enumerate(zip(FUNNEL, counts))]
+
+
+def audience_numbers(store: "Store", shop: str, span: DateRange) -> dict[str, dict[str, Any]]:
+    """Each audience's page views, visitors (each day's, summed), orders and revenue over the
+    range, by the audiences the visitors were in when the rollup job read their events."""
+    return {row["key"]: {"page_views": row["page_views"] or 0, "visitors": row["visitors"] or 0,
+                         "orders": row["orders"] or 0, "revenue": round(row["revenue"] or 0.0, 2)}
+            for row in store.rollup_sums(shop, "day", span.since, span.until, ["audience"])}

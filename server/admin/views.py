@@ -20,7 +20,9 @@ from starlette.staticfiles import StaticFiles
 from server.admin import charts
 from server.admin.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, FailedSignIns, Session, Sessions, normal_email
 from server.admin.auth import password_matches, same
-from server.admin.reports import DIMENSIONS, PRESETS, DateRange, RangeError, breakdown, date_range, overview
+from server.admin.reports import (
+    DIMENSIONS, PRESETS, DateRange, RangeError, audience_numbers, breakdown, date_range, funnel, overview,
+)
 from server.client_ip import client_ip
 from server.models import utcnow
 from server.shops import ShopConfigError
@@ -289,11 +291,13 @@ async def overview_page(request: Request, config: Any, user: SignedIn) -> dict[s
 
 async def campaigns_page(request: Request, config: Any, user: SignedIn) -> dict[str, Any]:
     span = _span(request)
-    found = await run_in_threadpool(breakdown, request.app.state.services.store, config.id, span)
+    store = request.app.state.services.store
+    found = await run_in_threadpool(breakdown, store, config.id, span)
+    steps = await run_in_threadpool(funnel, store, config.id, span)
     if _is_json(request):
-        return {"from": span.first.isoformat(), "to": span.last.isoformat(), **found}
+        return {"from": span.first.isoformat(), "to": span.last.isoformat(), "funnel": steps, **found}
     return {"template": "campaigns.html", "page": "campaigns", "span": span, "presets": PRESETS,
-            "dimensions": DIMENSIONS, "found": found, "currency": config.currency}
+            "dimensions": DIMENSIONS, "found": found, "funnel": steps, "currency": config.currency}
 
 
 ENGINES = ("bayesian", "frequentist", "sequential")
@@ -321,20 +325,26 @@ async def experiments_page(request: Request, config: Any, user: SignedIn) -> dic
 async def audiences_page(request: Request, config: Any, user: SignedIn) -> dict[str, Any]:
     services = request.app.state.services
     now = utcnow()
+    span = _span(request)
     sizes = await run_in_threadpool(services.store.audience_sizes, config.id, config.audience_book, now,
                                     services.settings.visit_timeout_minutes * 60)
     history = await run_in_threadpool(services.store.audience_history, config.id, now.date() - timedelta(days=89))
+    counted = await run_in_threadpool(audience_numbers, services.store, config.id, span)
     over_time: dict[str, dict[str, int]] = {}
     for row in history:
         over_time.setdefault(row["audience"], {})[row["day"].isoformat()] = row["visitors"]
     data = {"at": now.isoformat(timespec="seconds"), "visitors": sizes.visitors, "sizes": sizes.sizes,
-            "not_sized": sizes.not_sized, "over_time": over_time}
+            "not_sized": sizes.not_sized, "over_time": over_time,
+            "from": span.first.isoformat(), "to": span.last.isoformat(),
+            "counted": {name: counted.get(name, dict.fromkeys(("page_views", "visitors", "orders", "revenue"), 0))
+                        for name in sizes.sizes if sizes.sizes[name] is not None}}
     if _is_json(request):
         return data
     days = sorted({day for counts in over_time.values() for day in counts})
     trends = [(name, charts.daily_bars(f"Visitors in {name}", days, [over_time[name].get(d, 0) for d in days]))
               for name in sizes.sizes if name in over_time] if len(days) > 1 else []
-    return {"template": "audiences.html", "page": "audiences", **data, "trends": trends, "days": days}
+    return {"template": "audiences.html", "page": "audiences", **data, "trends": trends, "days": days, "span": span,
+            "presets": PRESETS, "currency": config.currency}
 
 
 async def search_page(request: Request, config: Any, user: SignedIn) -> dict[str, Any]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from server.store import Store
 
 PREFIX = "sim-"
+WRITE_EVERY = 100_000  # events
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ def simulate(store: "Store", shop: "ShopConfig", items: Sequence[CatalogItem], w
                     visits.append(later)
             done.visitors += 1
             rows += _visitor(rng, world, shop, hero, visitor, visits, priced, done)
-    done.events = store.add_measurement_events(shop.id, rows)
+            if len(rows) >= WRITE_EVERY:  # millions of events are written as they are made, not held
+                done.events += store.add_measurement_events(shop.id, rows)
+                rows = []
+    done.events += store.add_measurement_events(shop.id, rows)
     return done
 
 

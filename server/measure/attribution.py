@@ -7,6 +7,9 @@ The rules (docs/measurement.md#attribution), for each purchase of a visitor:
 - a **view** credits what was seen (`view_promotion`, `view_item_list`: the fragment was at
   least half visible for a second) in the same visit as the purchase: the run of the
   visitor's events before it with no gap longer than the visit timeout (30 minutes);
+- an **add to cart** is credited, as an order is by a click, to what was clicked up to
+  `click_window` before it (no view credits a cart): the funnel's step between clicks and
+  orders;
 - each campaign, slot, strategy and variant is credited once per order, with the order's
   whole value, by a click if it had one (else by a view); two panels that both led to it are
   each credited with it, so credited revenue adds up to more than the revenue when several
@@ -26,6 +29,7 @@ from server.models import Event
 CLICKS = frozenset({"select_promotion", "select_item"})
 VIEWS = frozenset({"view_promotion", "view_item_list"})
 TOUCHES = CLICKS | VIEWS
+CART = "add_to_cart"
 DIMENSIONS = ("campaign", "slot", "strategy", "variant")
 
 
@@ -86,3 +90,11 @@ def credits(purchase: Event, history: Iterable[Event], window: Window = Window()
             for key in keys_of(event):
                 by.setdefault(key, "view")
     return [Credit(dimension, key, how) for (dimension, key), how in sorted(by.items())]
+
+
+def cart_credits(add: Event, history: Iterable[Event], window: Window = Window()) -> list[tuple[str, str]]:
+    """What an add to cart is credited to: each (dimension, key) that a click of the visitor's
+    named up to the click window before it, once."""
+    found = {key for event in history if event.type in CLICKS and event.ts <= add.ts and add.ts - event.ts <= window.click
+             for key in keys_of(event)}
+    return sorted(found)

@@ -1,6 +1,6 @@
 """The `rollups` job: what the events say, counted by hour and by day (page views,
-impressions, clicks, closes, orders and revenue in all and credited to each campaign, slot,
-strategy and variant), and each experiment's totals per variant, so that reports and the
+impressions, clicks, closes, add to carts, orders and revenue in all and credited to each
+campaign, slot, strategy and variant; page views, visitors, orders and revenue per audience), and each experiment's totals per variant, so that reports and the
 dashboard read a few rows instead of the events (server/store/measure_sql.py does the SQL).
 """
 
@@ -30,8 +30,12 @@ def run_rollups(services: Any, lag_s: float | None = None, budget_s: float = 50.
             cache[shop] = Window(click=timedelta(days=days), visit_timeout=timeout)
         return cache[shop]
 
+    def audiences(shop: str) -> Any:
+        config = services.shops.get(shop)
+        return config.audience_book if config is not None else None
+
     lag = services.settings.rollup_lag_s if lag_s is None else lag_s
-    run = services.store.roll_up(windows, utcnow(), lag_s=lag, budget_s=budget_s)
+    run = services.store.roll_up(windows, utcnow(), lag_s=lag, budget_s=budget_s, audiences=audiences)
     behind = "" if run.caught_up else "; more to read next run"
     return (f"{run.events} events read in {run.batches} batches ({len(run.shops)} shops): {run.orders} orders, "
             f"{run.credited} credits, {run.exposures} visitors newly in experiments{behind}")

@@ -73,6 +73,39 @@ def count_audiences(
                          time.perf_counter() - started)
 
 
+def audience_members(
+    conn: Connection, dialect: str, shop: str, book: AudienceBook, now: datetime, visit_timeout_s: int,
+    visitor_ids: list[str],
+) -> dict[str, tuple[str, ...]]:
+    """The audiences each of these visitors is in at `now`, by the conditions the sizes are
+    counted with, up to 5,000 visitors a statement: {visitor id: audience ids}, for those in
+    any (a visitor without a row is in none; an audience that cannot be sized, in none)."""
+    not_sized = book.not_sized()
+    sized = [a for a in book.ordered if a.id not in not_sized]
+    found: dict[str, tuple[str, ...]] = {}
+    if not sized:
+        return found
+    if dialect == "postgresql":
+        conn.execute(sa.text("SET LOCAL jit = off"))  # as count_audiences
+    for start in range(0, len(visitor_ids), 5000):
+        part = visitor_ids[start : start + 5000]
+        compiler = _Compiler(dialect, shop, now, visit_timeout_s)
+        history = compiler.read_history([a.rule for a in sized], only=part)
+        conditions: dict[str, Any] = {}
+        for audience in sized:
+            conditions[audience.id] = compiler.condition(audience.rule, conditions)
+        labels = {audience_id: f"a{n}" for n, audience_id in enumerate(conditions)}
+        query = (sa.select(v.c.visitor_id, *(sa.case((condition, 1), else_=0).label(labels[audience_id])
+                                             for audience_id, condition in conditions.items()))
+                 .select_from(history if history is not None else v)
+                 .where(v.c.shop == shop, v.c.visitor_id.in_(part)))
+        for row in conn.execute(query):
+            ids = tuple(a for a, label in labels.items() if row._mapping[label])
+            if ids:
+                found[row.visitor_id] = ids
+    return found
+
+
 class _Compiler:
     def __init__(self, dialect: str, shop: str, now: datetime, visit_timeout_s: int) -> None:
         self.sqlite = dialect == "sqlite"
@@ -82,9 +115,9 @@ class _Compiler:
         self._names = 0
         self._history: dict[FactTest, Any] = {}  # each history test: its column of the one pass
 
-    def read_history(self, rules: list[Rule]) -> Any:
+    def read_history(self, rules: list[Rule], only: list[str] | None = None) -> Any:
         """The visitors joined to one pass over their recent events that works out every
-        history test of these rules (None when no rule has one)."""
+        history test of these rules (None when no rule has one); `only`: of these visitors."""
         tests = list(dict.fromkeys(
             part for rule in rules for part in walk(rule)
             if isinstance(part, FactTest) and part.fact.name in HISTORY_FACTS))
@@ -101,7 +134,8 @@ class _Compiler:
             per_visitor = (
                 sa.select(outer.c.visitor_id, *aggregates)
                 .select_from(outer.join(event, sa.true()).outerjoin(ids, sa.true()))
-                .where(outer.c.shop == self.shop, outer.c.state.is_not(None))
+                .where(outer.c.shop == self.shop, outer.c.state.is_not(None),
+                       *([outer.c.visitor_id.in_(only)] if only is not None else []))
                 .group_by(outer.c.visitor_id)
                 .subquery("h")
             )

@@ -298,7 +298,8 @@ rollup_marks = sa.Table(
 
 # Counters by hour and by day, per shop and per what produced them: dimension "total" (key
 # ""), "campaign" (a campaign or a recommendations panel), "slot", "strategy", "variant"
-# ("experiment:variant"), and "credited" (key "": each order credited to anything, once). Reports and the dashboard read these, never the events.
+# ("experiment:variant"), "audience" (the audiences the visitor was in when the job read the
+# event), and "credited" (key "": each order credited to anything, once). Reports and the dashboard read these, never the events.
 rollups = sa.Table(
     "rollups",
     metadata,
@@ -315,7 +316,8 @@ rollups = sa.Table(
     sa.Column("revenue", sa.Float, nullable=False, server_default="0"),
     sa.Column("view_orders", sa.Integer, nullable=False, server_default="0"),  # attributed by a view only
     sa.Column("view_revenue", sa.Float, nullable=False, server_default="0"),
-    sa.Column("visitors", sa.Integer, nullable=False, server_default="0"),  # total, by day: distinct visitors
+    sa.Column("visitors", sa.Integer, nullable=False, server_default="0"),  # total and audience, by day: distinct visitors
+    sa.Column("carts", sa.Integer, nullable=False, server_default="0"),  # total: all add to carts; others: after a click
 )
 
 # Each visitor counted in an experiment (the hold-out is experiment "holdout"): their variant,

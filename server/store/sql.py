@@ -1162,12 +1162,15 @@ class SqlStore:
         return added
 
 
-    def roll_up(self, windows: Any, now: datetime, batch: int = 1000, lag_s: float = 60.0, budget_s: float = 50.0) -> Any:
+    def roll_up(self, windows: Any, now: datetime, batch: int = 10000, lag_s: float = 60.0, budget_s: float = 50.0,
+                audiences: Any = None) -> Any:
         """Read the events stored since the last run into the rollups and the experiments'
-        totals (server/store/measure_sql.py): a RollupRun saying what was read."""
+        totals (server/store/measure_sql.py): a RollupRun saying what was read. `audiences(shop)`:
+        the shop's AudienceBook, to count by audience (None: not)."""
         from server.store.measure_sql import roll_up
 
-        return roll_up(self._writing, self._insert, windows, now, batch, timedelta(seconds=lag_s), budget_s)
+        return roll_up(self._writing, self._insert, windows, now, batch, timedelta(seconds=lag_s), budget_s,
+                       audiences=audiences)
 
     def rollups(self, shop: str, period: str, since: datetime, until: datetime, dimension: str | None = None) -> list[dict[str, Any]]:
         """The shop's counters by `period` ("hour" or "day") from `since` to `until`."""
