@@ -73,7 +73,9 @@ class Settings:
     request_threads: int = _setting(
         0,
         "Threads per worker process that run requests' blocking work (store calls, rendering). "
-        "0 means one per CPU core, at least 2.",
+        "0 means one: that work is Python, and two threads of one process take turns on its one "
+        "interpreter lock, which at 32 connections doubled the CPU a page call cost; use "
+        "`workers` for more cores.",
         minimum=0,
     )
     max_in_flight: int = _setting(
@@ -243,7 +245,7 @@ class Settings:
 
     @property
     def resolved_request_threads(self) -> int:
-        return self.request_threads or max(2, _cpu_cores())
+        return self.request_threads or 1
 
     @property
     def resolved_max_in_flight(self) -> int:
@@ -298,14 +300,6 @@ class Settings:
 
 def setting_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(Settings))
-
-
-def _cpu_cores() -> int:
-    """The cores this process may run on (a CPU set narrows them), else all of the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -187,9 +187,9 @@ def test_what_counts_as_real_work(method: str, path: str, counted: bool) -> None
     assert does_real_work({"type": "http", "method": method, "path": path}) is counted
 
 
-def test_the_limits_default_to_the_cores() -> None:
+def test_the_limits_default_to_one_thread_and_32_in_flight() -> None:
     settings = Settings.load(environ={})
-    assert settings.resolved_request_threads >= 2
+    assert settings.resolved_request_threads == 1
     assert settings.resolved_max_in_flight == 32 * settings.resolved_request_threads
     chosen = Settings.load(environ={"VITRINE_REQUEST_THREADS": "3", "VITRINE_MAX_IN_FLIGHT": "5"})
     assert (chosen.resolved_request_threads, chosen.resolved_max_in_flight) == (3, 5)

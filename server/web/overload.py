@@ -1,7 +1,7 @@
 """A bound on the work in flight in one worker process: past it, a fast 503, never a queue.
 
-Page calls, event batches and fragments run their blocking part on a few threads
-(`request_threads`). More requests than threads wait for one, and on two cores a long wait
+Page calls and fragments run their blocking part on the worker's request thread
+(`request_threads`, one by default). More requests than threads wait for one, and on two cores a long wait
 helps nobody: the answer comes too late for the page, and the embed script has kept the
 slot's default content anyway. So at most `max_in_flight` of them are handled at once; the
 next one is answered `503` with `Retry-After: 1` straight away.
