@@ -82,7 +82,7 @@ class Settings:
         0,
         "Page calls and fragment requests one worker process handles at once; "
         "one more gets 503 with Retry-After at once instead of waiting in a queue. "
-        "0 means 32 × request_threads.",
+        "0 means 64 (about a tenth of a second of page calls).",
         minimum=0,
     )
     max_event_batches_in_flight: int = _setting(
@@ -249,7 +249,7 @@ class Settings:
 
     @property
     def resolved_max_in_flight(self) -> int:
-        return self.max_in_flight or 32 * self.resolved_request_threads
+        return self.max_in_flight or 64
 
     def signing_keys(self) -> list[str]:
         """Keys for visitor tokens, oldest first; creates the data dir's key on first use."""

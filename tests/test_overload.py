@@ -190,10 +190,10 @@ def test_what_counts_as_real_work(method: str, path: str, counted: bool) -> None
 def test_the_limits_default_to_one_thread_and_32_in_flight() -> None:
     settings = Settings.load(environ={})
     assert settings.resolved_request_threads == 1
-    assert settings.resolved_max_in_flight == 32 * settings.resolved_request_threads
+    assert settings.resolved_max_in_flight == 64
     chosen = Settings.load(environ={"VITRINE_REQUEST_THREADS": "3", "VITRINE_MAX_IN_FLIGHT": "5"})
     assert (chosen.resolved_request_threads, chosen.resolved_max_in_flight) == (3, 5)
-    assert Settings.load(environ={"VITRINE_REQUEST_THREADS": "3"}).resolved_max_in_flight == 96
+    assert Settings.load(environ={"VITRINE_REQUEST_THREADS": "3"}).resolved_max_in_flight == 64
     with pytest.raises(SettingsError, match=r"VITRINE_MAX_IN_FLIGHT.*'-1' \(at least 0\)"):
         Settings.load(environ={"VITRINE_MAX_IN_FLIGHT": "-1"})
 
