@@ -162,7 +162,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # In every worker process: one thread, not anyio's 40 fighting for the GIL (two already
-        # doubled a page call's CPU at 32 connections: docs/benchmarks.md). The in-flight limit (inside CORS, so a 503 carries CORS headers) keeps the
+        # cost a new visitor's page call 1.8 times the CPU at 32 connections: docs/benchmarks.md). The in-flight limit (inside CORS, so a 503 carries CORS headers) keeps the
         # queue for them short.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.resolved_request_threads
         await anyio.to_thread.run_sync(_warm_and_freeze, services)

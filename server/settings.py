@@ -74,8 +74,8 @@ class Settings:
         0,
         "Threads per worker process that run requests' blocking work (store calls, rendering). "
         "0 means one: that work is Python, and two threads of one process take turns on its one "
-        "interpreter lock, which at 32 connections doubled the CPU a page call cost; use "
-        "`workers` for more cores.",
+        "interpreter lock, which made a new visitor's page call at 32 connections cost 1.8 times "
+        "the CPU; use `workers` for more cores.",
         minimum=0,
     )
     max_in_flight: int = _setting(
