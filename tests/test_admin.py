@@ -494,11 +494,21 @@ def test_simulated_traffic_is_labelled_as_such(client, services, ann) -> None:
     assert sign_in(client).status_code == 303
     assert "Simulated traffic" not in client.get("/admin/demo/").text
     simulate(services.store, services.shops.get("demo"), services.store.all_items("demo"),
-             World(days=3, visitors_per_day=5))
+             World(days=3, visitors_per_day=40, buy_rate=0.3))
     services.store.roll_up(lambda shop: Window(), utcnow(), lag_s=0)
     data = client.get("/admin/demo/overview.json?days=7").json()
     assert data["simulated_page_views"] == data["totals"]["page_views"] > 0
     assert "Simulated traffic." in client.get("/admin/demo/?days=7").text
+    # Its searches and add to carts fill the search page and the funnel, said to be simulated.
+    search = client.get("/admin/demo/search.json?days=7").json()
+    assert search["searches"] > search["zero_results"] > 0 and search["simulated_page_views"] > 0
+    assert "Simulated traffic." in client.get("/admin/demo/search?days=7").text
+    again = simulate(services.store, services.shops.get("demo"), services.store.all_items("demo"),
+                     World(days=3, visitors_per_day=40, buy_rate=0.3))
+    assert again.events == 0  # the same seed: nothing new, no search counted twice
+    assert client.get("/admin/demo/search.json?days=7").json()["searches"] == search["searches"]
+    funnel = {step["step"]: step["count"] for step in client.get("/admin/demo/campaigns.json?days=7").json()["funnel"]}
+    assert funnel["carts"] >= funnel["orders"] > 0  # every simulated order's lines went into the cart first
 
 
 def test_a_broken_shop_config_is_a_503_saying_so(client, settings, ann) -> None:

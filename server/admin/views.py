@@ -21,7 +21,7 @@ from server.admin import charts
 from server.admin.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, FailedSignIns, Session, Sessions, normal_email
 from server.admin.auth import password_matches, same
 from server.admin.reports import (
-    DIMENSIONS, PRESETS, DateRange, RangeError, audience_numbers, breakdown, date_range, funnel, overview,
+    DIMENSIONS, PRESETS, SIMULATED, DateRange, RangeError, audience_numbers, breakdown, date_range, funnel, overview,
 )
 from server.client_ip import client_ip
 from server.models import utcnow
@@ -353,8 +353,12 @@ async def search_page(request: Request, config: Any, user: SignedIn) -> dict[str
     counted = await run_in_threadpool(store.search_stats, config.id, span.first, span.last, 20)
     # The worker's popular-searches job keeps the top terms of the last days (server/search.py).
     terms = await run_in_threadpool(store.saved_popular_searches, config.id, 50, utcnow() - timedelta(days=2))
+    # Simulated searches (the demo's first start) are counted with the real ones: the page says
+    # so while the range holds simulated traffic, as the overview does.
+    sums = await run_in_threadpool(store.rollup_sums, config.id, "day", span.since, span.until, ["total"])
+    simulated = sum(r["page_views"] or 0 for r in sums if r["key"] == SIMULATED)
     data = {"from": span.first.isoformat(), "to": span.last.isoformat(), **search_numbers(counted),
-            "top_queries": [{"query": t, "visitors": v} for t, v in terms]}
+            "top_queries": [{"query": t, "visitors": v} for t, v in terms], "simulated_page_views": simulated}
     if _is_json(request):
         return data
     return {"template": "search.html", "page": "search", "span": span, "presets": PRESETS, **data}

@@ -43,7 +43,16 @@ class World:
     # What each variant does to the buy rate (a variant not named: 1.0); the hold-out's.
     variant_lift: dict[str, float] = field(default_factory=lambda: {"new-this-week": 1.25})
     holdout_lift: float = 0.8
+    search_rate: float = 0.15  # per visit's first page: a search in the shop's own box
     seed: int = 7
+
+
+# What the simulated visitors search for, and how many results the shop's search had (0: none).
+SEARCHES = (
+    ("christmas lights", 24), ("bag", 24), ("candle", 18), ("lantern", 7), ("mug", 9), ("tea towel", 6),
+    ("fairy lights", 12), ("vintage", 20), ("doormat", 4), ("gift wrap", 0), ("advent calendar", 0),
+    ("wreath", 0), ("cushion cover", 3), ("xmas jumper", 0),
+)
 
 
 @dataclass
@@ -99,6 +108,8 @@ def _visitor(rng, world: World, shop, hero, visitor: str, visits: list[datetime]
         seq += 1
         out.append((visitor, Event(f"{visitor}-{seq}", kind, at, **kw)))
 
+    # Searches draw from their own generator: the rest of the traffic is what it was without them.
+    searching = random.Random(f"{world.seed}:{visitor}:search")
     exposed = False
     for visit in visits:
         at = visit
@@ -118,6 +129,10 @@ def _visitor(rng, world: World, shop, hero, visitor: str, visits: list[datetime]
                         if rng.random() < world.banner_click_rate:
                             add("select_promotion", at + timedelta(seconds=8), campaign=campaign,
                                 props={"creative_slot": "home-hero", **tag})
+                if searching.random() < world.search_rate:  # the shop's own search box, with its result count
+                    term, results = searching.choice(SEARCHES)
+                    add("search", at + timedelta(seconds=5), props={"search_term": term, "results": results,
+                                                                     "simulated": True})
                 strategy = "bestsellers" if held or visit is visits[0] else "top_picks"
                 add("view_item_list", at, campaign="home-recs",
                     props={"item_list_id": "home-recs", "item_list_name": strategy})
@@ -129,6 +144,9 @@ def _visitor(rng, world: World, shop, hero, visitor: str, visits: list[datetime]
         if rng.random() < world.buy_rate * lift:
             lines = [rng.choice(items) for _ in range(rng.randint(1, 4))]
             value = round(sum((i.price or 5.0) * rng.randint(1, 3) for i in lines), 2)
+            for n, line in enumerate(lines):  # each line went into the cart first (the funnel's step)
+                add("add_to_cart", at - timedelta(seconds=20 * (len(lines) - n)), item_id=line.item_id,
+                    props={"quantity": 1, "simulated": True})
             add("purchase", at, value=value, currency=items[0].currency if items else "USD",
                 order_id=f"{visitor}-{len(out)}", props={"items": [{"item_id": i.item_id} for i in lines]})
             done.orders += 1

@@ -1151,14 +1151,25 @@ class SqlStore:
     # -- measurement (server/measure/, server/store/measure_sql.py) ----------------------
     def add_measurement_events(self, shop: str, rows: Sequence[tuple[str, Event]], chunk: int = 5000) -> int:
         """Store events as they are, with nothing derived from them (no visitor row, state,
-        trend or sales counter): simulated traffic for the dashboard and the benchmarks
-        (server/demo/simulate.py). Returns how many were new."""
+        trend or sales counter) but the search counts of new `search` events that say how many
+        results they had, as an event batch counts them: simulated traffic for the dashboard
+        and the benchmarks (server/demo/simulate.py). Returns how many were new."""
         added = 0
         for start in range(0, len(rows), chunk):
             now = utcnow()
-            part = [_event_row(shop, visitor_id, event, now) for visitor_id, event in rows[start : start + chunk]]
+            given = rows[start : start + chunk]
+            part = [_event_row(shop, visitor_id, event, now) for visitor_id, event in given]
             with self._writing() as conn:
-                added += len(conn.execute(self._event_insert(), part).all())
+                new = {row[0] for row in conn.execute(self._event_insert(events.c.event_id), part)}
+                searched: Tally = {}
+                for _, event in given:
+                    if (event.type == "search" and event.event_id in new
+                            and isinstance((event.props or {}).get("results"), int)):
+                        add_search(searched, shop, event.ts.date(), str(event.props.get("search_term", "")),
+                                   event.props["results"])
+                if searched:
+                    self._add_searches(conn, searched)
+                added += len(new)
         return added
 
 
