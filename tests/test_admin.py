@@ -503,6 +503,8 @@ def test_simulated_traffic_is_labelled_as_such(client, services, ann) -> None:
     search = client.get("/admin/demo/search.json?days=7").json()
     assert search["searches"] > search["zero_results"] > 0 and search["simulated_page_views"] > 0
     assert "Simulated traffic." in client.get("/admin/demo/search?days=7").text
+    # ... but what real visitors are offered in the search box is what real visitors searched.
+    assert services.store.popular_searches("demo", utcnow() - timedelta(days=7)) == []
     again = simulate(services.store, services.shops.get("demo"), services.store.all_items("demo"),
                      World(days=3, visitors_per_day=40, buy_rate=0.3))
     assert again.events == 0  # the same seed: nothing new, no search counted twice

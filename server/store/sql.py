@@ -654,11 +654,15 @@ class SqlStore:
         self, shop: str, since: datetime, limit: int = 10, min_visitors: int = 1,
     ) -> list[tuple[str, int]]:
         """Search terms (lowercased) searched since `since` by at least `min_visitors` distinct
-        visitors, by how many visitors searched them."""
+        visitors, by how many visitors searched them. Simulated visitors (the demo's made-up
+        month, ids sim-...) are left out: what real visitors are offered is what real ones searched."""
+        from server.store.measure_sql import SIMULATED_PREFIX
+
         searched = (
             sa.select(sa.func.lower(sa.func.trim(events.c.props["search_term"].as_string())).label("term"),
                       events.c.visitor_id)
-            .where(events.c.shop == shop, events.c.type == "search", events.c.ts >= since)
+            .where(events.c.shop == shop, events.c.type == "search", events.c.ts >= since,
+                   ~events.c.visitor_id.startswith(SIMULATED_PREFIX, autoescape=True))
             .subquery()
         )
         visitors_n = sa.func.count(sa.distinct(searched.c.visitor_id))
