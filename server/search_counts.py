@@ -13,7 +13,10 @@ other's counts. The rows hold no visitor id, and the term is cut to `MAX_TERM_CH
 from __future__ import annotations
 
 from datetime import date
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from server.models import Event
 
 MAX_TERM_CHARS = 100
 
@@ -37,6 +40,14 @@ def add_search(tally: Tally, shop: str, day: date, term: str, results: int) -> b
     counts[0] += 1
     counts[1] += 1 if results == 0 else 0
     return True
+
+
+def add_search_event(tally: Tally, shop: str, event: "Event") -> None:
+    """Count a stored `search` event that says how many results it had (`results`); any other
+    event, or one without a whole-number `results`, counts nothing."""
+    props = event.props or {}
+    if event.type == "search" and isinstance(props.get("results"), int):
+        add_search(tally, shop, event.ts.date(), str(props.get("search_term", "")), props["results"])
 
 
 def merge(into: Tally, tallies: Iterable[Tally]) -> Tally:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import jinja2
-import orjson
 import jinja2.meta
 import jinja2.nodes
+import orjson
 
 from server.b2b.prices import group_prices_for
 from server.campaigns import COPY_FIELDS, Campaign, Decision, copy_values, fill_copy, time_left

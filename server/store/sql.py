@@ -34,7 +34,7 @@ from server.store.schema import popular_searches as popular_searches_table
 from server.store.schema import audience_members, customers, experiment_visitors, shop_keys, webhook_deliveries
 from server.store.schema import consent_history, worker_leases
 from server.store.schema import coupon_issues, coupon_redemptions, search_counts
-from server.search_counts import Tally, add_search, merge as merge_searches
+from server.search_counts import Tally, add_search_event, merge as merge_searches
 from server.urls import web_url
 from server.visitors.page_views import PageView, count_view
 from server.visitors.state import EMPTY as EMPTY_STATE
@@ -498,9 +498,7 @@ class SqlStore:
                     continue
                 inserted.discard((b.shop, event.event_id))  # the same id twice is stored once
                 stored.append(event)
-                if event.type == "search" and isinstance((event.props or {}).get("results"), int):
-                    add_search(searched, b.shop, event.ts.date(), str(event.props.get("search_term", "")),
-                               event.props["results"])
+                add_search_event(searched, b.shop, event)
                 if event.type == "purchase":
                     if key in found:  # the shared measurement visitor has no orders to count
                         self._count_order(conn, b.shop, b.visitor_id, event, now)
@@ -1167,10 +1165,8 @@ class SqlStore:
                 new = {row[0] for row in conn.execute(self._event_insert(events.c.event_id), part)}
                 searched: Tally = {}
                 for _, event in given:
-                    if (event.type == "search" and event.event_id in new
-                            and isinstance((event.props or {}).get("results"), int)):
-                        add_search(searched, shop, event.ts.date(), str(event.props.get("search_term", "")),
-                                   event.props["results"])
+                    if event.event_id in new:
+                        add_search_event(searched, shop, event)
                 if searched:
                     self._add_searches(conn, searched)
                 added += len(new)
