@@ -6,12 +6,13 @@ and other users' work are not counted in it). This script starts `vitrine demo` 
 tree given (each on its own data directory under --data-dir, so the demo shop is set up once
 per tree and kept), makes the same returning visitors for each (200 events of history, as
 bench/page_call.py makes them), then measures in interleaved rounds: in each round every
-server gets `--duration` seconds of page calls at one connection (wrk), and the row is the
+server gets `--duration` seconds of page calls at one connection (wrk; `--connections 32`
+for more), and the row is the
 server's user + system CPU over that time divided by the requests made, in ms. Interleaving
 spreads the machine's changes over every tree alike; the median of the rounds is the number.
 
     .venv/bin/python bench/page_cpu.py --tree . --tree /tmp/before [--data-dir DIR] [--rounds 5]
-        [--duration 6] [--case returning new banner search]
+        [--duration 6] [--case returning new banner search] [--connections 1]
 
 Writes bench/results/page_cpu.json (or --output). docs/benchmarks.md explains it.
 """
@@ -60,13 +61,14 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=6, help="seconds per server per case per round")
     parser.add_argument("--visitors", type=int, default=8, help="returning visitors taking turns (200 events each)")
     parser.add_argument("--case", nargs="+", choices=CASES, default=["returning", "new"])
+    parser.add_argument("--connections", type=int, default=1, help="wrk's connections (default 1)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     require_wrk()
     trees = [t.resolve() for t in args.tree]
     servers: list[Server] = []
     results: dict = {"machine": machine_info(trees[0]), "trees": {}, "rounds": args.rounds,
-                     "duration_s": args.duration, "cases": {}}
+                     "duration_s": args.duration, "connections": args.connections, "cases": {}}
     try:
         for n, tree in enumerate(trees):
             info = machine_info(tree)
@@ -90,7 +92,7 @@ def main() -> None:
                 order = servers if r % 2 == 0 else servers[::-1]
                 for server in order:
                     req = case_request(case, server, homes[server.label], tokens[server.label])
-                    row = run_wrk(req["url"], 1, args.duration, method=req.get("method", "GET"), body=req.get("body"),
+                    row = run_wrk(req["url"], args.connections, args.duration, method=req.get("method", "GET"), body=req.get("body"),
                                   headers=req["headers"], env=req.get("env"), server_pid=server.proc.pid)
                     ms = 10 * row["server_cpu_pct"] * row["duration_s"] / max(1, row["requests"])
                     bad = row["non_2xx"] + row["timeouts"]

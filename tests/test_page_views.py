@@ -103,6 +103,55 @@ def test_concurrent_page_calls_of_one_visitor_count_each_view_once_while_batches
         writer.close()
 
 
+def test_a_page_call_does_not_wait_for_its_visitors_batch_being_written(tmp_path) -> None:
+    # The visitor's second view is being written, held up by another connection's write lock:
+    # their next page call is answered at once, with it counted, and nothing is counted twice.
+    store = open_store(f"sqlite:///{tmp_path / 'v.db'}", busy_timeout_ms=5000)
+    store.migrate()
+    writer = PageViewWriter(store, flush_interval_s=0.01)
+    try:
+        writer.record(view("v", 0), known=False)
+        assert writer.flush()
+        other = sqlite3.connect(tmp_path / "v.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            assert writer.record(view("v", 1)).page_views == 2
+            deadline = time.monotonic() + 5
+            while not writer._entries[("shop", "v")].in_flight and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert writer._entries[("shop", "v")].in_flight == 1  # taken by a flush, not committed
+            started = time.perf_counter()
+            third = writer.record(view("v", 2))
+            assert time.perf_counter() - started < 0.5  # not the 5 s the commit waits
+            assert (third.page_views, [e.items for e in third.state.events()][:2]) == (3, [("item-2",), ("item-1",)])
+        finally:
+            other.rollback()
+            other.close()
+        assert writer.flush()
+        # Read back with the batch written: each view once.
+        assert writer.record(view("v", 3)).page_views == 4
+        assert writer.flush()
+        assert store.get_visitor("shop", "v").page_views == 4
+        assert store.count_events("shop", "page_view") == 4
+    finally:
+        writer.close()
+        store.close()
+
+
+def test_views_of_one_visitor_get_later_times_in_the_order_they_are_counted(store) -> None:
+    # Two request threads may stamp views the other way round from the order they are counted in.
+    writer = PageViewWriter(store, flush_interval_s=10)
+    try:
+        t0 = utcnow()
+        writer.record(view("v", 0, t0 + timedelta(seconds=1)), known=False)
+        second = writer.record(view("v", 1, t0))
+        assert second.page_views == 2 and second.last_seen > t0 + timedelta(seconds=1)
+        assert writer.flush()
+        assert store.get_visitor("shop", "v").last_seen == second.last_seen
+    finally:
+        writer.close()
+
+
 def test_views_wait_while_the_store_refuses_them_and_are_written_after(tmp_path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'v.db'}", busy_timeout_ms=100)
     store.migrate()

@@ -10,8 +10,13 @@ a few statements for the whole batch instead of four per view.
 
 Until its batch is committed, a view is kept here, and the same visitor's next page call
 on this worker counts it on top of what it reads: two page calls a moment apart see each
-other. The store applies the same `count_view` to the row it locks, so views of one
-visitor written by several workers at once are all counted, none twice.
+other. A page call never waits for a batch being written: whether the row it read holds
+that batch's views is told by the row itself (`_holds`: its last page view is as late as
+theirs), so a returning visitor whose views are being committed is answered at once, not
+after the commit (waiting was a page call's p99 at one connection: 10 ms against 2.4 ms).
+The store applies the same `count_view` to the row it locks, so views of one visitor
+written by several workers at once are all counted, none twice; what one worker's answer
+may miss is another worker's views of the last moment.
 
 The searches Vitrine serves are counted the same way (`count_search`): each process adds
 them up by shop, day and term, and the next batch adds those numbers to the store's
@@ -127,12 +132,27 @@ def _arrival(view: PageView) -> dict:
     return dict(referrer_domain=view.referrer_domain, source_name=view.source_name, utm_campaign=view.campaign)
 
 
+def _holds(stored: VisitorProfile | None, batch: list[PageView]) -> bool:
+    """Whether the visitor's row, as read, holds this batch of their views (one transaction:
+    all of them or none). Committed, the batch made the row's last page view at least as late
+    as its own latest (count_view); before, the row's is earlier, unless another worker wrote
+    a later view meanwhile (then the batch is taken as written: the answer misses views of a
+    moment ago, the store counts every one). A row with no page view (made by an event batch)
+    holds none."""
+    counted = [view.at for view in batch if view.counted]
+    if not counted:
+        return True  # events only: they change nothing a page call reads
+    return stored is not None and stored.page_views > 0 and stored.last_seen >= max(counted)
+
+
 @dataclass
 class _Entry:
     """One visitor's views on this worker that are not committed yet."""
 
     views: list[PageView] = field(default_factory=list)  # waiting for a flush
     in_flight: int = 0  # taken by a flush that has not committed yet
+    flying: list[PageView] = field(default_factory=list)  # those views (a single flush at a time)
+    latest: datetime | None = None  # the latest counted view's time: each later one is later (_queue)
     committed_seq: int = -1  # the flush that last committed some of them
     committed_at: float = 0.0
     held: int = 0  # page calls reading the visitor that no flush may overtake
@@ -174,15 +194,14 @@ class PageViewWriter:
                 return self._queue(key, self._entries.get(key), None, view)
         for _ in range(5):
             with self._cond:
-                # A batch of this visitor's views being written: its commit may or may not
-                # be in what we read, so wait for it (rare: two page calls within a flush).
-                self._cond.wait_for(lambda: not self._writing(key), timeout=self.wait_s)
                 seq = self._seq
             stored = self.store.get_visitor(view.shop, view.visitor_id)
             with self._cond:
                 entry = self._entries.get(key)
-                if entry is not None and (entry.in_flight or entry.committed_seq > seq):
-                    continue  # a flush of this visitor ran meanwhile: read again
+                if entry is not None and entry.committed_seq > seq:
+                    # A batch of theirs was committed, and left the entry, during the read,
+                    # which may have begun before that commit: read again (rare).
+                    continue
                 if stored is not None or entry is not None:
                     return self._queue(key, entry, stored, view)
             # No row and nothing queued: a first page view not written yet, or a visitor
@@ -234,8 +253,18 @@ class PageViewWriter:
         profile = stored
         if entry is None:
             entry = self._entries[key] = _Entry()
+        if entry.flying and not _holds(stored, entry.flying):
+            for flying in entry.flying:  # being written, and not in the row read
+                profile = count_view(profile, flying)
         for waiting in entry.views:
             profile = count_view(profile, waiting)
+        if view.counted:
+            # One visitor's views on this worker get strictly later times, in the order they are
+            # counted (two request threads may stamp them the other way round): a batch being
+            # written is always later than the row before it, which is what _holds reads.
+            if entry.latest is not None and view.at <= entry.latest:
+                view = dataclasses.replace(view, at=entry.latest + timedelta(microseconds=1))
+            entry.latest = view.at
         profile = count_view(profile, view)
         entry.views.append(view)
         self._pending += 1
@@ -324,6 +353,7 @@ class PageViewWriter:
                     continue
                 views, entry.views = entry.views, []
                 entry.in_flight += len(views)
+                entry.flying = views
                 taken[key] = views
                 batch += views
             self._pending -= len(batch)
@@ -337,6 +367,7 @@ class PageViewWriter:
             for key, views in taken.items():
                 entry = self._entries[key]
                 entry.in_flight -= len(views)
+                entry.flying = []
                 entry.committed_seq, entry.committed_at = self._seq, now
                 self.written += len(views)
             # An entry outlives its last commit a while, so that a page call whose read
@@ -353,6 +384,7 @@ class PageViewWriter:
             for key, views in taken.items():
                 entry = self._entries[key]
                 entry.in_flight -= len(views)
+                entry.flying = []
                 entry.views[:0] = views
                 self._pending += len(views)
             if self._pending > MAX_PENDING:
