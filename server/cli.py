@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -92,11 +93,29 @@ def demo(ctx: click.Context, host: str | None, port: int | None, train: bool, si
     from server.worker import Worker
 
     jobs = Worker(services, log=click.echo)  # `vitrine worker`'s jobs, in this process
+    # uvicorn stops on SIGTERM, then raises it again to the handler it found: the default one
+    # would end the process before `finally`, keeping the jobs' lease until it runs out (the next
+    # demo started would wait for it). This one lets `finally` give the lease up.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     jobs.start()
     try:
         _run_server(settings, services)
     finally:
         jobs.stop()
+        signal.signal(signal.SIGTERM, previous)
+        if jobs.running:
+            # Stopping must not wait for a training to end: every job is idempotent, and one
+            # cut short runs again when the demo is next started (server/worker.py).
+            click.echo(f"Stopped with {', '.join(sorted(jobs.running))} cut short: it runs again next time.")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            stopping = sys.exc_info()[1]
+            os._exit(stopping.code if isinstance(stopping, SystemExit) and isinstance(stopping.code, int)
+                     else 130 if isinstance(stopping, KeyboardInterrupt) else 0)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
 
 
 @main.command()

@@ -66,6 +66,7 @@ class Worker:
         self._held_until = 0.0  # monotonic time until which the lease is surely ours
         self._stop = threading.Event()
         self._scheduler: Any = None
+        self.running: set[str] = set()  # the jobs running now
         self._lease_thread: threading.Thread | None = None
 
     # -- the lease -------------------------------------------------------------------
@@ -117,12 +118,15 @@ class Worker:
         if not self.holding:  # another worker has it now: that one runs the jobs
             return
         started = time.monotonic()
+        self.running.add(job.name)
         try:
             done = job.run(self.services)
         except Exception as exc:  # one job's failure must not stop the others; it runs again next time
             log.exception("job %s failed", job.name)
             self.log(f"{_now()} {job.name}: failed: {type(exc).__name__}: {exc}")
             return
+        finally:
+            self.running.discard(job.name)
         self.log(f"{_now()} {job.name}: {done} ({time.monotonic() - started:.1f} s)")
 
     def run_once(self) -> bool:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -329,3 +330,18 @@ def test_of_two_workers_started_at_once_one_runs_the_jobs_and_the_other_takes_ov
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_the_demo_stopped_with_sigterm_gives_its_jobs_lease_up(tmp_path) -> None:
+    # uvicorn raises SIGTERM again once it has stopped; the demo must still reach its clean stop,
+    # or the next demo started on the same data waits for the lease to run out.
+    from servers import running, server_env
+
+    env = server_env(PYTHONUNBUFFERED="1")
+    log = tmp_path / "demo.log"
+    with running("demo", tmp_path, env, log, args=("--no-train", "--no-simulate")) as serving:
+        wait_for(lambda: "took the lease" in log.read_text(), "the demo to take the jobs' lease", logs=(log,))
+        serving.process.send_signal(signal.SIGTERM)
+        assert serving.process.wait(20) == 128 + signal.SIGTERM, log.read_text()
+    with sqlite3.connect(tmp_path / "vitrine.db") as conn:
+        assert conn.execute("SELECT holder FROM worker_leases").fetchall() == []
