@@ -1,4 +1,4 @@
-"""Benchmark: the server CPU one home-page call costs, for several checkouts measured in turn.
+"""Benchmark: the server CPU one home-page call (or event batch) costs, for several checkouts measured in turn.
 
 On a shared machine req/s move by half from one minute to the next, more than most changes
 to the code do; the CPU time the server process spends per request moves much less (steal
@@ -31,16 +31,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.loadgen import machine_info, require_wrk, run_wrk  # noqa: E402
 from bench.page_call import (  # noqa: E402
-    SEARCH_QUERY, SHOP, TOKEN_SLOT, Server, browser_headers, home_page_body, page_body, read_catalog, returning_visitor,
+    EVENT_BATCH, EVENT_CONNECTIONS, EVENT_VISITORS, SEARCH_QUERY, SHOP, TOKEN_SLOT, Server, browser_headers, home_page_body, page_body,
+    post_events, read_catalog, returning_visitor,
 )
 
 RESULTS = ROOT / "bench" / "results" / "page_cpu.json"
-CASES = ("returning", "new", "banner", "search")
+CASES = ("returning", "new", "banner", "search", "events")
 
 
-def case_request(case: str, server: Server, home: dict, tokens: list[str]) -> dict:
-    """wrk's arguments for one case against one server."""
+def case_request(case: str, server: Server, home: dict, tokens: list[str], items: list[str] = ()) -> dict:
+    """wrk's arguments for one case against one server (`events`: batches of 10 as
+    bench/page_call.py sends them, from 16 connections whatever --connections says, `items` the
+    catalog's ids; a row is then per batch)."""
     port = server.port
+    if case == "events":
+        run_id = f"cpu{time.time_ns()}-{port}"
+        senders = [post_events(port, None, [{"event_id": f"first-{run_id}-{v}", "type": "page_view"}])
+                   for v in range(EVENT_VISITORS)]
+        return {"url": server.url(f"/v1/events?shop={SHOP}"), "method": "POST",
+                "headers": {**browser_headers(port), "Content-Type": "text/plain;charset=UTF-8", "Origin": server.url("")},
+                "env": {"WRK_EVENTS": "1", "WRK_BATCH": str(EVENT_BATCH), "WRK_TOKENS": ",".join(senders),
+                        "WRK_ITEMS": ",".join(items), "WRK_SHOP": SHOP, "WRK_RUN_ID": run_id}}
     if case in ("returning", "new"):
         token = TOKEN_SLOT if case == "returning" else None
         return {"url": server.url(f"/v1/page?shop={SHOP}"), "method": "POST", "body": page_body(home, token),
@@ -78,10 +89,11 @@ def main() -> None:
             logs = args.data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
             servers.append(Server(label, tree, data, logs / f"{label.replace(':', '-')}.log", ["demo"]).wait())
-        homes, tokens = {}, {}
+        homes, tokens, items = {}, {}, {}
         for server, tree in zip(servers, trees):
             homes[server.label] = home_page_body(server.port)
             catalog = read_catalog(tree)
+            items[server.label] = [i for ids in catalog.values() for i in ids]
             tag = f"cpu{int(time.time())}-{server.port}"
             tokens[server.label] = [returning_visitor(server.port, homes[server.label], catalog, v, f"{tag}-{v}")
                                     for v in range(args.visitors)]
@@ -91,8 +103,9 @@ def main() -> None:
             for r in range(args.rounds):
                 order = servers if r % 2 == 0 else servers[::-1]
                 for server in order:
-                    req = case_request(case, server, homes[server.label], tokens[server.label])
-                    row = run_wrk(req["url"], args.connections, args.duration, method=req.get("method", "GET"), body=req.get("body"),
+                    req = case_request(case, server, homes[server.label], tokens[server.label], items[server.label])
+                    conns = EVENT_CONNECTIONS if case == "events" else args.connections
+                    row = run_wrk(req["url"], conns, args.duration, method=req.get("method", "GET"), body=req.get("body"),
                                   headers=req["headers"], env=req.get("env"), server_pid=server.proc.pid)
                     ms = 10 * row["server_cpu_pct"] * row["duration_s"] / max(1, row["requests"])
                     bad = row["non_2xx"] + row["timeouts"]

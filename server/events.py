@@ -79,8 +79,9 @@ class EventIn(BaseModel):
         shop's own tools (validation context `{"history": True}`) may be of any time."""
         if ts is None:
             return None
-        history = bool(info.context and info.context.get("history"))
-        now = utcnow()
+        context = info.context or {}
+        history = bool(context.get("history"))
+        now = context.get("now") or utcnow()  # parse_batch reads the clock once for the batch
         try:
             if isinstance(ts, datetime):
                 moment = ts if ts.tzinfo is None else ts.astimezone(timezone.utc).replace(tzinfo=None)
@@ -99,13 +100,7 @@ class EventIn(BaseModel):
 
     @model_validator(mode="after")
     def _required_per_type(self) -> "EventIn":
-        needs = {
-            "view_item": ("item",), "add_to_cart": ("item",), "remove_from_cart": ("item",),
-            "select_item": ("item",), "view_item_list": ("item",), "purchase": ("transaction_id", "value"),
-            "search": ("search_term",), "view_promotion": ("promotion_id",),
-            "select_promotion": ("promotion_id",), "close_promotion": ("promotion_id",),
-        }.get(self.type, ())
-        for need in needs:
+        for need in _NEEDS.get(self.type, ()):
             if need == "item" and not (self.item_id or self.items):
                 raise ValueError(f"{self.type} needs item_id or items")
             if need != "item" and getattr(self, need) in (None, ""):
@@ -134,6 +129,15 @@ class EventIn(BaseModel):
         )
 
 
+# What an event of each type must have ("item": item_id or items).
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "view_item": ("item",), "add_to_cart": ("item",), "remove_from_cart": ("item",),
+    "select_item": ("item",), "view_item_list": ("item",), "purchase": ("transaction_id", "value"),
+    "search": ("search_term",), "view_promotion": ("promotion_id",),
+    "select_promotion": ("promotion_id",), "close_promotion": ("promotion_id",),
+}
+
+
 class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -150,7 +154,7 @@ class BatchError(ValueError):
 
 def parse_batch(raw: bytes, max_events: int) -> EventBatch:
     try:
-        batch = EventBatch.model_validate_json(raw)
+        batch = EventBatch.model_validate_json(raw, context={"now": utcnow()})
     except ValidationError as exc:
         raise BatchError(describe_validation_error(exc)) from None
     if len(batch.events) > max_events:

@@ -1546,7 +1546,10 @@ def _event_row(shop: str, visitor_id: str, event: Event, now: datetime) -> dict[
 
 def _refuse_non_finite(event: Event) -> None:
     """Infinity and NaN are no amounts, PostgreSQL's JSON refuses them and SQLite's would be
-    unreadable JSON elsewhere: nothing non-finite is written, on either backend."""
+    unreadable JSON elsewhere: nothing non-finite is written, on either backend. (The paths
+    that name where are built only for an event that has one.)"""
+    if _finite(event.value) and _finite(event.props):
+        return
     pending: list[tuple[str, Any]] = [("value", event.value), ("props", event.props)]
     while pending:
         where, value = pending.pop()
@@ -1556,6 +1559,21 @@ def _refuse_non_finite(event: Event) -> None:
             pending += [(f"{where}.{key}", inner) for key, inner in value.items()]
         elif isinstance(value, (list, tuple)):
             pending += [(f"{where}[{n}]", inner) for n, inner in enumerate(value)]
+
+
+def _finite(value: Any) -> bool:
+    """No float in it is infinite or NaN (iterative: nesting of any depth)."""
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return False
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            pending.extend(value)
+    return True
 
 
 def _row_event(row: Any) -> Event:
