@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
@@ -32,7 +33,7 @@ from server.promotions.reveal import NeedsAVisitor, NoCodeLeft, banner_code, cam
 from server.qa import QA_HEADER, QA_PARAM, qa_allowed
 from server.schedules import parse_now
 from server.shops import ShopConfig
-from server.store import VisitorForgotten
+from server.store import StoreBusy, VisitorForgotten
 from server.urls import site_base
 from server.web.front import body_shop, request_shop
 from server.web.html import debug_comment
@@ -276,18 +277,18 @@ async def events(request: Request) -> Response:
         ))
     # Measurement of a visitor who allows no profile is counted under one id shared by all.
     visitor_id = identity.visitor_id if consent.personalization else ANONYMOUS_VISITOR
-    # Waiting for the group commit holds a thread of the writers' own (most of them asleep
-    # on it), not one of the few request threads: concurrent batches can then share commits.
-    limiter = getattr(request.app.state, "event_writers", None)
-    if limiter is None:
-        limiter = request.app.state.event_writers = anyio.CapacityLimiter(svc.settings.max_event_batches_in_flight)
     # Trending near you counts the events where they came from (a visitor's first page view
     # may not be written yet when their first events come, server/visitors/page_views.py).
     country = svc.contexts.locate(request).country
     try:
-        stored, duplicates = await anyio.to_thread.run_sync(
-            svc.store.record_events, shop.id, visitor_id, kept, country, limiter=limiter,
-        )
+        # The batch goes to the store's group writer and this request waits for the commit on
+        # the event loop, holding no thread: concurrent batches share commits, and how many
+        # wait at once is bounded by max_event_batches_in_flight (server/web/overload.py).
+        committed = svc.store.submit_events(shop.id, visitor_id, kept, country)
+        try:
+            stored, duplicates = await asyncio.wait_for(asyncio.wrap_future(committed), svc.store.write_wait_s)
+        except TimeoutError:
+            raise StoreBusy(f"the batch was not committed within {svc.store.write_wait_s:.1f} s") from None
     except VisitorForgotten:
         # A batch on its way when the visitor had their data deleted (a beacon as the page
         # unloaded): nothing of it is kept, and the cookie goes.

@@ -62,27 +62,43 @@ class GroupWriter:
     def run(self, work: Job, durable: bool, combine: Callable[[Connection, list[Any]], list[Any]] | None = None,
             item: Any = None) -> Any:
         """`work(conn)` inside a shared transaction; its result once that is committed."""
+        done = self.submit(work, durable, combine, item)
+        try:
+            return done.result(timeout=self.wait_s)
+        except TimeoutError:
+            raise StoreBusy(f"the write was not committed within {self.wait_s:.1f} s") from None
+
+    def submit_combined(self, combine: Callable[[Connection, list[Any]], list[Any]], item: Any, durable: bool) -> Future:
+        """run_combined without waiting: the future of its result, set once committed."""
+        return self.submit(lambda conn: combine(conn, [item])[0], durable, combine=combine, item=item)
+
+    def submit(self, work: Job, durable: bool, combine: Callable[[Connection, list[Any]], list[Any]] | None = None,
+               item: Any = None) -> Future:
+        """Queue `work` for the next group and return at once: the future of its result, set
+        once committed (an event loop awaits it without holding a thread). Raises StoreBusy at
+        once when the store was found busy and another write is finding out whether it is free
+        again, or when too many writes wait."""
         probe = False
         with self._state_lock:
             if self._busy:
                 if self._probing:
                     raise StoreBusy("the store is busy; another write is finding out whether it is free again")
                 self._probing = probe = True
+        pending = _Pending(work, durable, combine=combine, item=item)
+        if probe:
+            pending.done.add_done_callback(self._probed)
         try:
             self._ensure_thread()
-            pending = _Pending(work, durable, combine=combine, item=item)
-            try:
-                self._queue.put_nowait(pending)
-            except queue.Full:
-                raise StoreBusy("too many writes are waiting for the store") from None
-            try:
-                return pending.done.result(timeout=self.wait_s)
-            except TimeoutError:
-                raise StoreBusy(f"the write was not committed within {self.wait_s:.1f} s") from None
-        finally:
+            self._queue.put_nowait(pending)
+        except queue.Full:
             if probe:
-                with self._state_lock:
-                    self._probing = False
+                self._probed(pending.done)
+            raise StoreBusy("too many writes are waiting for the store") from None
+        return pending.done
+
+    def _probed(self, _: Future) -> None:
+        with self._state_lock:
+            self._probing = False
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():

@@ -8,6 +8,7 @@ import json
 import math
 import sqlite3
 import threading
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -456,11 +457,40 @@ class SqlStore:
 
         `country` is where the request came from (its trending scores count there); empty,
         the visitor's stored country."""
-        stored = self._group.run_combined(
+        done = self.submit_events(shop, visitor_id, batch, country)
+        try:
+            return done.result(timeout=self._group.wait_s)
+        except TimeoutError:
+            raise StoreBusy(f"the write was not committed within {self._group.wait_s:.1f} s") from None
+
+    @property
+    def write_wait_s(self) -> float:
+        """How long a write waits for its commit before it is answered StoreBusy."""
+        return self._group.wait_s
+
+    def submit_events(self, shop: str, visitor_id: str, batch: Sequence[Event], country: str = "") -> Future:
+        """record_events without waiting: the future of (stored, duplicates), set once the
+        batch is committed (or its error: VisitorForgotten, StoreBusy). The event endpoint
+        awaits it on the event loop, so a batch waiting for its group commit holds no thread."""
+        committed = self._group.submit_combined(
             self._store_event_batches, _EventBatch(shop, visitor_id, tuple(batch), country), durable=True)
-        if stored == FORGOTTEN:
-            raise VisitorForgotten(shop, visitor_id)
-        return stored, len(batch) - stored
+        answer: Future = Future()
+
+        def settle(done: Future) -> None:
+            if not answer.set_running_or_notify_cancel():
+                return  # nobody waits any more (the request went away); the batch is committed
+            try:
+                stored = done.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                answer.set_exception(exc)
+                return
+            if stored == FORGOTTEN:
+                answer.set_exception(VisitorForgotten(shop, visitor_id))
+            else:
+                answer.set_result((stored, len(batch) - stored))
+
+        committed.add_done_callback(settle)
+        return answer
 
     def _store_event_batches(self, conn: Connection, batches: Sequence[_EventBatch]) -> list[int]:
         """Insert the batches' new events and fold them into counters, aggregates and each
