@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import sqlalchemy as sa
 
 from server.catalog import Catalog
@@ -53,3 +56,26 @@ def test_trending_is_read_once_per_interval(services) -> None:
     assert catalog.trending("shop", "", 5) == ["b"]  # kept for the interval
     catalog.aggregate_ttl_s = 0
     assert catalog.trending("shop", "", 5) == ["a", "b"]
+
+
+def test_a_request_never_waits_for_a_list_or_a_version_to_be_read_again(services) -> None:
+    # Past their interval, what is held is served at once and the refresh thread reads again.
+    store = services.store
+    store.upsert_items("shop", ITEMS)
+    store.record_events("shop", "v1", [Event("r-1", "view_item", utcnow(), item_id="b")])
+    catalog = Catalog(store, check_interval_s=0.05, aggregate_ttl_s=0.05)
+    first = catalog.shop("shop")
+    assert catalog.trending("shop", "", 5) == ["b"]  # never read yet: read by the request
+    store.record_events("shop", "v1", [Event(f"r-{n}", "add_to_cart", utcnow(), item_id="a") for n in range(2, 5)])
+    store.upsert_items("shop", [CatalogItem("a", "Zebra mug XL", category="Kitchen")])
+    time.sleep(0.1)
+    read_by: list[tuple[str, str]] = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda c, cur, statement, *a: read_by.append((threading.current_thread().name, statement)))
+    assert catalog.trending("shop", "", 5) == ["b"]  # what is held, at once
+    assert catalog.shop("shop") is first
+    assert catalog.wait_for_refreshes()
+    assert not [s for name, s in read_by if name == threading.current_thread().name]  # no query on the request's time
+    assert any("item_trends" in s for _, s in read_by) and any("shop_versions" in s for _, s in read_by)
+    assert catalog.trending("shop", "", 5) == ["a", "b"]  # read again meanwhile
+    assert catalog.shop("shop").get(["a"])[0].title == "Zebra mug XL"
