@@ -526,6 +526,14 @@ def bottlenecks(rows: list[dict], cpus: int) -> list[str]:
         where = f"{r['setup']}, {r['case']}, {r['connections']} conn."
         if r["wrk_cpu_pct"] >= 85 * r["threads"]:
             notes.append(f"{where}: wrk used {r['wrk_cpu_pct']:.0f}% of a core: the load generator may be the limit")
+        # Closed loop: each connection waits for its answer, so connections = rate x mean
+        # latency (Little's law). wrk's latency figures that break it by far are not to be
+        # believed (seen: PostgreSQL, new visitor, 1 connection, mean 19 ms at 341 req/s, where
+        # a client of our own timed p99 at 9 ms); the rate still is.
+        if r.get("mean_ms") and r["req_per_s"] and abs(r["req_per_s"] * r["mean_ms"] / 1000 / r["connections"] - 1) > 0.3:
+            r["latency_suspect"] = True
+            notes.append(f"{where}: wrk's latencies disagree with its rate (mean {r['mean_ms']:.1f} ms at "
+                         f"{r['req_per_s']:.0f} req/s over {r['connections']} connections): its p50-p99 are not reliable here")
         if r["server_cpu_pct"] is not None and r["wrk_cpu_pct"] + r["server_cpu_pct"] >= 90 * cpus:
             notes.append(f"{where}: wrk ({r['wrk_cpu_pct']:.0f}%) and the server ({r['server_cpu_pct']:.0f}%) "
                          f"filled the {cpus} cores")
