@@ -510,8 +510,7 @@ class SqlStore:
                 for event in b.events]
         # One statement; RETURNING names the rows that went in (the others are an event_id
         # already stored, or an order this visitor already sent).
-        inserted = {(r[0], r[1]) for r in conn.execute(self._event_insert(events.c.shop, events.c.event_id), rows)} \
-            if rows else set()
+        inserted = {(r[0], r[1]) for r in self._insert_events(conn, rows)} if rows else set()
         counts: list[int] = []
         changed: dict[tuple[str, str], VisitorState] = {}
         for b in batches:
@@ -1033,6 +1032,25 @@ class SqlStore:
             return [_row_event(r) for r in conn.execute(query)]
 
     # -- helpers ---------------------------------------------------------------------
+    def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> Iterable[Any]:
+        """Insert these events (rows of _event_row), skipping what _event_insert skips; the
+        (shop, event_id) of those that went in.
+
+        On PostgreSQL one statement of fixed text, each column bound as an array (`unnest`):
+        a VALUES list has as many parameters as the group has events, so its text differed
+        from group to group and psycopg parsed it anew each time, which was 15% of an event
+        batch's time there."""
+        if self.dialect != "postgresql":
+            return conn.execute(self._event_insert(events.c.shop, events.c.event_id), rows)
+        params = {name: [row[name] for row in rows] for name in _EVENT_ARRAYS}
+        # The JSON text as SQLAlchemy's JSON type writes it (None as JSON null).
+        params["props"] = [_json_text(p) for p in params["props"]]
+        sources = ", ".join(f"CAST(:{name} AS {kind})" for name, kind in _EVENT_ARRAYS.items())
+        return conn.execute(sa.text(
+            f"INSERT INTO events ({', '.join(_EVENT_ARRAYS)}) SELECT * FROM unnest({sources}) "
+            "ON CONFLICT DO NOTHING RETURNING shop, event_id"
+        ), params)
+
     def _event_insert(self, *returning: Any) -> Any:
         """An insert of events that skips rows breaking either unique rule of the table: the
         (shop, event_id) of an event sent again, and the (shop, visitor, order) of a purchase
@@ -1563,6 +1581,14 @@ def _row_item(row: Any) -> CatalogItem:
         image_url=web_url(row.image_url),
         tags=tuple(t for t in row.tags.split("|") if t), in_stock=bool(row.in_stock),
     )
+
+
+# The events table's columns as PostgreSQL arrays, for one insert of many rows (_insert_events).
+_EVENT_ARRAYS = {
+    "shop": "text[]", "event_id": "text[]", "visitor_id": "text[]", "type": "text[]", "ts": "timestamp[]",
+    "item_id": "text[]", "value": "float8[]", "currency": "text[]", "order_id": "text[]", "campaign": "text[]",
+    "props": "json[]", "received_at": "timestamp[]",
+}
 
 
 def _event_row(shop: str, visitor_id: str, event: Event, now: datetime) -> dict[str, Any]:
