@@ -323,7 +323,8 @@ class ContextBuilder:
         elif identity.is_new:  # nothing can be stored under an id this request made
             profile = VisitorProfile(visitor_id=identity.visitor_id, first_seen=now, last_seen=now, new_visit=True)
         else:
-            profile = self.store.get_visitor(shop, identity.visitor_id) or VisitorProfile(
+            # With this worker's page views of theirs not written yet (page_views.py).
+            profile = self.page_views.read(shop, identity.visitor_id) or VisitorProfile(
                 visitor_id=identity.visitor_id, first_seen=now, last_seen=now, new_visit=True
             )
         if source.medium == "internal" and profile.source:

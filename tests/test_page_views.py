@@ -228,3 +228,19 @@ def test_the_visit_is_stored_with_the_visitor_and_read_back(store) -> None:
     assert (back.visits, back.visit_page_views, back.landing_page, back.referrer_domain, back.source_name,
             back.utm_campaign) == (2, 2, "/spring", "mail.example", "newsletter", "spring")
     assert abs((back.previous_seen - (t0 - timedelta(days=3))).total_seconds()) < 0.01
+
+
+def test_a_read_that_is_no_page_view_counts_the_views_not_written_yet(store) -> None:
+    # A fragment URL fetched a moment after page calls shows what they counted.
+    writer = PageViewWriter(store, flush_interval_s=10)
+    try:
+        assert writer.read("shop", "v") is None
+        writer.record(view("v", 0), known=False)
+        writer.record(view("v", 1))
+        seen = writer.read("shop", "v")
+        assert (seen.page_views, seen.visit_page_views) == (2, 2)
+        assert store.get_visitor("shop", "v") is None  # not written yet
+        assert writer.flush()
+        assert writer.read("shop", "v").page_views == 2  # written: counted once
+    finally:
+        writer.close()
