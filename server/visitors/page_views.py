@@ -150,12 +150,15 @@ class _Entry:
     """One visitor's views on this worker that are not committed yet."""
 
     views: list[PageView] = field(default_factory=list)  # waiting for a flush
-    in_flight: int = 0  # taken by a flush that has not committed yet
-    flying: list[PageView] = field(default_factory=list)  # those views (a single flush at a time)
+    flying: list[PageView] = field(default_factory=list)  # taken by the flush not committed yet (one at a time)
     latest: datetime | None = None  # the latest counted view's time: each later one is later (_queue)
     committed_seq: int = -1  # the flush that last committed some of them
     committed_at: float = 0.0
     held: int = 0  # page calls reading the visitor that no flush may overtake
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.flying)
 
 
 class PageViewWriter:
@@ -377,7 +380,6 @@ class PageViewWriter:
                 if not entry.views or entry.held or len(batch) >= MAX_BATCH:
                     continue
                 views, entry.views = entry.views, []
-                entry.in_flight += len(views)
                 entry.flying = views
                 taken[key] = views
                 batch += views
@@ -391,7 +393,6 @@ class PageViewWriter:
             now = self._clock()
             for key, views in taken.items():
                 entry = self._entries[key]
-                entry.in_flight -= len(views)
                 entry.flying = []
                 entry.committed_seq, entry.committed_at = self._seq, now
                 self.written += len(views)
@@ -408,7 +409,6 @@ class PageViewWriter:
             self._searches_in_flight = False
             for key, views in taken.items():
                 entry = self._entries[key]
-                entry.in_flight -= len(views)
                 entry.flying = []
                 entry.views[:0] = views
                 self._pending += len(views)
