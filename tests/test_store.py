@@ -976,7 +976,9 @@ def test_a_bad_batch_in_a_group_fails_alone(store: Store) -> None:
 def test_batches_of_one_group_are_written_by_one_statement_per_table(store: Store) -> None:
     """Fifteen batches together: one insert of events and one update of visitor states for
     all of them; each batch still gets its own count, duplicates across batches count once,
-    and the shared measurement visitor gets no row of its own."""
+    and the shared measurement visitor gets no row of its own. On PostgreSQL, where each
+    statement is a round trip, the group is four: the visitors' rows made and locked, the
+    events, the states, the trending scores."""
     from server.models import ANONYMOUS_VISITOR
 
     batches = {f"v{n}": [Event(f"c-{n}-{k}", "view_item", T0 + timedelta(seconds=k), item_id=f"i{k}") for k in range(4)]
@@ -999,11 +1001,37 @@ def test_batches_of_one_group_are_written_by_one_statement_per_table(store: Stor
     assert results["v0-again"] == (0, 0)
     assert sum(s.startswith("INSERT INTO events") for s in statements) == 1, statements
     assert sum(s.startswith("UPDATE visitors SET state") for s in statements) == 1, statements
+    if store.dialect == "postgresql":
+        assert [s.split(" (")[0].split(" SET ")[0] for s in statements] == [
+            "INSERT INTO visitors", "INSERT INTO events", "UPDATE visitors", "INSERT INTO item_trends"], statements
     assert store.count_events("shop") == 13 * 4 - 1 + 1
     assert [e.item_id for e in store.get_visitor("shop", "v5").state.events()] == ["i3", "i2", "i1", "i0"]
     assert [e.item_id for e in store.get_visitor("shop", "v12").state.events()] == ["i3", "i2", "i1"]
     assert store.get_visitor("shop", ANONYMOUS_VISITOR) is None
     assert set(store.trending("shop")) == {"i0", "i1", "i2", "i3", "i9"}  # the anonymous batch counts for trending too
+
+
+def test_the_group_writer_keeps_its_connection_and_one_the_database_dropped_loses_no_batch(postgres_url: str) -> None:
+    """The writer's transactions run on one connection kept from group to group (no pool
+    checkout, no ping each time). When the database ends it (a restart, an administrator),
+    the next batch is still written, on a new connection, and acknowledged once."""
+    store = open_store(postgres_url)
+    store.migrate()
+    backend = sa.text("SELECT pg_backend_pid()")
+    try:
+        first = store._group.run(lambda conn: conn.execute(backend).scalar_one(), durable=False)
+        assert store.record_events("shop", "v1", [Event("drop-1", "view_item", T0, item_id="i1")]) == (1, 0)
+        assert store._group.run(lambda conn: conn.execute(backend).scalar_one(), durable=False) == first
+        admin = sa.create_engine(postgres_url)
+        with admin.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar_one()
+        admin.dispose()
+        assert store.record_events("shop", "v1", [Event("drop-2", "add_to_cart", T0, item_id="i2")]) == (1, 0)
+        assert store.count_events("shop") == 2
+        assert [e.item_id for e in store.get_visitor("shop", "v1").state.events()] == ["i2", "i1"]
+        assert store._group.run(lambda conn: conn.execute(backend).scalar_one(), durable=False) != first
+    finally:
+        store.close()
 
 
 def test_two_batches_of_one_visitor_in_one_transaction_keep_both_in_the_state(store: Store) -> None:

@@ -25,7 +25,8 @@ class StoreError(Exception):
 
 class StoreConflict(StoreError):
     """The database aborted the transaction to resolve a conflict with another one (a
-    deadlock, a serialization failure): the same work, run again, succeeds."""
+    deadlock, a serialization failure), or ended the connection it ran on (a restart, an
+    administrator): the same work, run again, succeeds."""
 
 
 class VisitorForgotten(Exception):
