@@ -404,42 +404,7 @@ class SqlStore:
         now = utcnow()
         if searches:
             self._add_searches(conn, searches)
-        by_shop: dict[str, set[str]] = {}
-        for view in views:
-            by_shop.setdefault(view.shop, set()).add(view.visitor_id)
-        # Views of a visitor deleted at their request, queued before it: written, they would
-        # make the visitor again.
-        gone = {(shop, v) for shop, ids in by_shop.items() for v in self._forgotten(conn, shop, sorted(ids))}
-        if gone:
-            views = [v for v in views if (v.shop, v.visitor_id) not in gone]
-            by_shop = {shop: ids - {v for s, v in gone if s == shop} for shop, ids in by_shop.items()}
-            by_shop = {shop: ids for shop, ids in by_shop.items() if ids}
-        rows: dict[tuple[str, str], VisitorProfile | None] = {}
-        stated: set[tuple[str, str]] = set()  # rows whose state is read and written
-        for shop, ids in sorted(by_shop.items()):
-            ordered = sorted(ids)
-            # Rows for visitors seen for the first time: visits=0 marks them as made here.
-            first = {}
-            for view in views:
-                if view.shop == shop:
-                    first.setdefault(view.visitor_id, view.at)
-            conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
-                dict(shop=shop, visitor_id=v, first_seen=first[v], last_seen=first[v], visits=0, page_views=0)
-                for v in ordered
-            ])
-            # The state (the largest column, JSON) is read and written only for visitors whose
-            # views change it: a page without an item (home, category, cart) leaves it as it is.
-            changing = ordered if states else sorted(
-                {v.visitor_id for v in views if v.shop == shop and v.event and changes_state(v.event)})
-            stated |= {(shop, v) for v in changing}
-            for start in range(0, len(ordered), 500):
-                chunk = ordered[start : start + 500]
-                state = (sa.case((visitors.c.visitor_id.in_(changing), _STATE_CAST)) if changing else sa.null()).label("state")
-                query = (sa.select(*_NOT_STATE, state).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
-                         .order_by(visitors.c.visitor_id).with_for_update())
-                for row in conn.execute(query):
-                    profile = _row_profile(row._mapping, self.states.read((shop, row.visitor_id), row.state))
-                    rows[(shop, row.visitor_id)] = None if profile.visits == 0 else profile
+        views, rows, stated = self._lock_view_rows(conn, views, states)
         after: list[VisitorProfile] = []
         events_rows, answers = [], []
         for view in views:
@@ -472,10 +437,77 @@ class SqlStore:
         if without_state:
             conn.execute(_VIEW_UPDATE, without_state)
         if events_rows:
-            conn.execute(self._insert(events).on_conflict_do_nothing(), events_rows)
+            self._insert_events(conn, events_rows)
         if answers:
             conn.execute(sa.insert(consent_history), answers)
         return after
+
+    def _lock_view_rows(
+        self, conn: Connection, views: Sequence[PageView], states: bool,
+    ) -> tuple[list[PageView], dict[tuple[str, str], VisitorProfile | None], set[tuple[str, str]]]:
+        """The rows of the views' visitors, made where missing and locked in key order, shop
+        by shop: (the views to count, each visitor's profile before them (None: a row made
+        here), the visitors whose state is read and written). Views of a visitor deleted at
+        their request, queued before it, are dropped: written, they would make the visitor again."""
+        by_shop: dict[str, set[str]] = {}
+        for view in views:
+            by_shop.setdefault(view.shop, set()).add(view.visitor_id)
+        rows: dict[tuple[str, str], VisitorProfile | None] = {}
+        stated: set[tuple[str, str]] = set()
+        for shop, ids in sorted(by_shop.items()):
+            first = self._first_views(views, shop)
+            changing = self._changing(views, shop, ids, states)
+            if self.dialect == "postgresql":  # one statement (_pg_lock_visitors)
+                found = list(conn.execute(_PG_LOCK_FOR_VIEWS, {**_pg_lock_params(shop, first, 0), "stated": changing}))
+            else:
+                gone = self._forgotten(conn, shop, sorted(ids))
+                ordered = sorted(ids - gone)
+                changing = [v for v in changing if v not in gone]
+                found = self._lock_rows_for_views(conn, shop, ordered, first, changing)
+            stated |= {(shop, v) for v in changing}
+            for row in found:
+                profile = _row_profile(row._mapping, self.states.read((shop, row.visitor_id), row.state))
+                rows[(shop, row.visitor_id)] = None if profile.visits == 0 else profile
+        return [v for v in views if (v.shop, v.visitor_id) in rows], rows, stated
+
+    def _lock_rows_for_views(
+        self, conn: Connection, shop: str, ordered: list[str], first: dict[str, datetime], changing: list[str],
+    ) -> list[Any]:
+        """_lock_view_rows on SQLite (which holds the database's write lock already): the
+        missing rows inserted, then every row read (the state only of `changing`)."""
+        if not ordered:
+            return []
+        conn.execute(self._insert(visitors).on_conflict_do_nothing(), [
+            dict(shop=shop, visitor_id=v, first_seen=first[v], last_seen=first[v], visits=0, page_views=0)
+            for v in ordered
+        ])
+        found = []
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            state = (sa.case((visitors.c.visitor_id.in_(changing), _STATE_CAST)) if changing else sa.null()).label("state")
+            query = (sa.select(*_NOT_STATE, state).where(visitors.c.shop == shop, visitors.c.visitor_id.in_(chunk))
+                     .order_by(visitors.c.visitor_id).with_for_update())
+            found += conn.execute(query).all()
+        return found
+
+    @staticmethod
+    def _first_views(views: Sequence[PageView], shop: str) -> dict[str, datetime]:
+        """Each visitor's first view of these in `shop`: a row made for a visitor seen for the
+        first time is seen then, with visits=0 to mark it as made here (count_view counts)."""
+        first: dict[str, datetime] = {}
+        for view in views:
+            if view.shop == shop:
+                first.setdefault(view.visitor_id, view.at)
+        return first
+
+    @staticmethod
+    def _changing(views: Sequence[PageView], shop: str, ids: set[str], states: bool) -> list[str]:
+        """The visitors whose state (the largest column, JSON) is read and written: only those
+        whose views change it (`states`: all of them). A page without an item (home,
+        category, cart) leaves it as it is."""
+        if states:
+            return sorted(ids)
+        return sorted({v.visitor_id for v in views if v.shop == shop and v.event and changes_state(v.event)})
 
     def get_visitor(self, shop: str, visitor_id: str) -> VisitorProfile | None:
         with self._reading() as conn:
@@ -608,11 +640,9 @@ class SqlStore:
         found: dict[tuple[str, str], tuple[VisitorState, str]] = {}
         for shop in sorted({k[0] for k in keys}):
             ids = [v for s, v in keys if s == shop]
-            if self.dialect == "postgresql":
-                # One statement, not three (the forgotten ones, the new rows, the locks): a
-                # round trip of a busy worker costs a wait for the GIL each.
-                params = {"shop": shop, "now": now, "ids": ids, "hashes": [forgotten_hash(v) for v in ids]}
-                for row in conn.execute(_PG_LOCK_VISITORS, params):
+            if self.dialect == "postgresql":  # one statement, not three (_pg_lock_visitors)
+                # visits=1: made by an event batch, the visitor's first (and only) visit so far
+                for row in conn.execute(_PG_LOCK_FOR_EVENTS, _pg_lock_params(shop, dict.fromkeys(ids, now), 1)):
                     key = (shop, row.visitor_id)
                     found[key] = (self.states.read(key, row.state), row.country or "")
                 continue
@@ -1732,26 +1762,44 @@ def _by_key(statement: Any) -> Any:
     return statement.where(visitors.c.shop == sa.bindparam("key_shop"), visitors.c.visitor_id == sa.bindparam("key_visitor"))
 
 
-# _lock_visitors on PostgreSQL in one statement: the rows of these visitors (the ids in key
-# order), made where missing and locked until the transaction ends, but none for a visitor
-# deleted at their request (forgotten_visitors, by the ids' hashes); their states and
-# countries. ON CONFLICT DO UPDATE locks a row that exists as SELECT ... FOR UPDATE does,
-# waiting for another writer of it and then returning the row as that writer committed it;
-# the update sets nothing that changes.
-_PG_LOCK_VISITORS = sa.text(
-    "INSERT INTO visitors (shop, visitor_id, first_seen, last_seen, page_views) "
-    "SELECT CAST(:shop AS VARCHAR), u.visitor_id, CAST(:now AS TIMESTAMP), CAST(:now AS TIMESTAMP), 0 "
-    "FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:hashes AS VARCHAR[])) AS u(visitor_id, visitor_hash) "
-    "WHERE NOT EXISTS (SELECT 1 FROM forgotten_visitors AS f WHERE f.shop = CAST(:shop AS VARCHAR) AND f.visitor_hash = u.visitor_hash) "
-    "ORDER BY u.visitor_id "
-    "ON CONFLICT (shop, visitor_id) DO UPDATE SET shop = EXCLUDED.shop "
-    "RETURNING visitors.visitor_id, CAST(visitors.state AS TEXT) AS state, visitors.country"
-)
+def _pg_lock_visitors(returning: str) -> Any:
+    """On PostgreSQL, in one statement: the rows of these visitors (`ids`, in key order),
+    made where missing (first and last seen `seen`, `visits`) and locked until the
+    transaction ends, but none for a visitor deleted at their request (forgotten_visitors,
+    by the ids' `hashes`); `returning` of each. ON CONFLICT DO UPDATE locks a row that exists
+    as SELECT ... FOR UPDATE does, waiting for another writer of it and then returning the
+    row as that writer committed it; the update sets nothing that changes. It replaces a
+    query for the forgotten, an insert and a SELECT ... FOR UPDATE: three round trips, each
+    of which costs a busy worker a wait for the GIL."""
+    return sa.text(
+        "INSERT INTO visitors (shop, visitor_id, first_seen, last_seen, visits, page_views) "
+        "SELECT CAST(:shop AS VARCHAR), u.visitor_id, u.seen, u.seen, CAST(:visits AS INTEGER), 0 "
+        "FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:hashes AS VARCHAR[]), CAST(:seen AS TIMESTAMP[])) "
+        "AS u(visitor_id, visitor_hash, seen) "
+        "WHERE NOT EXISTS (SELECT 1 FROM forgotten_visitors AS f "
+        "WHERE f.shop = CAST(:shop AS VARCHAR) AND f.visitor_hash = u.visitor_hash) "
+        "ORDER BY u.visitor_id "
+        f"ON CONFLICT (shop, visitor_id) DO UPDATE SET shop = EXCLUDED.shop RETURNING {returning}"
+    )
+
+
+def _pg_lock_params(shop: str, seen: dict[str, datetime], visits: int) -> dict[str, Any]:
+    ids = sorted(seen)
+    return {"shop": shop, "ids": ids, "hashes": [forgotten_hash(v) for v in ids], "seen": [seen[v] for v in ids],
+            "visits": visits}
+
 
 # The visitor state as its stored JSON text (parsed by StateCache, once per text).
 _STATE_CAST = sa.cast(visitors.c.state, sa.Text)
 _STATE_TEXT = _STATE_CAST.label("state")
 _NOT_STATE = [c for c in visitors.c if c.name != "state"]
+# The visitors' rows an event batch locks (_lock_visitors): their states and countries.
+_PG_LOCK_FOR_EVENTS = _pg_lock_visitors(
+    "visitors.visitor_id, CAST(visitors.state AS TEXT) AS state, visitors.country")
+# The rows page views lock (_count_views): every column, the state only of the `stated` ids.
+_PG_LOCK_FOR_VIEWS = _pg_lock_visitors(
+    ", ".join(f"visitors.{c.name}" for c in _NOT_STATE)
+    + ", CASE WHEN visitors.visitor_id = ANY(CAST(:stated AS VARCHAR[])) THEN CAST(visitors.state AS TEXT) END AS state")
 # The row of the customer a visitor identified as (visitors.identified_as), with their details.
 _CUSTOMER_ROW = visitors.alias("customer_row")
 _CUSTOMER_COLUMNS = (
