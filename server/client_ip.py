@@ -5,6 +5,7 @@ The address is only used for the geo lookup and then discarded; it is never stor
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -70,8 +71,11 @@ def _is_trusted(address: Address, trusted_proxies: Sequence[Network]) -> bool:
     return any(address in network for network in trusted_proxies)
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_address(value: str | None) -> Address | None:
-    """Parse "1.2.3.4", "1.2.3.4:80", "2001:db8::1", "[2001:db8::1]:443"; None if invalid."""
+    """Parse "1.2.3.4", "1.2.3.4:80", "2001:db8::1", "[2001:db8::1]:443"; None if invalid.
+    Remembered for the last few thousand (addresses are immutable): every request parses
+    its peer's, and ipaddress does so in Python."""
     if not value:
         return None
     text = value.strip().strip('"')

@@ -77,6 +77,28 @@ def test_expired_token_is_rejected() -> None:
     assert signer.visitor_id("demo", signed_long_ago("k1", {"s": "demo", "v": "old"}, 29 * DAY)) == "old"
 
 
+def test_a_token_found_valid_is_not_checked_again_but_still_ages_and_names_its_shop(monkeypatch) -> None:
+    """A returning visitor's token is verified once (TokenSigner keeps the valid ones); what
+    it says stays bound to its shop, and it expires when its age passes the limit."""
+    import itsdangerous
+
+    signer = TokenSigner(["k1"], 30 * DAY)
+    token = signed_long_ago("k1", {"s": "demo", "v": "kept"}, 29 * DAY)
+    assert signer.visitor_id("demo", token) == "kept"
+    checks = []
+    real_loads = itsdangerous.URLSafeTimedSerializer.loads
+    monkeypatch.setattr(itsdangerous.URLSafeTimedSerializer, "loads",
+                        lambda self, *a, **k: checks.append(1) or real_loads(self, *a, **k))
+    assert signer.visitor_id("demo", token) == "kept" and not checks  # not verified again
+    assert signer.visitor_id("other", token) is None and not checks
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 2 * DAY)  # past 30 days old now
+    assert signer.visitor_id("demo", token) is None
+    payload, stamp, sig = token.split(".")
+    altered = f"{payload}.{stamp}.{'z' if sig[0] != 'z' else 'A'}{sig[1:]}"
+    assert signer.visitor_id("demo", altered) is None and checks  # another string is verified
+
+
 @pytest.mark.parametrize(
     "token",
     [None, "", "garbage", "a.b.c", "...", "é☃", "eyJzIjoiZGVtbyJ9", "x" * 100 + "." + "y" * 10, "\x00" * 20],
