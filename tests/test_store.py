@@ -23,6 +23,7 @@ from conftest import HEAD
 from server.models import ANONYMOUS_VISITOR, CatalogItem, Event, Interaction
 from server.store import Store, StoreBusy, StoreError, open_store
 from server.store.schema import events as events_table
+from server.store.schema import items as items_table
 from server.store.schema import visitors as visitors_table
 from server.store.sql import MIGRATIONS, imported_visitor_id
 from server.visitors.page_views import PageView
@@ -1030,6 +1031,25 @@ def test_the_group_writer_keeps_its_connection_and_one_the_database_dropped_lose
         assert store.count_events("shop") == 2
         assert [e.item_id for e in store.get_visitor("shop", "v1").state.events()] == ["i2", "i1"]
         assert store._group.run(lambda conn: conn.execute(backend).scalar_one(), durable=False) != first
+    finally:
+        store.close()
+
+
+def test_postgres_reads_run_in_autocommit_and_writes_in_one_transaction_on_the_same_pool(postgres_url: str) -> None:
+    """Reads skip BEGIN and ROLLBACK (two round trips of three); a connection back in the
+    pool is transactional again, so a write that fails halfway leaves nothing."""
+    store = open_store(postgres_url)
+    store.migrate()
+    try:
+        with store._reading() as conn:
+            assert conn.connection.dbapi_connection.autocommit
+        assert store.engine.pool.size() >= 1
+        with pytest.raises(StoreError):
+            with store._writing() as conn:
+                assert not conn.connection.dbapi_connection.autocommit
+                conn.execute(sa.insert(items_table), [dict(shop="shop", item_id="half", title="Half")])
+                conn.execute(sa.text("SELECT 1/0"))
+        assert store.get_item("shop", "half") is None
     finally:
         store.close()
 

@@ -172,6 +172,7 @@ class SqlStore:
         self.busy_timeout_ms = busy_timeout_ms
         self.engine = create_engine(url, busy_timeout_ms)
         self.dialect = self.engine.dialect.name
+        self._autocommit_reads = self.dialect == "postgresql"
         # SQLite has one writer at a time. Threads queueing on a lock wake as soon as the
         # writer commits; left to SQLite's busy handler they sleep in steps of up to
         # 100 ms, which is what made the tail latency of concurrent page calls.
@@ -214,7 +215,14 @@ class SqlStore:
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
+        """A connection for reads. On PostgreSQL in autocommit: each statement its own
+        transaction, as under READ COMMITTED each sees its own snapshot anyway, without the
+        BEGIN before it and the ROLLBACK when the connection goes back to the pool, two round
+        trips of the three a visitor's read took (1.1-1.2 -> 0.66 ms, 0.56-0.62 -> 0.46 ms of
+        CPU). SQLite's driver begins no transaction for a read in the first place."""
         with self._bounded(), self.engine.connect() as conn:
+            if self._autocommit_reads:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     @contextmanager
