@@ -35,7 +35,7 @@ from server.recommend.serving import Recommender
 from server.search import SearchService
 from server.settings import Settings
 from server.shops import ShopConfig, ShopConfigError, ShopRegistry
-from server.store import Store, StoreBusy, open_store
+from server.store import Store, StoreBusy, StoreConflict, open_store
 from server.visitors.page_views import PageViewWriter
 from server.web.front import FrontDoor
 from server.web.overload import InFlightLimit
@@ -181,7 +181,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         ],
         lifespan=lifespan,
         exception_handlers={
-            ApiError: _api_error, StoreBusy: _store_busy, HTTPException: _http_error, Exception: _server_error,
+            ApiError: _api_error, StoreBusy: _store_busy, StoreConflict: _store_conflict, HTTPException: _http_error, Exception: _server_error,
         },
     )
     app.state.services = services
@@ -221,6 +221,18 @@ async def _store_busy(request: Request, exc: Exception) -> Response:
     log.warning("store busy on %s %s", request.method, request.url.path)
     return JSONResponse(
         {"error": "the store is busy; try again in a second"}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
+async def _store_conflict(request: Request, exc: Exception) -> Response:
+    # The database gave way to another transaction (a deadlock, a serialization failure) or
+    # ended the connection, past the group writer's own tries: the same request in a moment
+    # succeeds, so it is answered as a busy store is, not as a server error. The message
+    # names the SQLSTATE and statement, never a value.
+    log.warning("store conflict on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"error": "the store gave way to another write; try again in a second"}, status_code=503,
+        headers={"Retry-After": "1"},
     )
 
 

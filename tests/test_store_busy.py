@@ -94,3 +94,31 @@ def test_a_page_call_whose_read_is_locked_out_is_503_fast_not_a_queue(settings: 
         finally:
             locker.dispose()
             services.close()
+
+
+def test_a_request_whose_store_gave_way_to_another_transaction_gets_503_not_500(settings: Settings) -> None:
+    """A StoreConflict that reaches the web layer (a deadlock's victim or a dropped
+    connection, past the group writer's own tries) is "try again", like a busy store. A
+    deadlock three times over cannot be made to order, so the store's read raises it here."""
+    from server.store import StoreConflict
+
+    services = build_services(settings)
+    client = TestClient(create_app(settings, services), base_url="http://127.0.0.1:8000", client=("127.0.0.1", 40000))
+    body = {"shop": "demo", "slots": [{"id": "top", "widget": "banner", "attrs": {"placement": "top"}}]}
+    token = client.post("/v1/page?shop=demo", json=body).json()["token"]
+    assert services.contexts.page_views.flush()
+    read = services.store.get_visitor
+    conflicts = [StoreConflict("DeadlockDetected (40P01) in: SELECT visitors.visitor_id ...")]
+
+    def gives_way(shop: str, visitor_id: str):
+        if conflicts:
+            raise conflicts.pop()
+        return read(shop, visitor_id)
+
+    services.store.get_visitor = gives_way
+    response = client.post("/v1/page?shop=demo", json={**body, "token": token})
+    assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
+    assert "try again" in response.json()["error"]
+    again = client.post("/v1/page?shop=demo", json={**body, "token": token})
+    assert again.status_code == 200 and again.json()["visitor"]["new_visit"] is False  # the same visitor, read this time
+    services.close()
